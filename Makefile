@@ -14,7 +14,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e '.[test]' -e tests/plugin_example
+	$(PIP) -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed

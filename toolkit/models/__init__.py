@@ -1,0 +1,1 @@
+"""Built-in models (filled by the zoo plugin)."""

@@ -1,0 +1,144 @@
+"""Frozen records that flow from the walker to the rulebooks and reports.
+
+Units are in the field names: ``mults`` and ``adds`` are single arithmetic
+operations, ``macs`` multiply-accumulates, ``params`` parameter elements,
+``bits`` bit widths, ``storage`` and ``ops`` the MicroNet 32-bit equivalents.
+Nothing here is formatted: K/M/G belong to :mod:`micronet.reports`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["TensorInfo", "Counts", "LayerRecord", "COUNTED", "FREE", "UNCOUNTED"]
+
+COUNTED = "counted"
+FREE = "free"
+UNCOUNTED = "uncounted"
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """Shape and dtype of a tensor flowing along a graph edge; never its data."""
+
+    shape: Shape
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"TensorInfo({list(self.shape)}, {str(self.dtype).removeprefix('torch.')})"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Dense operation counts of one call, before precision and sparsity apply.
+
+    A counter returns one of these. The rulebook turns it into MicroNet ops.
+
+    - ``dot_products`` weighted sums of ``dot_length`` terms each (a conv or
+      linear output element is one). A dense dot product of length L costs L
+      mults and L-1 adds; when ``sparse_weight`` is true the layer's measured
+      weight density d shrinks L to d*L (rules: sparsity reduces both).
+    - ``mults`` / ``adds``: every other multiply / addition (bias adds,
+      activations booked as a multiply, pooling sums, elementwise ops);
+      always dense.
+    - ``other_ops``: transcendental, bitwise and comparison operations, which
+      cost 1 each whatever their precision.
+    - ``folded_params``: parameters the rules make free (BatchNorm's scale
+      folds into the preceding conv).
+    """
+
+    dot_products: int = 0
+    dot_length: int = 0
+    sparse_weight: bool = False
+    mults: int = 0
+    adds: int = 0
+    other_ops: int = 0
+    folded_params: int = 0
+
+    @property
+    def dense_mults(self) -> int:
+        """Multiplies at full density."""
+        return self.dot_products * self.dot_length + self.mults
+
+    @property
+    def dense_adds(self) -> int:
+        """Additions at full density."""
+        return self.dot_products * max(self.dot_length - 1, 0) + self.adds
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the dot products (thop / fvcore convention)."""
+        return self.dot_products * self.dot_length
+
+    def __add__(self, other: "Counts") -> "Counts":
+        if other.dot_length and self.dot_length and other.dot_length != self.dot_length:
+            raise ValueError("cannot add Counts with different dot lengths")
+        return Counts(
+            dot_products=self.dot_products + other.dot_products,
+            dot_length=self.dot_length or other.dot_length,
+            sparse_weight=self.sparse_weight or other.sparse_weight,
+            mults=self.mults + other.mults,
+            adds=self.adds + other.adds,
+            other_ops=self.other_ops + other.other_ops,
+            folded_params=self.folded_params + other.folded_params,
+        )
+
+
+ZERO = Counts()
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRecord:
+    """One graph node as the walker saw it: what it is, its shapes and counts.
+
+    ``name`` is the dotted module path for module calls (as in
+    ``named_modules()``) and ``path.node_name`` for functions and methods;
+    ``module_path`` is the owning module, ``""`` for the whole model.
+    ``params`` counts every parameter element attributed to this node (a
+    module's parameters go to its first call); ``weight_params`` /
+    ``weight_nonzero`` are the sparsifiable weight's elements and nonzeros;
+    ``weight_block`` is the block shape its zeros come in (``(1,)`` for
+    unstructured, ``()`` when dense).
+    """
+
+    name: str
+    node: str
+    op: str
+    status: str
+    target: str
+    module_path: str
+    input_shapes: tuple[Shape, ...]
+    output_shapes: tuple[Shape, ...]
+    counts: Counts = ZERO
+    params: int = 0
+    nonzero_params: int = 0
+    weight_params: int = 0
+    weight_nonzero: int = 0
+    weight_block: Shape = ()
+    weight_bits: int = 32
+    input_bits: int = 32
+    accumulator_bits: int = 32
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    via: str = "fx"
+
+    @property
+    def weight_density(self) -> float:
+        """Fraction of the weight that is nonzero (1.0 without a weight)."""
+        return self.weight_nonzero / self.weight_params if self.weight_params else 1.0
