@@ -45,7 +45,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.interpolate",
     "micronet.counters.embedding",
     "micronet.counters.free",
-    "micronet.counters.aten",
     "micronet.rules",
     "micronet.models",
 )
