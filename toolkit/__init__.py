@@ -1,25 +1,27 @@
-"""micronet: MicroNet Challenge scores of any PyTorch model, layer by layer."""
+"""micronet: MicroNet Challenge scores of any PyTorch model, layer by layer.
+
+>>> import micronet
+>>> result = micronet.audit("micronet:wrn_28_10", (1, 3, 32, 32), track="cifar100")
+>>> result.score.total  # doctest: +SKIP
+"""
 from __future__ import annotations
 
+from .audit import Result, UncountedWarning, audit, parse_input_shape
 from .errors import (CompressionError, CounterError, MicronetError, PluginError, SpecError,
                      TraceError, UsageError)
-from .manager import get_plugin_manager, hookimpl
+from .manager import Registries, get_plugin_manager, hookimpl
 from .records import Counts, LayerRecord, TensorInfo
+from .registry import Method, OpCall, counter, free, shape_rule
+from .rules import LayerCost, Rulebook, Score, ScoreOptions, Track
+from .whatif import WhatIfGrid
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "hookimpl",
-    "get_plugin_manager",
-    "Counts",
-    "LayerRecord",
-    "TensorInfo",
-    "MicronetError",
-    "UsageError",
-    "SpecError",
-    "TraceError",
-    "CounterError",
-    "PluginError",
+    "__version__", "audit", "Result", "UncountedWarning", "parse_input_shape",
+    "hookimpl", "get_plugin_manager", "Registries",
+    "Counts", "LayerRecord", "TensorInfo", "Method", "OpCall", "counter", "free", "shape_rule",
+    "Rulebook", "Track", "Score", "ScoreOptions", "LayerCost", "WhatIfGrid",
+    "MicronetError", "UsageError", "SpecError", "TraceError", "CounterError", "PluginError",
     "CompressionError",
 ]

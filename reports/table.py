@@ -1,0 +1,77 @@
+"""A readable terminal table of an audit, and of a what-if grid."""
+from __future__ import annotations
+
+from micronet.records import COUNTED, UNCOUNTED
+
+from .format import percent, shape, si
+
+_HEAD = ("layer", "op", "output", "params", "sparsity", "w/a bits", "mults", "adds", "ops", "share")
+
+
+def _layer_line(row) -> tuple[str, ...]:
+    return (
+        row["name"], row["op"], shape(row["output_shapes"][:1]), si(row["params"]),
+        percent(row["weight_sparsity"]) if row["weight_sparsity"] else "",
+        f"{row['weight_bits']}/{row['input_bits']}", si(row["mults"]), si(row["adds"]),
+        si(row["ops"]), percent(row["share"]),
+    )
+
+
+def _format(rows, widths) -> list[str]:
+    return ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+            for r in rows]
+
+
+def render_table(result, *, show_free: bool = False, top: int | None = None, max_name: int = 48) -> str:
+    """The per-layer table followed by totals and the score.
+
+    Free nodes are hidden unless ``show_free``; ``top`` keeps the N layers
+    with the largest share of the score.
+    """
+    rows = [r for r in result.rows() if show_free or r["status"] != "free"]
+    if top is not None:
+        rows = sorted(rows, key=lambda r: -r["share"])[:top]
+    lines = [_layer_line(r) for r in rows]
+    lines = [(n if len(n) <= max_name else "…" + n[-max_name + 1:],) + rest for n, *rest in lines]
+    widths = [max([len(h)] + [len(l[i]) for l in lines]) for i, h in enumerate(_HEAD)]
+    out = _format([_HEAD, tuple("-" * w for w in widths)] + lines, widths)
+    totals, score, track = result.totals, result.score, result.track
+    out += [
+        "",
+        f"model      {result.model}   input {'x'.join(map(str, result.input_shape))}   "
+        f"captured with {result.captured_via}",
+        f"params     {si(totals['params'])} ({totals['params']:,}), nonzero {si(totals['nonzero_params'])}, "
+        f"storage {si(totals['storage'])} 32-bit equivalents",
+        f"math       {si(totals['mults'])} mults + {si(totals['adds'])} adds"
+        f" + {si(totals['other_ops'])} other = {si(totals['ops'])} MicroNet ops ({si(totals['macs'])} MACs)",
+        f"rulebook   {result.rulebook.name}, track {track.name} (reference {track.reference_model}: "
+        f"{si(track.reference_params)} params, {si(track.reference_ops)} ops; bar top-1 >= {track.quality_bar:g}%)",
+        f"freebie    {'applied: 32-bit params and mults counted at 16 bits' if score.freebie else 'not applied'}",
+        f"score      {score.total:.4f} = storage {score.storage_term:.4f} + ops {score.ops_term:.4f}",
+    ]
+    uncounted = [r for r in result.rows() if r["status"] == UNCOUNTED]
+    if uncounted:
+        out.append(f"UNCOUNTED  {len(uncounted)} node(s): " + ", ".join(
+            f"{r['name']} ({r['reason']})" for r in uncounted[:8]))
+    for message in result.warnings:
+        if not message.startswith(f"{len(uncounted)} node(s) not counted"):
+            out.append(f"warning    {message}")
+    return "\n".join(out)
+
+
+def render_what_if(grid) -> str:
+    """The what-if grid: a matrix for two axes, a list otherwise."""
+    if len(grid.axes) == 2:
+        (a, b), (la, lb) = grid.axes, grid.levels
+        header = [f"{a} \\ {b}"] + [f"{v:g}" for v in lb]
+        rows = [header]
+        cells = iter(grid.cells)
+        for va in la:
+            rows.append([f"{va:g}"] + [f"{next(cells).total:.4f}" for _ in lb])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+    lines = []
+    for cell in grid.cells:
+        levels = ", ".join(f"{k}={v:g}" for k, v in cell.levels)
+        lines.append(f"{levels}: {cell.total:.4f} (storage {cell.storage_term:.4f} + ops {cell.ops_term:.4f})")
+    return "\n".join(lines)

@@ -1,0 +1,270 @@
+"""``audit()``: resolve -> capture -> walk -> score, and the Result it returns."""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .capture import capture
+from .errors import UsageError
+from .manager import Registries
+from .precision import Precision, check_bits, parse_bits
+from .records import COUNTED, FREE, UNCOUNTED, LayerRecord, TensorInfo
+from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
+from .walk import WalkSettings, walk, walk_exported
+from .whatif import WhatIfGrid, parse_what_if, what_if_grid
+
+__all__ = ["audit", "Result", "UncountedWarning", "default_registries", "parse_input_shape"]
+
+
+class UncountedWarning(UserWarning):
+    """Some nodes have no counter: their cost is missing from the score."""
+
+
+@functools.lru_cache(maxsize=1)
+def default_registries() -> Registries:
+    """The registries of the default plugin manager, built once per process.
+
+    Building a manager scans entry points (~10 ms); tests and callers who
+    need a fresh one pass ``registries=Registries.from_manager(...)``.
+    """
+    return Registries.from_manager()
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything an audit learned: records, per-layer costs, score, totals.
+
+    ``layers`` pairs each record with its cost; ``rows()`` gives the flat
+    per-layer dicts every report renders (one source for every format).
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    records: tuple[LayerRecord, ...]
+    scoring: Scoring
+    rulebook: Rulebook
+    track: Track
+    options: ScoreOptions
+    captured_via: str = "fx"
+    unused_params: int = 0
+    warnings: tuple[str, ...] = ()
+    _prepared: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def score(self) -> Score:
+        return self.scoring.score
+
+    @property
+    def totals(self) -> dict[str, float]:
+        return self.scoring.totals
+
+    @property
+    def layers(self) -> tuple[tuple[LayerRecord, LayerCost], ...]:
+        return tuple(zip(self.records, self.scoring.layers))
+
+    @property
+    def uncounted(self) -> tuple[LayerRecord, ...]:
+        return tuple(r for r in self.records if r.status == UNCOUNTED)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per node, units in the keys' documentation (see docs)."""
+        total_ops = self.score.ops or 1.0
+        total_storage = self.score.storage or 1.0
+        rows = []
+        for record, cost in self.layers:
+            share = (cost.storage / total_storage * self.score.storage_term
+                     + cost.ops / total_ops * self.score.ops_term) / (self.score.total or 1.0)
+            rows.append({
+                "name": record.name,
+                "op": record.op,
+                "status": record.status,
+                "target": record.target,
+                "module_path": record.module_path,
+                "input_shapes": [list(s) for s in record.input_shapes],
+                "output_shapes": [list(s) for s in record.output_shapes],
+                "params": record.params,
+                "nonzero_params": record.nonzero_params,
+                "weight_sparsity": round(1.0 - record.weight_density, 6),
+                "weight_block": list(record.weight_block),
+                "storage": cost.storage,
+                "mults": cost.mults,
+                "adds": cost.adds,
+                "other_ops": cost.other_ops,
+                "ops": cost.ops,
+                "macs": record.counts.dot_products * record.counts.dot_length * record.weight_density
+                if record.counts.sparse_weight else record.counts.macs,
+                "weight_bits": record.weight_bits,
+                "input_bits": record.input_bits,
+                "accumulator_bits": record.accumulator_bits,
+                "charged_param_bits": cost.param_bits,
+                "charged_mult_bits": cost.mult_bits,
+                "share": share,
+                "via": record.via,
+                "reason": record.reason,
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audit JSON document (see README, 'JSON format')."""
+        score = self.score
+        return {
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "rulebook": self.rulebook.name,
+            "track": self.track.name,
+            "freebie": score.freebie,
+            "score": {"total": score.total, "storage_term": score.storage_term, "ops_term": score.ops_term},
+            "reference": {"model": self.track.reference_model, "params": self.track.reference_params,
+                          "ops": self.track.reference_ops, "quality_bar_top1": self.track.quality_bar},
+            "totals": {k: self.totals[k] for k in ("params", "nonzero_params", "storage", "mults", "adds",
+                                                   "other_ops", "ops", "macs")},
+            "unused_params": self.unused_params,
+            "captured_via": self.captured_via,
+            "notes": list(score.notes),
+            "warnings": list(self.warnings),
+            "layers": self.rows(),
+            "uncounted": [{"name": r.name, "target": r.target, "reason": r.reason} for r in self.uncounted],
+        }
+
+    def rescore(self, options: ScoreOptions, per_layer: bool = False) -> Scoring:
+        """Score the same records again under other options, without re-tracing."""
+        prepared = self._prepared if self._prepared is not None else self.rulebook.prepare(self.records)
+        return self.rulebook.evaluate(prepared, self.track, options, per_layer)
+
+    def what_if(self, grid: str | Mapping[str, Sequence[float]] | None = None, **axes: Sequence[float]) -> WhatIfGrid:
+        """Scores under every combination of uniform bits / sparsity levels.
+
+        ``grid`` is ``'bits=32,16,8,4;sparsity=0,0.5,0.9'`` or a mapping;
+        axes: ``bits`` (weights and activations), ``weight_bits``,
+        ``act_bits``, ``sparsity`` (fraction of zero weights, 0..1).
+        """
+        levels = parse_what_if(grid) if isinstance(grid, str) else dict(grid or {})
+        levels.update({k: list(v) for k, v in axes.items()})
+        return what_if_grid(self, levels)
+
+
+def parse_input_shape(value: str | Sequence[int]) -> tuple[int, ...]:
+    """``'1x3x32x32'`` or ``(1, 3, 32, 32)`` -> a tuple of positive ints."""
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").replace("*", "x").split("x")
+        try:
+            shape = tuple(int(p) for p in parts if p.strip())
+        except ValueError:
+            raise UsageError(f"input shape {value!r}: expected sizes joined by 'x'",
+                             hint="e.g. --input 1x3x32x32") from None
+    else:
+        shape = tuple(value)
+    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise UsageError(f"input shape {value!r}: every size must be a positive integer",
+                         hint="e.g. --input 1x3x32x32")
+    return shape
+
+
+def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
+    if name not in table:
+        choices = ", ".join(sorted(table))
+        raise UsageError(f"unknown {what} {name!r}; choose one of: {choices}")
+    return table[name]
+
+
+def audit(
+    model: nn.Module | str,
+    input_shape: Sequence[int] | str | None = None,
+    track: str = "cifar100",
+    rulebook: str = "micronet-2019",
+    *,
+    weights: str | None = None,
+    trust: bool = False,
+    bits: Iterable[str] | Mapping[str, int] = (),
+    act_bits: Iterable[str] | Mapping[str, int] = (),
+    accumulator_bits: int = 32,
+    freebie: bool = True,
+    strict: bool = False,
+    registries: Registries | None = None,
+) -> Result:
+    """Audit a model under a rulebook and track; returns a :class:`Result`.
+
+    ``model`` is an ``nn.Module`` or a spec (``resnet18``,
+    ``torchvision:mobilenet_v2?width_mult=1.4``, ``micronet:wrn_28_10``,
+    ``pkg.mod:factory``, ``file.py:factory``, a saved file). ``input_shape``
+    defaults to the model's own, else the track's (batch 1). ``bits`` /
+    ``act_bits`` are glob overrides (``'features.*=8'`` or ``{"features.*": 8}``).
+    Nothing is run for real: shapes are propagated and weights only read for
+    their zeros. Scores are in MicroNet units (storage and ops relative to the
+    track's reference model).
+    """
+    from .resolve import resolve_model
+
+    registries = registries or default_registries()
+    track_obj: Track = _lookup(registries.tracks, track, "track")
+    book: Rulebook = _lookup(registries.rulebooks, rulebook, "rulebook")
+    precision = Precision(_overrides(bits, "--bits"), _overrides(act_bits, "--act-bits"),
+                          check_bits(accumulator_bits, "accumulator_bits"))
+    resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
+    shape = parse_input_shape(input_shape or resolved.input_shape or track_obj.input_shape)
+    module = resolved.model.eval()
+    dtype = _input_dtype(module)
+    settings = WalkSettings(precision=precision, strict=strict)
+    info = TensorInfo(shape, dtype)
+    if resolved.exported is not None:
+        from .capture import capture_exported
+
+        cap = capture_exported(resolved.exported)
+    else:
+        example = (torch.empty(shape, dtype=dtype, device=_device(module)),)
+        cap = capture(module, registries.counters, example)
+    if cap.via == "fx":
+        records = walk(cap, registries.counters, info, settings)
+    else:
+        records = walk_exported(cap, registries.counters, settings, module)
+    messages = _warnings(records, precision, cap)
+    options = ScoreOptions(freebie=freebie)
+    prepared = book.prepare(records)
+    scoring = book.evaluate(prepared, track_obj, options, True)
+    reached = sum(r.params for r in records)
+    total_params = sum(p.numel() for p in module.parameters())
+    return Result(resolved.name, shape, tuple(records), scoring, book, track_obj, options, cap.via,
+                  max(total_params - reached, 0), tuple(messages), prepared)
+
+
+def _overrides(value, what: str):
+    if isinstance(value, Mapping):
+        return parse_bits([f"{k}={v}" for k, v in value.items()], what)
+    if isinstance(value, str):
+        value = [value]
+    return parse_bits(value, what)
+
+
+def _input_dtype(module: nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.dtype.is_floating_point:
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _warnings(records: Sequence[LayerRecord], precision: Precision, cap) -> list[str]:
+    messages = []
+    uncounted = [r for r in records if r.status == UNCOUNTED]
+    if uncounted:
+        names = ", ".join(f"{r.name} ({r.target})" for r in uncounted[:5])
+        more = f" and {len(uncounted) - 5} more" if len(uncounted) > 5 else ""
+        text = f"{len(uncounted)} node(s) not counted, their cost is missing: {names}{more}"
+        messages.append(text)
+        warnings.warn(text, UncountedWarning, stacklevel=3)
+    for pattern in precision.unmatched(r.name for r in records):
+        messages.append(f"bit-width pattern {pattern!r} matches no layer")
+    if cap.fx_error:
+        messages.append(f"torch.fx could not trace the model ({cap.fx_error}); captured with torch.export")
+    return messages

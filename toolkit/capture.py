@@ -1,0 +1,99 @@
+"""Capture a model as a graph: torch.fx first, torch.export as the fallback.
+
+The fx tracer keeps module calls whose class has a counter (and, as torch.fx
+does by default, every ``torch.nn`` module) as single ``call_module`` nodes,
+so layer names match ``named_modules()``. Tracing never runs arithmetic, so
+it works on models built on the meta device. When fx cannot trace (data-
+dependent control flow, unsupported Python), ``torch.export`` captures the
+aten graph, whose nodes carry the module stack they came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from .errors import TraceError
+from .registry import CounterRegistry
+
+__all__ = ["Capture", "capture", "trace_fx", "export_graph"]
+
+
+@dataclass
+class Capture:
+    """A captured graph with the module it calls into.
+
+    ``via`` is ``"fx"`` (a symbolic trace: call_module / call_function /
+    call_method nodes) or ``"export"`` (aten nodes with ``node.meta["val"]``
+    and ``nn_module_stack``). ``fx_error`` keeps why fx failed, if it did.
+    """
+
+    graph: fx.Graph
+    root: nn.Module
+    via: str
+    fx_error: str = ""
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+    def graph_module(self) -> fx.GraphModule:
+        """The graph as a runnable GraphModule (built on demand: it costs codegen)."""
+        return fx.GraphModule(self.root, self.graph)
+
+
+class MicronetTracer(fx.Tracer):
+    """fx tracer that keeps every module with a registered counter as a leaf."""
+
+    def __init__(self, registry: CounterRegistry):
+        super().__init__()
+        self.registry = registry
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self.registry.knows_module(type(m)):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
+    """Symbolically trace ``model``; raises whatever torch.fx raises."""
+    if isinstance(model, fx.GraphModule):
+        return Capture(model.graph, model, "fx", modules=dict(model.named_modules()))
+    tracer = MicronetTracer(registry)
+    graph = tracer.trace(model)
+    return Capture(graph, model, "fx", modules=dict(model.named_modules()))
+
+
+def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:
+    """Capture ``model`` with ``torch.export`` (aten graph, strict=False)."""
+    exported = torch.export.export(model, example, strict=False)
+    return capture_exported(exported)
+
+
+def capture_exported(exported: Any) -> Capture:
+    """Wrap an ``ExportedProgram`` as a Capture (its graph is already aten)."""
+    gm = exported.graph_module
+    return Capture(gm.graph, gm, "export", modules=dict(gm.named_modules()))
+
+
+def capture(model: nn.Module, registry: CounterRegistry, example: tuple[torch.Tensor, ...]) -> Capture:
+    """fx when it can, torch.export when fx fails; one TraceError when both fail."""
+    try:
+        return trace_fx(model, registry)
+    except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
+        fx_reason = f"{type(fx_error).__name__}: {_first_line(fx_error)}"
+        try:
+            result = export_graph(model, example)
+        except Exception as export_error:
+            raise TraceError(
+                f"cannot capture {type(model).__name__}: torch.fx failed ({fx_reason}) and "
+                f"torch.export failed ({type(export_error).__name__}: {_first_line(export_error)})",
+                hint="make the forward traceable (no data-dependent Python control flow), "
+                "or register a counter for the offending module so it becomes a leaf",
+            ) from export_error
+        result.fx_error = fx_reason
+        return result
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else ""

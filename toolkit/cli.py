@@ -1,0 +1,107 @@
+"""The ``micronet`` command line: ``micronet audit SPEC ...``.
+
+Errors print one line (exit 2 for usage errors, 1 otherwise); ``--debug``
+shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import warnings
+from typing import Sequence
+
+from .errors import MicronetError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="micronet",
+        description="MicroNet Challenge scores of any PyTorch model, layer by layer.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    audit = commands.add_parser("audit", help="score a model per layer under a rulebook and track",
+                                description="Score a model per layer (MicroNet ops and storage).")
+    audit.add_argument("spec", help="model spec: resnet18, torchvision:mobilenet_v2?width_mult=1.4, "
+                       "micronet:wrn_28_10, pkg.module:factory, file.py:factory, or a saved file")
+    audit.add_argument("--input", metavar="SHAPE", help="input shape, e.g. 1x3x32x32 "
+                       "(default: the model's own, else the track's image size at batch 1)")
+    audit.add_argument("--track", default="cifar100", help="challenge track (default: cifar100)")
+    audit.add_argument("--rulebook", default="micronet-2019", help="counting rules (default: micronet-2019)")
+    audit.add_argument("--weights", metavar="FILE", help="state dict to load into the model")
+    audit.add_argument("--trust", action="store_true",
+                       help="allow loading pickled whole modules (runs code from the file)")
+    audit.add_argument("--bits", action="append", default=[], metavar="PATTERN=N",
+                       help="weight bits for layers matching a glob, e.g. 'features.*=8' (repeatable)")
+    audit.add_argument("--act-bits", action="append", default=[], metavar="PATTERN=N",
+                       help="activation bits for layers matching a glob, e.g. '*=8' (repeatable)")
+    audit.add_argument("--accumulator-bits", type=int, default=32, metavar="N",
+                       help="width of dot-product accumulators (default 32)")
+    audit.add_argument("--no-freebie", dest="freebie", action="store_false",
+                       help="do not count unquantized params and mults at 16 bits")
+    audit.add_argument("--strict", action="store_true", help="fail on any node without a counter")
+    audit.add_argument("--what-if", metavar="GRID",
+                       help="re-score under uniform levels, e.g. 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
+    audit.add_argument("--json", metavar="FILE", help="write the audit as JSON")
+    audit.add_argument("--csv", metavar="FILE", help="write the per-layer rows as CSV")
+    audit.add_argument("--all", dest="show_free", action="store_true", help="show free nodes in the table")
+    audit.add_argument("--top", type=int, metavar="N", help="show only the N layers with the largest share")
+    audit.add_argument("--quiet", action="store_true", help="print only the score line")
+    audit.set_defaults(run=run_audit)
+    return parser
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from .audit import UncountedWarning, audit
+    from .reports import render_table, render_what_if, write_csv, write_json
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
+        result = audit(args.spec, args.input, args.track, args.rulebook, weights=args.weights,
+                       trust=args.trust, bits=args.bits, act_bits=args.act_bits,
+                       accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict)
+    grid = result.what_if(args.what_if) if args.what_if else None
+    if args.quiet:
+        print(f"{result.score.total:.6f}")
+    else:
+        print(render_table(result, show_free=args.show_free, top=args.top))
+        if grid is not None:
+            print(f"\nwhat-if ({result.rulebook.name}, {result.track.name}): score per configuration")
+            print(render_what_if(grid))
+    if args.json:
+        write_json(result, args.json, grid)
+    if args.csv:
+        write_csv(result, args.csv)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except MicronetError as error:
+        if args.debug:
+            raise
+        print(f"micronet: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("micronet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an internal failure: one line, the rest with --debug
+        if args.debug:
+            raise
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        print(f"micronet: internal error: {type(error).__name__}: {error} "
+              f"(at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}; rerun with --debug)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

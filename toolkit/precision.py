@@ -1,0 +1,121 @@
+"""Bit widths of weights, activations and accumulators, per layer.
+
+Sources, strongest first: metadata a plugin left on the node
+(``node.meta["micronet.weight_bits"]``, ``"micronet.input_bits"``,
+``"micronet.accumulator_bits"``), the user's overrides (``--bits`` /
+``--act-bits`` glob patterns on layer names, the last match wins), then the
+model itself (parameter and input dtypes: fp16/bf16 are 16 bits, int8 is 8).
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from .errors import UsageError
+
+__all__ = ["BitOverride", "Precision", "parse_bits", "dtype_bits", "MIN_BITS", "MAX_BITS"]
+
+MIN_BITS, MAX_BITS = 1, 64
+
+_DTYPE_BITS = {
+    torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 16,
+    torch.int64: 64, torch.int32: 32, torch.int16: 16, torch.int8: 8, torch.uint8: 8,
+    torch.qint8: 8, torch.quint8: 8, torch.qint32: 32, torch.bool: 1,
+}
+for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+    if hasattr(torch, _name):
+        _DTYPE_BITS[getattr(torch, _name)] = 8
+
+
+def dtype_bits(dtype: torch.dtype) -> int:
+    """Bits of one value of ``dtype`` (32 for unknown dtypes)."""
+    return _DTYPE_BITS.get(dtype, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class BitOverride:
+    """``pattern=bits``: layers whose name matches the glob get ``bits``."""
+
+    pattern: str
+    bits: int
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+
+_OVERRIDE = re.compile(r"^\s*(?P<pattern>[^=]+?)\s*=\s*(?P<bits>[^=]+?)\s*$")
+
+
+def parse_bits(texts: Iterable[str], what: str = "--bits") -> tuple[BitOverride, ...]:
+    """Parse ``'features.*=8'`` items (also comma-separated); raises UsageError."""
+    overrides = []
+    for text in texts:
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            match = _OVERRIDE.match(item)
+            if match is None:
+                raise UsageError(f"{what} {item!r}: expected PATTERN=BITS",
+                                 hint=f"e.g. {what} 'features.*=8' or {what} '*=16'")
+            raw = match["bits"]
+            if not raw.isdigit() or not MIN_BITS <= int(raw) <= MAX_BITS:
+                raise UsageError(f"{what} {item!r}: bit width must be a whole number from "
+                                 f"{MIN_BITS} to {MAX_BITS}, got {raw!r}")
+            overrides.append(BitOverride(match["pattern"], int(raw)))
+    return tuple(overrides)
+
+
+def check_bits(bits: int, what: str) -> int:
+    """Validate one bit width given in Python (not parsed from text)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise UsageError(f"{what} must be a whole number from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    return bits
+
+
+def _last_match(overrides: Sequence[BitOverride], name: str) -> int | None:
+    for override in reversed(overrides):
+        if override.matches(name):
+            return override.bits
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """Resolves the three bit widths of a layer from metadata, overrides and dtypes."""
+
+    weight_overrides: tuple[BitOverride, ...] = ()
+    act_overrides: tuple[BitOverride, ...] = ()
+    accumulator_bits: int = 32
+
+    def weight_bits(self, name: str, meta: Mapping, param_dtype: torch.dtype | None) -> int:
+        """Bits of this layer's stored parameters."""
+        if "micronet.weight_bits" in meta:
+            return int(meta["micronet.weight_bits"])
+        bits = _last_match(self.weight_overrides, name)
+        if bits is not None:
+            return bits
+        return dtype_bits(param_dtype) if param_dtype is not None else 32
+
+    def input_bits(self, name: str, meta: Mapping, input_dtype: torch.dtype | None) -> int:
+        """Bits of this layer's input activations."""
+        if "micronet.input_bits" in meta:
+            return int(meta["micronet.input_bits"])
+        bits = _last_match(self.act_overrides, name)
+        if bits is not None:
+            return bits
+        if input_dtype is None or not (input_dtype.is_floating_point or input_dtype == torch.qint8
+                                       or input_dtype == torch.quint8):
+            return 32  # integer index tensors and sizes are not activations
+        return dtype_bits(input_dtype)
+
+    def acc_bits(self, meta: Mapping) -> int:
+        """Bits of the dot products' accumulator."""
+        return int(meta.get("micronet.accumulator_bits", self.accumulator_bits))
+
+    def unmatched(self, names: Iterable[str]) -> list[str]:
+        """Override patterns that match no layer name (worth a warning)."""
+        names = list(names)
+        return [o.pattern for o in self.weight_overrides + self.act_overrides
+                if not any(o.matches(n) for n in names)]

@@ -1,0 +1,270 @@
+"""Rulebooks and tracks, and the official MicroNet 2019 rulebook.
+
+A :class:`Track` holds a challenge track's reference constants and quality
+bar; a :class:`Rulebook` turns layer records into storage and MicroNet ops.
+Both are registered through hooks (this module is the built-in plugin that
+registers ``micronet-2019`` and the ``cifar100`` / ``imagenet`` tracks).
+
+Units: ``storage`` is parameters in 32-bit equivalents (a b-bit value counts
+b/32), ``ops`` is MicroNet math operations in 32-bit equivalents, ``mults``
+and ``adds`` are plain operation counts after sparsity, before precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .manager import hookimpl
+from .records import LayerRecord
+from .sparsity import block_elements
+
+__all__ = ["Track", "Rulebook", "ScoreOptions", "Score", "LayerCost", "Scoring", "MICRONET_2019"]
+
+
+@dataclass(frozen=True)
+class Track:
+    """A challenge track: reference model constants and the quality bar.
+
+    ``reference_params`` (parameters) and ``reference_ops`` (MicroNet ops) are
+    the published denominators of the score; ``quality_bar`` is top-1
+    accuracy in percent; ``input_shape`` is the default input (batch 1).
+    """
+
+    name: str
+    dataset: str
+    reference_model: str
+    reference_params: float
+    reference_ops: float
+    quality_bar: float
+    input_shape: tuple[int, ...]
+    num_classes: int
+    description: str = ""
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score: the freebie, and uniform what-if assumptions.
+
+    ``weight_bits`` / ``act_bits`` replace every layer's measured widths,
+    ``sparsity`` replaces every sparsifiable weight's measured sparsity
+    (unstructured); ``None`` keeps what was measured.
+    """
+
+    freebie: bool = True
+    weight_bits: int | None = None
+    act_bits: int | None = None
+    sparsity: float | None = None
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """What one record costs: ``storage`` and ``ops`` in 32-bit equivalents,
+    ``mults`` / ``adds`` after sparsity, the bit widths that were charged."""
+
+    name: str
+    storage: float
+    mults: float
+    adds: float
+    other_ops: float
+    ops: float
+    param_bits: int
+    mult_bits: int
+    add_bits: int
+
+
+@dataclass(frozen=True)
+class Score:
+    """The score and its two terms (lower is better)."""
+
+    total: float
+    storage_term: float
+    ops_term: float
+    storage: float
+    ops: float
+    reference_params: float
+    reference_ops: float
+    freebie: bool
+    rulebook: str
+    track: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A rulebook's answer: the score, per-layer costs (in record order;
+    empty when not asked for) and totals (``mults``, ``adds``, ``ops``,
+    ``storage``, ``params``, ``nonzero_params``, ``macs``)."""
+
+    score: Score
+    layers: tuple[LayerCost, ...]
+    totals: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Rulebook:
+    """How records become a score.
+
+    ``prepare(records)`` builds whatever the rulebook needs once (columns);
+    ``evaluate(prepared, track, options, per_layer)`` scores it, cheaply
+    enough to be called for every cell of a what-if grid.
+    """
+
+    name: str
+    description: str
+    prepare: Callable[[Sequence[LayerRecord]], Any]
+    evaluate: Callable[[Any, Track, ScoreOptions, bool], Scoring]
+    replace: bool = False
+
+    def score(self, records: Sequence[LayerRecord], track: Track,
+              options: ScoreOptions = ScoreOptions()) -> Scoring:
+        """Score ``records`` on ``track`` with per-layer costs."""
+        return self.evaluate(self.prepare(records), track, options, True)
+
+
+# ----------------------------------------------------- micronet-2019 rules
+
+
+@dataclass(frozen=True)
+class _Columns:
+    names: tuple[str, ...]
+    dot_products: np.ndarray
+    dot_length: np.ndarray
+    sparse: np.ndarray  # bool: dot products run over the sparsifiable weight
+    mults: np.ndarray
+    adds: np.ndarray
+    other_ops: np.ndarray
+    params: np.ndarray
+    nonzero_params: np.ndarray
+    folded: np.ndarray
+    weight_params: np.ndarray
+    weight_nonzero: np.ndarray
+    block: np.ndarray
+    has_weight: np.ndarray  # bool: the multiplies read stored parameters
+    weight_bits: np.ndarray
+    input_bits: np.ndarray
+    acc_bits: np.ndarray
+    costed: np.ndarray  # bool: the record has ops or params
+
+
+def _columns(records: Sequence[LayerRecord]) -> _Columns:
+    def col(values, dtype=np.float64):
+        return np.fromiter(values, dtype=dtype, count=len(records))
+
+    c = [r.counts for r in records]
+    params = col((r.params for r in records))
+    weight_params = col((r.weight_params for r in records))
+    dot_products = col((x.dot_products for x in c))
+    mults, adds, other = col((x.mults for x in c)), col((x.adds for x in c)), col((x.other_ops for x in c))
+    return _Columns(
+        names=tuple(r.name for r in records),
+        dot_products=dot_products,
+        dot_length=col((x.dot_length for x in c)),
+        sparse=col((x.sparse_weight for x in c), bool),
+        mults=mults, adds=adds, other_ops=other,
+        params=params,
+        nonzero_params=col((r.nonzero_params for r in records)),
+        folded=col((x.folded_params for x in c)),
+        weight_params=weight_params,
+        weight_nonzero=col((r.weight_nonzero for r in records)),
+        block=col((block_elements(r.weight_block) for r in records)),
+        has_weight=(params > 0) | (weight_params > 0),
+        weight_bits=col((r.weight_bits for r in records)),
+        input_bits=col((r.input_bits for r in records)),
+        acc_bits=col((r.accumulator_bits for r in records)),
+        costed=(params > 0) | (dot_products > 0) | (mults > 0) | (adds > 0) | (other > 0),
+    )
+
+
+def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
+    weight_bits = cols.weight_bits if options.weight_bits is None else np.full_like(cols.weight_bits, options.weight_bits)
+    input_bits = cols.input_bits if options.act_bits is None else np.full_like(cols.input_bits, options.act_bits)
+    sparsifiable = cols.weight_params > 0
+    if options.sparsity is None:
+        nonzero, block = cols.weight_nonzero, cols.block
+    else:
+        nonzero, block = cols.weight_params * (1.0 - options.sparsity), np.ones_like(cols.block)
+
+    # Freebie: an entry that quantizes nothing below 16 bits may count its
+    # parameters and multiplies at 16 bits; additions stay at their width.
+    quantized = np.any((weight_bits < 16) & cols.has_weight) or np.any((input_bits < 16) & cols.costed)
+    freebie = bool(options.freebie and not quantized)
+    param_bits = np.minimum(weight_bits, 16) if freebie else weight_bits
+    mult_bits = np.where(cols.has_weight, np.maximum(weight_bits, input_bits), input_bits)
+    if freebie:
+        mult_bits = np.minimum(mult_bits, 16)
+    add_bits = cols.acc_bits
+
+    density = np.where(sparsifiable & cols.sparse, nonzero / np.maximum(cols.weight_params, 1), 1.0)
+    length = cols.dot_length * density
+    mults = cols.dot_products * length + cols.mults
+    adds = cols.dot_products * np.maximum(length - 1.0, 0.0) + cols.adds
+    ops = mults * mult_bits / 32 + adds * add_bits / 32 + cols.other_ops
+
+    # Storage: a sparse weight costs its nonzeros plus a bitmask (one bit per
+    # block); a weight keeps the cheaper of dense and sparse encodings.
+    dense_weight = cols.weight_params * param_bits / 32
+    sparse_weight = nonzero * param_bits / 32 + cols.weight_params / np.maximum(block, 1) / 32
+    weight_storage = np.where(nonzero < cols.weight_params, np.minimum(dense_weight, sparse_weight), dense_weight)
+    owned_weight = np.where(cols.params > 0, weight_storage, 0.0)
+    rest = np.maximum(cols.params - np.where(cols.params > 0, cols.weight_params, 0) - cols.folded, 0)
+    storage = owned_weight + rest * param_bits / 32
+
+    total_storage, total_ops = float(storage.sum()), float(ops.sum())
+    storage_term = total_storage / track.reference_params
+    ops_term = total_ops / track.reference_ops
+    notes = ("freebie: parameters and multiplies of 32-bit layers counted at 16 bits",) if freebie else ()
+    score = Score(storage_term + ops_term, storage_term, ops_term, total_storage, total_ops,
+                  track.reference_params, track.reference_ops, freebie, MICRONET_2019.name,
+                  track.name, notes)
+    totals = {
+        "params": int(cols.params.sum()),
+        "nonzero_params": int(cols.nonzero_params.sum()),
+        "storage": total_storage,
+        "mults": float(mults.sum()),
+        "adds": float(adds.sum()),
+        "other_ops": float(cols.other_ops.sum()),
+        "ops": total_ops,
+        "macs": float((cols.dot_products * length).sum()),
+    }
+    layers: tuple[LayerCost, ...] = ()
+    if per_layer:
+        layers = tuple(
+            LayerCost(name, float(s), float(m), float(a), float(o), float(x), int(pb), int(mb), int(ab))
+            for name, s, m, a, o, x, pb, mb, ab in zip(
+                cols.names, storage, mults, adds, cols.other_ops, ops, param_bits, mult_bits, add_bits)
+        )
+    return Scoring(score, layers, totals)
+
+
+MICRONET_2019 = Rulebook(
+    name="micronet-2019",
+    description="MicroNet Challenge 2019 official rules (NeurIPS 2019; reference counter conventions)",
+    prepare=_columns,
+    evaluate=_evaluate_2019,
+)
+
+CIFAR100 = Track(
+    name="cifar100", dataset="cifar100", reference_model="WideResNet-28-10",
+    reference_params=36.5e6, reference_ops=10.49e9, quality_bar=80.0,
+    input_shape=(1, 3, 32, 32), num_classes=100,
+    description="MicroNet 2019 CIFAR-100 track: top-1 >= 80%",
+)
+IMAGENET = Track(
+    name="imagenet", dataset="imagenet", reference_model="MobileNetV2 (width 1.4)",
+    reference_params=6.9e6, reference_ops=1170e6, quality_bar=75.0,
+    input_shape=(1, 3, 224, 224), num_classes=1000,
+    description="MicroNet 2019 ImageNet track: top-1 >= 75%",
+)
+
+
+@hookimpl
+def micronet_register_rulebooks():
+    return [MICRONET_2019]
+
+
+@hookimpl
+def micronet_register_tracks():
+    return [CIFAR100, IMAGENET]

@@ -1,0 +1,512 @@
+"""Walk a captured graph in topological order and record every node.
+
+:class:`Walker` is a small ``torch.fx.Interpreter`` that overrides
+``run_node``: the environment holds :class:`~micronet.records.TensorInfo`
+(shape and dtype) instead of tensors, plain Python values for sizes. For each
+call node it computes the output with the target's shape rule, or by running
+the op on meta tensors when there is none, then hands an
+:class:`~micronet.registry.OpCall` to the registered counter. A node without a
+counter is run on meta tensors under :class:`AtenCounter`, which counts the
+aten ops it decomposes into; aten ops nobody counts leave the node
+*uncounted*, with the reason. Nothing is silently zero.
+
+What the walker learns is also left on the nodes, under documented keys:
+``node.meta["micronet.value"]`` (the TensorInfo or value) and
+``node.meta["micronet.record"]`` (the LayerRecord).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import fx, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .capture import Capture
+from .errors import CounterError, TraceError
+from .precision import Precision
+from .records import COUNTED, FREE, UNCOUNTED, Counts, LayerRecord, TensorInfo
+from .registry import CounterRegistry, Method, OpCall, default_op, target_name
+from .sparsity import measure
+
+__all__ = ["Walker", "walk", "AtenCounter", "merge_counts", "to_info", "to_meta"]
+
+META_VALUE = "micronet.value"
+META_RECORD = "micronet.record"
+
+
+# ----------------------------------------------------------------- values
+
+
+def to_info(value: Any) -> Any:
+    """Tensors -> TensorInfo, recursively through tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        return TensorInfo(tuple(value.shape), value.dtype)
+    if isinstance(value, torch.Size):
+        return value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(to_info(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_info(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_info(v) for k, v in value.items()}
+    return value
+
+
+def to_meta(value: Any, device: str = "meta") -> Any:
+    """TensorInfo -> empty tensor on ``device`` (zeros when real), recursively."""
+    if isinstance(value, TensorInfo):
+        if device == "meta":
+            return torch.empty(value.shape, dtype=value.dtype, device="meta")
+        return torch.zeros(value.shape, dtype=value.dtype, device=device)
+    if isinstance(value, torch.Size):
+        return value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(to_meta(v, device) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_meta(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_meta(v, device) for k, v in value.items()}
+    return value
+
+
+def _has_tensor(values: Iterable[Any]) -> bool:
+    for value in values:
+        if isinstance(value, TensorInfo):
+            return True
+        if isinstance(value, (tuple, list)) and _has_tensor(value):
+            return True
+        if isinstance(value, dict) and _has_tensor(value.values()):
+            return True
+    return False
+
+
+def _shapes(values: Iterable[Any]) -> tuple[tuple[int, ...], ...]:
+    out = []
+    for value in values:
+        if isinstance(value, TensorInfo):
+            out.append(value.shape)
+        elif isinstance(value, (tuple, list)) and not isinstance(value, torch.Size):
+            out.extend(_shapes(value))
+        elif isinstance(value, dict):
+            out.extend(_shapes(value.values()))
+    return tuple(out)
+
+
+def _first_dtype(values: Iterable[Any]) -> torch.dtype | None:
+    for value in values:
+        if isinstance(value, TensorInfo):
+            return value.dtype
+        if isinstance(value, (tuple, list)) and not isinstance(value, torch.Size):
+            dtype = _first_dtype(value)
+            if dtype is not None:
+                return dtype
+    return None
+
+
+def merge_counts(parts: Iterable[Counts]) -> Counts:
+    """Sum counts; dot products of a different length than the largest group
+    (by MACs) are folded into dense mults and adds."""
+    parts = [p for p in parts if p != Counts()]
+    if not parts:
+        return Counts()
+    by_length: dict[int, int] = {}
+    for part in parts:
+        if part.dot_products:
+            by_length[part.dot_length] = by_length.get(part.dot_length, 0) + part.macs
+    main = max(by_length, key=by_length.get) if by_length else 0
+    dot_products = mults = adds = other = folded = 0
+    sparse = False
+    for part in parts:
+        if part.dot_products and part.dot_length == main:
+            dot_products += part.dot_products
+            sparse = sparse or part.sparse_weight
+            mults, adds = mults + part.mults, adds + part.adds
+        else:
+            mults += part.dense_mults
+            adds += part.dense_adds
+        other += part.other_ops
+        folded += part.folded_params
+    return Counts(dot_products, main if dot_products else 0, sparse, mults, adds, other, folded)
+
+
+# ------------------------------------------------------------ aten fallback
+
+
+class AtenCounter(TorchDispatchMode):
+    """Counts the aten ops run under it with the registry's aten counters.
+
+    Used for nodes without a counter of their own: the node runs on meta
+    tensors and each aten op it dispatches is counted; ops with no counter
+    are collected in ``missing``.
+    """
+
+    def __init__(self, registry: CounterRegistry):
+        super().__init__()
+        self.registry = registry
+        self.parts: list[Counts] = []
+        self.missing: dict[str, int] = {}
+        self.free_only = True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        entry = self.registry.counter(func)
+        if entry is None:
+            name = str(func.overloadpacket.__name__)
+            self.missing[name] = self.missing.get(name, 0) + 1
+        elif not entry.free:
+            call = OpCall("aten", func, to_info(args), to_info(kwargs), out=to_info(out))
+            self.parts.append(entry.fn(call))
+            self.free_only = False
+        return out
+
+    @property
+    def counts(self) -> Counts:
+        return merge_counts(self.parts)
+
+
+# ----------------------------------------------------------------- walker
+
+
+@dataclass
+class WalkSettings:
+    """Per-run choices of the walk (never global)."""
+
+    precision: Precision = field(default_factory=Precision)
+    strict: bool = False
+
+
+class Walker(fx.Interpreter):
+    """Propagates shapes through an fx graph and records one LayerRecord per node."""
+
+    def __init__(self, cap: Capture, registry: CounterRegistry, settings: WalkSettings):
+        super().__init__(cap.root, garbage_collect_values=False, graph=cap.graph)
+        self.cap = cap
+        self.registry = registry
+        self.settings = settings
+        self.records: list[LayerRecord] = []
+        self._seen_modules: set[int] = set()
+        self._seen_params: set[int] = set()
+        self._meta_state: dict[int, dict[str, torch.Tensor]] = {}
+
+    # fx.Interpreter hook: everything goes through here
+    def run_node(self, n: fx.Node) -> Any:
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if n.op == "placeholder":
+            value = self.placeholder(n.target, args, kwargs)
+        elif n.op == "output":
+            return args[0]
+        elif n.op == "get_attr":
+            value = self._get_attr(n)
+        elif n.op == "call_module":
+            module = self.submodules[n.target]
+            value = self._call(n, "module", type(module), args, kwargs, module)
+        elif n.op == "call_method":
+            value = self._call(n, "method", Method(n.target), args, kwargs, None)
+        else:
+            value = self._call(n, "function", n.target, args, kwargs, None)
+        n.meta[META_VALUE] = value
+        return value
+
+    # ------------------------------------------------------------- nodes
+
+    def _get_attr(self, n: fx.Node) -> Any:
+        value = self.fetch_attr(n.target)
+        if not isinstance(value, torch.Tensor):
+            return value
+        info = to_info(value)
+        params = 0
+        if isinstance(value, nn.Parameter) and id(value) not in self._seen_params:
+            self._seen_params.add(id(value))
+            params = value.numel()
+        owner = n.target.rpartition(".")[0]
+        self._record(n, name=n.target, op="parameter" if params else "constant", status=FREE,
+                     target="get_attr", module_path=owner, inputs=(), out=info,
+                     params=params, param_dtype=value.dtype,
+                     nonzero=_nonzero(value) if params else 0)
+        return info
+
+    def _call(self, n: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict,
+              module: nn.Module | None) -> Any:
+        if module is None and not _has_tensor(args) and not _has_tensor(kwargs.values()):
+            return self._python_value(n, kind, target, args, kwargs)
+        entry = self.registry.counter(target)
+        call = OpCall(kind, target, args, kwargs, module)
+        out = self._shape(n, call)
+        aten = None
+        if out is _UNKNOWN:
+            out, aten = self._execute(n, call, count_aten=entry is None)
+        call = OpCall(kind, target, args, kwargs, module, out)
+        if entry is not None and entry.free:
+            status, counts, op, reason, via = FREE, Counts(), entry.op, "", "fx"
+        elif entry is not None:
+            status, counts, op, reason, via = COUNTED, self._count(n, entry, call), entry.op, "", "fx"
+        else:
+            status, counts, reason = self._aten_status(aten)
+            op, via = default_op(target), "aten"
+        self._record_call(n, call, status, counts, op, reason, via)
+        return out
+
+    def _python_value(self, n, kind, target, args, kwargs) -> Any:
+        """A call on sizes and constants only: evaluate it for real, it is free."""
+        try:
+            if kind == "method":
+                value = getattr(args[0], target.name)(*args[1:], **kwargs)
+            else:
+                value = target(*args, **kwargs)
+        except Exception as error:
+            raise TraceError(f"node {n.name} ({target_name(target)}) failed on constant "
+                             f"arguments: {error}") from error
+        value = to_info(value)
+        self._record(n, name=self._name(n), op=default_op(target), status=FREE,
+                     target=target_name(target), module_path=self._owner(n), inputs=(),
+                     out=value)
+        return value
+
+    def _shape(self, n: fx.Node, call: OpCall) -> Any:
+        rule = self.registry.shape(call.target)
+        if rule is None:
+            return _UNKNOWN
+        try:
+            return rule.fn(call)
+        except NotImplementedError:
+            return _UNKNOWN
+        except Exception as error:
+            raise CounterError(f"shape rule of {target_name(call.target)} failed at node "
+                               f"{n.name} ({self._name(n)}): {type(error).__name__}: {error}") from error
+
+    def _count(self, n: fx.Node, entry, call: OpCall) -> Counts:
+        try:
+            counts = entry.fn(call)
+        except Exception as error:
+            raise CounterError(f"counter {entry.op!r} (plugin {entry.plugin}) failed at node "
+                               f"{n.name} ({self._name(n)}): {type(error).__name__}: {error}") from error
+        if not isinstance(counts, Counts):
+            raise CounterError(f"counter {entry.op!r} (plugin {entry.plugin}) returned "
+                               f"{type(counts).__name__}, expected Counts")
+        return counts
+
+    def _aten_status(self, aten: AtenCounter | None) -> tuple[str, Counts, str]:
+        if aten is None:
+            return UNCOUNTED, Counts(), "no counter"
+        if aten.missing:
+            names = ", ".join(f"aten.{k}" for k in sorted(aten.missing))
+            return UNCOUNTED, aten.counts, f"no counter for {names}"
+        return (FREE if aten.free_only else COUNTED), aten.counts, ""
+
+    # --------------------------------------------------- meta execution
+
+    def _execute(self, n: fx.Node, call: OpCall, count_aten: bool) -> tuple[Any, AtenCounter | None]:
+        """Run the call on meta tensors (real zeros if meta fails and weights are real)."""
+        errors = []
+        for device in ("meta", "cpu"):
+            if device == "cpu" and call.module is not None and _on_meta(call.module):
+                break
+            mode = AtenCounter(self.registry) if count_aten else None
+            try:
+                with torch.no_grad():
+                    fn, args, kwargs = self._callable(call, device)
+                    if mode is None:
+                        out = fn(*args, **kwargs)
+                    else:
+                        with mode:
+                            out = fn(*args, **kwargs)
+                return to_info(out), mode
+            except Exception as error:
+                errors.append(f"{device}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        raise TraceError(f"cannot compute the output of node {n.name} ({self._name(n)}, "
+                         f"{target_name(call.target)}): " + "; ".join(errors),
+                         hint="register a shape rule for this op, or build the model with real weights")
+
+    def _callable(self, call: OpCall, device: str) -> tuple[Callable, tuple, dict]:
+        args, kwargs = to_meta(call.args, device), to_meta(dict(call.kwargs), device)
+        if call.kind == "module":
+            module = call.module
+            if device == "meta" and not _on_meta(module):
+                state = self._meta_state.get(id(module))
+                if state is None:
+                    state = {k: torch.empty_like(v, device="meta")
+                             for k, v in {**dict(module.named_parameters()),
+                                          **dict(module.named_buffers())}.items()}
+                    self._meta_state[id(module)] = state
+                return (lambda *a, **k: torch.func.functional_call(module, state, a, k)), args, kwargs
+            return module, args, kwargs
+        if call.kind == "method":
+            return getattr(args[0], call.target.name), args[1:], kwargs
+        return call.target, args, kwargs
+
+    # ------------------------------------------------------- recording
+
+    def _owner(self, n: fx.Node) -> str:
+        stack = n.meta.get("nn_module_stack")
+        if stack:
+            path = next(reversed(stack.values()))[0]
+            return path if n.op != "call_module" else path.rpartition(".")[0]
+        return n.target.rpartition(".")[0] if n.op == "call_module" else ""
+
+    def _name(self, n: fx.Node) -> str:
+        if n.op == "call_module":
+            return n.target
+        owner = self._owner(n)
+        return f"{owner}.{n.name}" if owner else n.name
+
+    def _record_call(self, n, call: OpCall, status, counts, op, reason, via) -> None:
+        module = call.module
+        params = nonzero_params = weight_params = weight_nonzero = 0
+        block: tuple[int, ...] = ()
+        param_dtype = None
+        if module is not None and id(module) not in self._seen_modules:
+            self._seen_modules.add(id(module))
+            tensors = [p for p in module.parameters() if id(p) not in self._seen_params]
+            self._seen_params.update(id(p) for p in tensors)
+            params = sum(p.numel() for p in tensors)
+            nonzero_params = sum(_nonzero(p) for p in tensors)
+            param_dtype = tensors[0].dtype if tensors else None
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and counts.sparse_weight:
+                sparsity = measure(weight)
+                weight_params, weight_nonzero, block = sparsity.numel, sparsity.nonzero, sparsity.block
+        elif module is not None:
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and counts.sparse_weight:
+                # a shared module called again: same weight, same density, no new storage
+                sparsity = measure(weight)
+                weight_params, weight_nonzero, block = sparsity.numel, sparsity.nonzero, sparsity.block
+                params = 0
+            param_dtype = weight.dtype if isinstance(weight, torch.Tensor) else None
+        self._record(n, name=self._name(n), op=op, status=status, target=target_name(call.target),
+                     module_path=self._owner(n), inputs=call.args + tuple(call.kwargs.values()),
+                     out=call.out, counts=counts, params=params, nonzero=nonzero_params,
+                     weight_params=weight_params, weight_nonzero=weight_nonzero, block=block,
+                     param_dtype=param_dtype, reason=reason, via=via, attrs=_attrs(module))
+
+    def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
+                params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
+                reason="", via="fx", attrs=None) -> None:
+        precision, meta = self.settings.precision, n.meta
+        record = LayerRecord(
+            name=name, node=n.name, op=op, status=status, target=target, module_path=module_path,
+            input_shapes=_shapes(inputs), output_shapes=_shapes((out,)), counts=counts,
+            params=params, nonzero_params=nonzero, weight_params=weight_params,
+            weight_nonzero=weight_nonzero, weight_block=block,
+            weight_bits=precision.weight_bits(name, meta, param_dtype),
+            input_bits=precision.input_bits(name, meta, _first_dtype(inputs)),
+            accumulator_bits=precision.acc_bits(meta),
+            attrs=attrs or {}, reason=reason, via=via,
+        )
+        if status == UNCOUNTED and self.settings.strict:
+            raise CounterError(f"node {n.name} ({name}, {target}) is not counted: {reason}",
+                               hint="register a counter for it (see docs/writing-plugins.md) "
+                               "or run without --strict")
+        n.meta[META_RECORD] = record
+        self.records.append(record)
+
+
+_UNKNOWN = object()
+
+
+def _on_meta(module: nn.Module) -> bool:
+    for tensor in module.parameters():
+        return tensor.is_meta
+    for tensor in module.buffers():
+        return tensor.is_meta
+    return True  # nothing to move: meta execution needs no state
+
+
+def _nonzero(tensor: torch.Tensor) -> int:
+    if tensor.is_meta:
+        return tensor.numel()
+    with torch.no_grad():
+        return int(torch.count_nonzero(tensor))
+
+
+_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+          "in_features", "out_features", "num_features", "eps", "output_size", "embed_dim",
+          "num_heads", "normalized_shape", "num_groups", "num_embeddings", "embedding_dim",
+          "scale_factor", "mode", "p", "inplace", "ceil_mode")
+
+
+def _attrs(module: nn.Module | None) -> dict[str, Any]:
+    """Hyper-parameters of a module a rulebook may need (plain values only)."""
+    if module is None:
+        return {}
+    attrs = {name: getattr(module, name) for name in _ATTRS if hasattr(module, name)}
+    attrs = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool, tuple, type(None)))}
+    attrs["bias"] = getattr(module, "bias", None) is not None
+    return attrs
+
+
+def walk(cap: Capture, registry: CounterRegistry, input_info: TensorInfo,
+         settings: WalkSettings | None = None) -> list[LayerRecord]:
+    """Records of every node of an fx capture, in topological order."""
+    walker = Walker(cap, registry, settings or WalkSettings())
+    walker.run(input_info)
+    return walker.records
+
+
+# ------------------------------------------------------ torch.export path
+
+
+def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSettings,
+                  model: nn.Module) -> list[LayerRecord]:
+    """Records of a torch.export capture: its aten nodes grouped by the
+    innermost module they came from, so layers keep their module names."""
+    groups: dict[str, list[fx.Node]] = {}
+    for n in cap.graph.nodes:
+        if n.op != "call_function":
+            continue
+        stack = n.meta.get("nn_module_stack") or {}
+        path = next(reversed(stack.values()))[0] if stack else ""
+        groups.setdefault(path, []).append(n)
+    modules = dict(model.named_modules())
+    records = []
+    seen: set[int] = set()
+    for path, nodes in groups.items():
+        parts, missing, free_only = [], set(), True
+        for n in nodes:
+            entry = registry.counter(n.target)
+            if entry is None:
+                missing.add(str(getattr(n.target, "__name__", n.target)))
+                continue
+            if entry.free:
+                continue
+            free_only = False
+            args = torch.fx.node.map_arg(n.args, lambda a: to_info(a.meta.get("val")))
+            kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: to_info(a.meta.get("val")))
+            call = OpCall("aten", n.target, tuple(args), dict(kwargs), out=to_info(n.meta.get("val")))
+            parts.append(entry.fn(call))
+        counts = merge_counts(parts)
+        module = modules.get(path)
+        leaf = module is not None and next(module.children(), None) is None
+        tensors = [p for p in (module.parameters() if leaf else ()) if id(p) not in seen]
+        seen.update(id(p) for p in tensors)
+        weight = getattr(module, "weight", None) if leaf else None
+        sparse = measure(weight) if isinstance(weight, torch.Tensor) and weight.dim() >= 2 \
+            and counts.sparse_weight else None
+        status = UNCOUNTED if missing else (FREE if free_only else COUNTED)
+        reason = ("no counter for " + ", ".join(sorted(missing))) if missing else ""
+        first, last = nodes[0], nodes[-1]
+        meta = first.meta
+        name = path or "(model)"
+        in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
+        record = LayerRecord(
+            name=name, node=first.name, op=type(module).__name__.lower() if module is not None else "graph",
+            status=status, target=target_name(type(module)) if module is not None else "aten",
+            module_path=path.rpartition(".")[0] if leaf else path,
+            input_shapes=_shapes((to_info(in_val),)), output_shapes=_shapes((to_info(last.meta.get("val")),)),
+            counts=counts, params=sum(p.numel() for p in tensors),
+            nonzero_params=sum(_nonzero(p) for p in tensors),
+            weight_params=sparse.numel if sparse else 0, weight_nonzero=sparse.nonzero if sparse else 0,
+            weight_block=sparse.block if sparse else (),
+            weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
+            input_bits=settings.precision.input_bits(name, meta, getattr(in_val, "dtype", None)),
+            accumulator_bits=settings.precision.acc_bits(meta),
+            attrs=_attrs(module if leaf else None), reason=reason, via="export",
+        )
+        if status == UNCOUNTED and settings.strict:
+            raise CounterError(f"{name} is not counted: {reason}", hint="register a counter or drop --strict")
+        records.append(record)
+    return records
