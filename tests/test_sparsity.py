@@ -1,0 +1,36 @@
+"""Measuring exact zeros and their block structure from real weights."""
+import torch
+
+from micronet.sparsity import measure
+
+
+def test_dense_and_meta_weights_are_dense():
+    assert measure(torch.ones(4, 4)).block == ()
+    meta = measure(torch.empty(8, 8, device="meta"))
+    assert (meta.numel, meta.nonzero, meta.block) == (64, 64, ())
+
+
+def test_unstructured_zeros():
+    w = torch.ones(4, 8)
+    w[0, 1] = 0
+    w[3, 5] = 0
+    m = measure(w)
+    assert (m.numel, m.nonzero, m.block) == (32, 30, (1,))
+
+
+def test_one_by_four_blocks_are_found():
+    w = torch.ones(4, 8)
+    w[1, 4:8] = 0
+    w[2, 0:4] = 0
+    m = measure(w)
+    assert m.nonzero == 24 and m.block in ((1, 4), (1, 8))
+    w[3, 0:2] = 0  # now only 1x2 blocks fit
+    assert measure(w).block == (1, 2)
+
+
+def test_whole_filters_pruned_give_one_bit_per_filter():
+    w = torch.ones(6, 3, 3, 3)
+    w[2] = 0
+    w[4] = 0
+    m = measure(w)
+    assert m.nonzero == 4 * 27 and m.block == (1, 27)
