@@ -1,0 +1,1 @@
+"""Built-in plugins: compression steps and course rulebooks (registered through the hooks)."""

@@ -1,0 +1,154 @@
+"""audit(): reference figures, precision and sparsity from the model, errors."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import micronet
+from micronet.errors import SpecError, TraceError, UsageError
+
+
+@pytest.fixture(scope="module")
+def wrn():
+    return micronet.audit("micronet:wrn_28_10", (1, 3, 32, 32), track="cifar100", freebie=False)
+
+
+def test_wrn_28_10_matches_the_published_reference(wrn):
+    # RULES.md: 36.5M params and 10.49B ops; about 5.243B mults + 5.241B adds
+    assert wrn.totals["params"] == pytest.approx(36.5e6, rel=0.005)
+    assert wrn.score.ops == pytest.approx(10.49e9, rel=0.01)
+    assert wrn.totals["mults"] == pytest.approx(5.243e9, rel=0.01)
+    assert wrn.totals["adds"] == pytest.approx(5.241e9, rel=0.01)
+    assert wrn.score.total == pytest.approx(2.0, abs=0.02)
+    assert not wrn.uncounted
+
+
+def test_wrn_with_the_freebie_counts_params_and_mults_at_16_bits(wrn):
+    with_freebie = wrn.rescore(micronet.ScoreOptions(freebie=True))
+    assert with_freebie.score.freebie
+    assert with_freebie.score.storage == pytest.approx(wrn.score.storage / 2)
+    expected_ops = wrn.totals["mults"] / 2 + wrn.totals["adds"] + wrn.totals["other_ops"]
+    assert with_freebie.score.ops == pytest.approx(expected_ops)
+
+
+def test_to_dict_has_the_documented_keys(wrn):
+    doc = wrn.to_dict()
+    assert {"model", "input_shape", "rulebook", "track", "freebie", "score", "totals", "layers",
+            "uncounted"} <= set(doc)
+    assert set(doc["score"]) == {"total", "storage_term", "ops_term"}
+    assert {"params", "nonzero_params", "storage", "mults", "adds", "ops"} <= set(doc["totals"])
+    layer = doc["layers"][0]
+    assert {"name", "op", "params", "nonzero_params", "storage", "mults", "adds", "ops",
+            "weight_bits", "input_bits", "accumulator_bits"} <= set(layer)
+    json.dumps(doc)  # serialisable
+    assert doc["totals"]["params"] == sum(l["params"] for l in doc["layers"])
+
+
+class Tiny(nn.Module):
+    """conv(3->8, 3x3, no bias) -> relu -> global pool -> linear(8->10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def test_tiny_model_closed_form():
+    r = micronet.audit(Tiny(), (1, 3, 8, 8), freebie=False)
+    conv_mults = 8 * 8 * 8 * 27  # 512 outputs x 27 terms
+    conv_adds = 8 * 8 * 8 * 26
+    relu = 8 * 64
+    pool_mults, pool_adds = 8, 8 * 63
+    fc_mults, fc_adds = 10 * 8, 10 * 7 + 10
+    assert r.totals["mults"] == conv_mults + relu + pool_mults + fc_mults
+    assert r.totals["adds"] == conv_adds + pool_adds + fc_adds
+    assert r.totals["params"] == 8 * 27 + 8 * 10 + 10
+    assert r.score.storage == 8 * 27 + 90
+
+
+def test_measured_sparsity_changes_storage_and_ops_as_the_rules_say():
+    model = Tiny()
+    with torch.no_grad():
+        model.conv.weight[:, :, :, :2] = 0  # 2/3 of the conv weight zero: 72 nonzeros of 216
+    r = micronet.audit(model, (1, 3, 8, 8), freebie=False)
+    conv = dict(zip([x.name for x in r.records], r.scoring.layers))["conv"]
+    assert conv.storage == 72 + 216 / 32
+    assert conv.mults == 512 * 9  # L = 27 * 1/3
+    assert conv.adds == 512 * 8
+
+
+def test_half_model_is_16_bit_everywhere():
+    r = micronet.audit(Tiny().half(), (1, 3, 8, 8), freebie=False)
+    counted = [x for x in r.records if x.status == "counted"]
+    assert {x.input_bits for x in counted} == {16}
+    assert {x.weight_bits for x in counted if x.params} == {16}
+    full = micronet.audit(Tiny(), (1, 3, 8, 8), freebie=True)
+    assert r.score.storage == full.score.storage  # fp16 = freebie for params
+
+
+def test_bit_overrides_and_freebie_loss():
+    r = micronet.audit(Tiny(), (1, 3, 8, 8), bits=["conv=8"], act_bits={"*": 8})
+    assert not r.score.freebie
+    conv = next(x for x in r.records if x.name == "conv")
+    assert conv.weight_bits == 8 and conv.input_bits == 8
+    fc = next(x for x in r.records if x.name == "fc")
+    assert fc.weight_bits == 32
+
+
+def test_what_if_grid_without_retracing():
+    r = micronet.audit(Tiny(), (1, 3, 8, 8))
+    grid = r.what_if("bits=32,8;sparsity=0,0.5")
+    assert len(grid.cells) == 4
+    assert grid.cells[0].total == pytest.approx(r.score.total)
+    assert grid.best().level("bits") == 8 and grid.best().level("sparsity") == 0.5
+    with pytest.raises(UsageError, match="sparsity"):
+        r.what_if(sparsity=[1.5])
+    with pytest.raises(UsageError, match="axis"):
+        r.what_if("colour=1,2")
+
+
+def test_default_input_comes_from_the_track():
+    r = micronet.audit("micronet:resnet18_cifar", track="cifar100")
+    assert r.input_shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("shape", ["1x3xfoo", "0x3x32x32", "", (1, -3, 4)])
+def test_bad_input_shape(shape):
+    with pytest.raises(UsageError, match="input shape"):
+        micronet.audit(Tiny(), shape)
+
+
+def test_input_shape_that_does_not_fit_the_model():
+    with pytest.raises(micronet.MicronetError, match="conv|shape|channels"):
+        micronet.audit(Tiny(), (1, 5, 8, 8))
+
+
+def test_unknown_track_and_rulebook():
+    with pytest.raises(UsageError, match="unknown track 'cifar1000'.*cifar100"):
+        micronet.audit(Tiny(), (1, 3, 8, 8), track="cifar1000")
+    with pytest.raises(UsageError, match="unknown rulebook"):
+        micronet.audit(Tiny(), (1, 3, 8, 8), rulebook="micronet-2099")
+
+
+def test_bad_spec_suggests_names():
+    with pytest.raises(SpecError, match="resnet18"):
+        micronet.audit("resnet19")
+
+
+class Untraceable(nn.Module):
+    """Neither fx nor export can capture a forward that calls .item() on data."""
+
+    def forward(self, x):
+        n = int(x.sum().item())
+        return x.repeat(1 + n % 2, 1)
+
+
+def test_untraceable_model_is_one_clear_error():
+    with pytest.raises(TraceError, match="torch.fx failed.*torch.export failed"):
+        micronet.audit(Untraceable(), (2, 3))

@@ -1,0 +1,65 @@
+"""The command line: output, files, exit codes and one-line errors."""
+import json
+
+import pytest
+
+from micronet.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_audit_prints_a_table_and_writes_json_and_csv(capsys, tmp_path):
+    code, out, err = run(capsys, "audit", "micronet:resnet18_cifar", "--input", "1x3x32x32",
+                         "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
+                         "--what-if", "bits=32,8;sparsity=0,0.5")
+    assert code == 0, err
+    assert "layer1.0.conv1" in out and "score" in out and "what-if" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["totals"]["params"] == 11_173_962
+    assert len(doc["what_if"]["cells"]) == 4
+    csv_lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("name,op,status")
+    assert len(csv_lines) == len(doc["layers"]) + 1
+
+
+def test_python_dash_m_works():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "micronet", "audit", "micronet:resnet18_cifar",
+                           "--quiet", "--no-freebie"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert 0 < float(proc.stdout.strip()) < 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["audit", "resnet19"], "did you mean"),
+    (["audit", "resnet18", "--input", "1x3xbig"], "input shape"),
+    (["audit", "resnet18", "--bits", "features.*=99"], "bit width"),
+    (["audit", "resnet18", "--bits", "features"], "PATTERN=BITS"),
+    (["audit", "resnet18", "--track", "mnist"], "unknown track"),
+    (["audit", "resnet18", "--what-if", "bits=a,b"], "numbers"),
+    (["audit", "no/such/file.py:make"], "file"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("micronet: error:") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(capsys):
+    from micronet.errors import SpecError
+
+    with pytest.raises(SpecError):
+        main(["--debug", "audit", "resnet19"])
+
+
+def test_missing_subcommand_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2

@@ -1,0 +1,175 @@
+"""The walker: every call form counted alike, free and uncounted nodes,
+shape rules that agree with meta execution, sharing, strict mode."""
+import operator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import micronet
+from micronet.capture import trace_fx
+from micronet.errors import CounterError
+from micronet.records import COUNTED, FREE, UNCOUNTED, TensorInfo
+from micronet.walk import WalkSettings, Walker, walk
+
+
+class ReluForms(nn.Module):
+    """Four spellings of ReLU and three of addition, to count identically."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        a = self.relu(x)
+        b = F.relu(x)
+        c = torch.relu(x)
+        d = x.relu()
+        y = a + b
+        y = torch.add(y, c)
+        y += d
+        return y
+
+
+def records_of(model, shape, registries, **settings):
+    model = model.eval()
+    cap = trace_fx(model, registries.counters)
+    return walk(cap, registries.counters, TensorInfo(shape), WalkSettings(**settings))
+
+
+def test_every_relu_and_add_form_counts_the_same(registries):
+    records = records_of(ReluForms(), (2, 3, 4, 5), registries)
+    by_op = {}
+    for r in records:
+        by_op.setdefault(r.op, []).append(r)
+    relus = by_op["relu"]
+    assert len(relus) == 4
+    assert {r.counts.mults for r in relus} == {2 * 3 * 4 * 5}
+    adds = [r for r in records if r.op in ("add", "iadd")]
+    assert len(adds) == 3
+    assert {r.counts.adds for r in adds} == {2 * 3 * 4 * 5}
+    assert all(r.status == COUNTED for r in records)
+
+
+class SizeReader(nn.Module):
+    """Reads x.shape in forward: the size arithmetic is free, never uncounted."""
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        y = x.view(n, c * h * w)
+        return y.reshape(x.size(0), -1).flatten(1)
+
+
+def test_size_arithmetic_is_free(registries):
+    records = records_of(SizeReader(), (1, 3, 4, 4), registries)
+    assert records and all(r.status == FREE for r in records)
+    assert records[-1].output_shapes == ((1, 48),)
+
+
+class Shared(nn.Module):
+    """One conv called twice: parameters counted once, ops twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+def test_shared_module_params_once_ops_twice(registries):
+    records = [r for r in records_of(Shared(), (1, 4, 8, 8), registries) if r.op == "conv2d"]
+    assert [r.params for r in records] == [4 * 4 * 9 + 4, 0]
+    assert records[0].counts == records[1].counts
+    assert records[1].weight_params == 4 * 4 * 9  # sparsity still known for the second call
+
+
+class Unknown(nn.Module):
+    """An op no counter knows (torch.special.i0) must be listed, not zero."""
+
+    def forward(self, x):
+        return torch.special.i0(x)
+
+
+def test_unknown_op_is_uncounted_and_strict_fails(registries):
+    records = records_of(Unknown(), (2, 3), registries)
+    assert [r.status for r in records] == [UNCOUNTED]
+    assert "i0" in records[0].reason
+    with pytest.raises(CounterError, match="not counted"):
+        records_of(Unknown(), (2, 3), registries, strict=True)
+
+
+class ParamUser(nn.Module):
+    """A bare nn.Parameter used functionally (like ViT's class token)."""
+
+    def __init__(self):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1))
+
+
+def test_functional_parameters_are_stored(registries):
+    records = records_of(ParamUser(), (2, 5, 8), registries)
+    token = [r for r in records if r.name == "token"]
+    assert token and token[0].params == 8 and token[0].op == "parameter"
+    assert sum(r.params for r in records) == 8 + 8 * 8 + 8
+    fc = [r for r in records if r.name == "fc"][0]
+    assert fc.counts.dot_products == 2 * 6 * 8 and fc.counts.dot_length == 8
+
+
+class Opaque(nn.Module):
+    """Data-dependent control flow defeats torch.fx: torch.export takes over."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.sum() > 0:  # fx cannot trace a tensor used as a bool
+            return torch.relu(y)
+        return y
+
+
+def test_export_fallback_keeps_layer_names():
+    result = micronet.audit(Opaque(), (1, 3, 10, 10))
+    assert result.captured_via == "export"
+    conv = [r for r in result.records if r.name == "conv"]
+    assert conv and conv[0].counts.dot_products == 8 * 8 * 8 and conv[0].counts.dot_length == 27
+    assert any("torch.export" in w for w in result.warnings)
+
+
+def test_meta_fallback_agrees_with_shape_rules_on_the_zoo(registries):
+    """Run each node twice, once by shape rule and once on meta tensors."""
+    import torchvision
+
+    for name in ("resnet18", "mobilenet_v3_small", "densenet121", "vit_b_16", "swin_t", "efficientnet_b0"):
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name).eval()
+        cap = trace_fx(model, registries.counters)
+        walker = Walker(cap, registries.counters, WalkSettings())
+        walker.run(TensorInfo((1, 3, 224, 224)))
+        checked = 0
+        for node in cap.graph.nodes:
+            record = node.meta.get("micronet.record")
+            if record is None or node.op not in ("call_module", "call_function", "call_method"):
+                continue
+            key = walker.registry.shape(
+                type(walker.submodules[node.target]) if node.op == "call_module"
+                else micronet.Method(node.target) if node.op == "call_method" else node.target)
+            if key is None:
+                continue
+            args, kwargs = walker.fetch_args_kwargs_from_env(node)
+            kind = {"call_module": "module", "call_method": "method", "call_function": "function"}[node.op]
+            target = (type(walker.submodules[node.target]) if kind == "module"
+                      else micronet.Method(node.target) if kind == "method" else node.target)
+            call = micronet.OpCall(kind, target, args, kwargs,
+                                   walker.submodules.get(node.target) if kind == "module" else None)
+            by_meta, _ = walker._execute(node, call, count_aten=False)
+            assert node.meta["micronet.value"] == by_meta, (name, node.name)
+            checked += 1
+        assert checked > 20, name

@@ -1,0 +1,56 @@
+"""The torchvision classification zoo: every model audits with nothing
+uncounted, and conv/linear MACs agree with thop where conventions agree."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import micronet
+
+ZOO = sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_audits_with_nothing_uncounted(name, registries):
+    result = micronet.audit(f"torchvision:{name}", (1, 3, 224, 224), track="imagenet",
+                            registries=registries)
+    assert not result.uncounted, [(r.name, r.reason) for r in result.uncounted]
+    assert result.captured_via == "fx"
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name)
+    reached = result.totals["params"] + result.unused_params
+    assert reached == sum(p.numel() for p in model.parameters())
+    assert result.score.total > 0
+
+
+def _thop_layer_macs(model, x):
+    """thop's per-module total_ops for Conv2d and Linear, keyed by module name."""
+    import thop
+
+    thop.profile(model, inputs=(x,), verbose=False)
+    macs = {name: float(m.total_ops) for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and hasattr(m, "total_ops")}
+    return macs
+
+
+THOP_MODELS = ["resnet18", "mobilenet_v2", "densenet121", "shufflenet_v2_x0_5", "squeezenet1_1",
+               "efficientnet_b0", "regnet_x_400mf", "mnasnet0_5", "googlenet", "alexnet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", THOP_MODELS)
+def test_conv_and_linear_macs_agree_with_thop(name):
+    model = torchvision.models.get_model(name).eval()
+    for module in model.modules():  # thop counts a bias add as a MAC: compare weights only
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            module.bias = None
+    result = micronet.audit(model, (1, 3, 224, 224), track="imagenet")
+    ours = {}
+    for record in result.records:
+        if record.op in ("conv2d", "linear"):
+            ours[record.name] = ours.get(record.name, 0) + record.counts.macs
+    theirs = _thop_layer_macs(model, torch.randn(1, 3, 224, 224))
+    assert set(ours) == set(theirs)
+    for layer, macs in ours.items():
+        assert macs == theirs[layer], layer
