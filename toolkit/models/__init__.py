@@ -1,1 +1,42 @@
-"""Built-in models (filled by the zoo plugin)."""
+"""Built-in models, a default plugin: ``micronet:NAME`` specs resolve here.
+
+Every model is a plain ``nn.Module``; every factory takes keyword arguments
+with defaults (``num_classes`` included) and builds nothing at import time.
+
+============================  ==========================================  ===========
+name                          architecture                                parameters
+============================  ==========================================  ===========
+``densenet_cifar``            kuangliu DenseNet-BC, growth 12, 10 classes   1,000,618
+``resnet18_cifar``            kuangliu CIFAR ResNet-18, 10 classes         11,173,962
+``wrn_28_10``                 WideResNet-28-10, 100 classes                36,536,884
+``mobilenet_v2_cifar``        kuangliu MobileNetV2 for 32x32, 10 classes    2,296,922
+============================  ==========================================  ===========
+"""
+from __future__ import annotations
+
+from ..manager import hookimpl
+from ..resolve import ModelEntry
+from .densenet_cifar import densenet_cifar
+from .mobilenet_v2_cifar import mobilenet_v2_cifar
+from .resnet_cifar import resnet18_cifar
+from .wide_resnet import wrn_28_10
+
+__all__ = ["densenet_cifar", "resnet18_cifar", "wrn_28_10", "mobilenet_v2_cifar",
+           "micronet_register_models"]
+
+CIFAR_INPUT = (1, 3, 32, 32)
+
+
+@hookimpl
+def micronet_register_models():
+    """The four built-in CIFAR models, all with a 1x3x32x32 default input."""
+    return [
+        ModelEntry(name="densenet_cifar", factory=densenet_cifar, input_shape=CIFAR_INPUT,
+                   description="DenseNet-BC for CIFAR (kuangliu/pytorch-cifar), growth 12: 1.0M params"),
+        ModelEntry(name="resnet18_cifar", factory=resnet18_cifar, input_shape=CIFAR_INPUT,
+                   description="ResNet-18 for CIFAR (kuangliu/pytorch-cifar): 11.2M params"),
+        ModelEntry(name="wrn_28_10", factory=wrn_28_10, input_shape=CIFAR_INPUT,
+                   description="WideResNet-28-10, the MicroNet CIFAR-100 reference: 36.5M params"),
+        ModelEntry(name="mobilenet_v2_cifar", factory=mobilenet_v2_cifar, input_shape=CIFAR_INPUT,
+                   description="MobileNetV2 for 32x32 inputs (kuangliu/pytorch-cifar): 2.3M params"),
+    ]
