@@ -1,0 +1,258 @@
+"""Attention: ``F.scaled_dot_product_attention``, its aten kernels, and
+``nn.MultiheadAttention``.
+
+Conventions (not in the rules; chosen here, one line each):
+
+- scores ``Q K^T``: one dot product of ``E`` (head dim) terms per score;
+- scaling by ``1/sqrt(E)`` (or the given ``scale``): one mult per score,
+  whichever operand the kernel really scales;
+- mask (``attn_mask`` or ``is_causal``): one add per score (the math kernel
+  adds a ``-inf``/float bias); a causal mask does not shrink the count, the
+  full score matrix is counted;
+- softmax over the ``S`` keys of each row, as in the activation convention:
+  ``S`` exps (``other_ops``), ``S - 1`` adds and ``S`` mults (the division);
+  no max-subtraction;
+- ``attention @ V``: one dot product of ``S`` terms per output element;
+- dropout (``dropout_p``) is a training-time op and is not counted.
+
+Counts holds a single ``dot_length``, and the two activation products have
+different lengths (``E`` and ``S``), so both are booked in ``mults`` /
+``adds`` (dense, ``sparse_weight=False``): ``macs`` is 0 for SDPA, the
+``dense_mults`` / ``dense_adds`` totals are exact.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from micronet.counters._common import broadcast_shapes, prod
+from micronet.manager import hookimpl
+from micronet.records import Counts, TensorInfo
+from micronet.registry import OpCall, collect, counter, shape_rule
+
+aten = torch.ops.aten
+
+#: aten attention kernels: (mask position or None if keyword-only, mask name, is_causal position)
+ATEN_SDPA = {
+    aten.scaled_dot_product_attention: (3, "attn_mask", 5),
+    aten._scaled_dot_product_attention_math: (3, "attn_mask", 5),
+    aten._scaled_dot_product_flash_attention_for_cpu: (None, "attn_mask", 4),
+    aten._scaled_dot_product_flash_attention: (None, "", 4),
+    aten._scaled_dot_product_efficient_attention: (3, "attn_bias", 6),
+    aten._scaled_dot_product_cudnn_attention: (3, "attn_bias", 6),
+    aten._scaled_dot_product_fused_attention_overrideable: (3, "attn_bias", 5),
+}
+
+
+def _tensor(value, what: str) -> TensorInfo:
+    if not isinstance(value, TensorInfo):
+        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
+    return value
+
+
+def attention_core(heads: int, rows: int, keys: int, dim: int, dim_v: int, masks: int) -> Counts:
+    """Softmax attention of ``heads`` independent (batch x head) slices.
+
+    # q: [heads, rows, dim]  k: [heads, keys, dim]  v: [heads, keys, dim_v]; P = heads*rows*keys scores
+    # QK^T: P*dim mults, P*(dim-1) adds;  scale: P mults;  masks: masks*P adds
+    # softmax: P exp (other_ops), heads*rows*(keys-1) adds, P mults (division)
+    # attn @ V: heads*rows*dim_v*keys mults, heads*rows*dim_v*(keys-1) adds
+    """
+    scores = heads * rows * keys
+    outputs = heads * rows * dim_v
+    mults = scores * dim + scores + scores + outputs * keys
+    adds = (scores * max(dim - 1, 0) + masks * scores + heads * rows * max(keys - 1, 0)
+            + outputs * max(keys - 1, 0))
+    return Counts(mults=mults, adds=adds, other_ops=scores)
+
+
+def sdpa_counts(q: TensorInfo, k: TensorInfo, v: TensorInfo, out: TensorInfo, masked: bool) -> Counts:
+    """``softmax(q k^T * scale + mask) v`` over broadcast batch dims (see :func:`attention_core`).
+
+    # q: [..., L, E]  k: [..., S, E]  v: [..., S, Ev]  out: [..., L, Ev]; B = prod(out.shape[:-2])
+    """
+    return attention_core(prod(out.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1],
+                          v.shape[-1], int(masked))
+
+
+@counter(F.scaled_dot_product_attention)
+def sdpa(call: OpCall) -> Counts:
+    """``F.scaled_dot_product_attention``: scores, scale, mask, softmax and ``@ V`` (dense ops).
+
+    Args ``(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+    scale=None, enable_gqa=False)``. Leaves out dropout; GQA's key/value
+    repetition is a free copy. See the module docstring for each term.
+
+    # q: [..., L, E]  k: [..., S, E]  v: [..., S, Ev]; B = batch*heads, P = B*L*S
+    # mults = P*E + P + P + B*L*Ev*S;  adds = P*(E-1) + [P if mask or causal] + B*L*(S-1) + B*L*Ev*(S-1)
+    # other_ops = P (exp)
+    """
+    q, k, v = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    masked = call.arg(3, "attn_mask", None) is not None or bool(call.arg(5, "is_causal", False))
+    return sdpa_counts(q, k, v, call.y, masked)
+
+
+@counter(*ATEN_SDPA)
+def sdpa_aten(call: OpCall) -> Counts:
+    """aten attention kernels (``aten.scaled_dot_product_attention``, the flash /
+    efficient / cudnn / math / CPU-flash variants): as :func:`sdpa`, on their
+    first output. Each kernel's mask (``attn_mask`` or ``attn_bias``) and
+    ``is_causal`` positions come from its schema (``ATEN_SDPA``)."""
+    packet = getattr(call.target, "overloadpacket", call.target)
+    mask_index, mask_name, causal_index = ATEN_SDPA[packet]
+    q, k, v = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    mask = None
+    if mask_name:
+        mask = call.kwargs.get(mask_name) if mask_index is None else call.arg(mask_index, mask_name, None)
+    masked = isinstance(mask, TensorInfo) or bool(call.arg(causal_index, "is_causal", False))
+    return sdpa_counts(q, k, v, call.y, masked)
+
+
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return broadcast_shapes(shape, target) == tuple(target)
+    except RuntimeError:
+        return False
+
+
+def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:
+    """``[..., L, E], [..., S, E], [..., S, Ev] -> [..., L, Ev]``, batch dims broadcast.
+
+    With ``enable_gqa`` the query may have a multiple of the key's heads
+    (dim -3); the output keeps the query's heads.
+    """
+    q, k, v = _tensor(q, "query"), _tensor(k, "key"), _tensor(v, "value")
+    if (min(q.ndim, k.ndim, v.ndim) < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]
+            or len({q.dtype, k.dtype, v.dtype}) != 1):
+        raise NotImplementedError("attention operands do not fit")
+    qb, kb, vb = q.shape[:-2], k.shape[:-2], v.shape[:-2]
+    heads = ()
+    if enable_gqa and q.ndim >= 3 and k.ndim >= 3 and v.ndim >= 3 and q.shape[-3] != k.shape[-3]:
+        if k.shape[-3] != v.shape[-3] or q.shape[-3] % k.shape[-3]:
+            raise NotImplementedError("grouped-query heads do not divide")
+        qb, kb, vb, heads = qb[:-1], kb[:-1], vb[:-1], (q.shape[-3],)
+    try:
+        batch = broadcast_shapes(qb, kb, vb) + heads
+    except RuntimeError as error:
+        raise NotImplementedError(str(error)) from error
+    scores = batch + (q.shape[-2], k.shape[-2])
+    if isinstance(mask, TensorInfo) and not _broadcasts_to(mask.shape, scores):
+        raise NotImplementedError("attn_mask does not broadcast to the scores")
+    return TensorInfo(batch + (q.shape[-2], v.shape[-1]), q.dtype)
+
+
+@shape_rule(F.scaled_dot_product_attention, aten.scaled_dot_product_attention)
+def sdpa_shape(call: OpCall) -> TensorInfo:
+    """Output of ``scaled_dot_product_attention``: see :func:`sdpa_output`."""
+    if call.arg(3, "attn_mask", None) is not None and call.arg(5, "is_causal", False):
+        raise NotImplementedError("attn_mask with is_causal")  # torch raises
+    return sdpa_output(call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value"),
+                       call.arg(3, "attn_mask", None), bool(call.kwargs.get(
+                           "enable_gqa", call.args[7] if len(call.args) > 7 else False)))
+
+
+# ------------------------------------------------------------ nn.MultiheadAttention
+
+
+@dataclass(frozen=True, slots=True)
+class MHACall:
+    """One ``nn.MultiheadAttention`` call: batch ``n``, ``rows`` queries, ``keys`` keys."""
+
+    n: int
+    rows: int
+    keys: int
+    batched: bool
+    query: TensorInfo
+
+
+def mha_call(call: OpCall) -> MHACall:
+    """Read ``(query, key, value)`` in the module's layout (``batch_first`` or not, or unbatched)."""
+    m = call.module
+    query, key, value = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    batched = query.ndim == 3
+    if (query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim
+            or query.shape[-1] != m.embed_dim or key.shape[-1] != m.kdim or value.shape[-1] != m.vdim
+            or key.shape[:-1] != value.shape[:-1]):
+        raise NotImplementedError("multi-head attention operands do not fit")
+    if not batched:
+        return MHACall(1, query.shape[0], key.shape[0], False, query)
+    b, t = (0, 1) if m.batch_first else (1, 0)
+    if key.shape[b] != query.shape[b]:
+        raise NotImplementedError("query and key batch sizes differ")
+    return MHACall(query.shape[b], query.shape[t], key.shape[t], True, query)
+
+
+def _src_len(m: nn.MultiheadAttention, keys: int) -> int:
+    """Keys after ``add_bias_kv`` and ``add_zero_attn`` each append one (free concats)."""
+    return keys + (m.bias_k is not None) + bool(m.add_zero_attn)
+
+
+def _projections(m: nn.MultiheadAttention, a: MHACall) -> Counts:
+    """The four weighted projections: lengths ``E`` (q, out), ``kdim`` (k), ``vdim`` (v)."""
+    e = m.embed_dim
+    q_out, kv = a.n * a.rows * e, a.n * a.keys * e  # outputs of q and out; of k and of v
+    groups = [(q_out, e), (q_out, e), (kv, m.kdim), (kv, m.vdim)]
+    weighted = sum(n for n, length in groups if length == e)
+    extra = [(n, length) for n, length in groups if length != e]
+    bias = (q_out + 2 * kv if m.in_proj_bias is not None else 0) + (q_out if m.out_proj.bias is not None else 0)
+    return Counts(dot_products=weighted, dot_length=e, sparse_weight=True,
+                  mults=sum(n * length for n, length in extra),
+                  adds=bias + sum(n * (length - 1) for n, length in extra))
+
+
+@counter(nn.MultiheadAttention)
+def multihead_attention(call: OpCall) -> Counts:
+    """``nn.MultiheadAttention``: projections (weighted dot products) + per-head attention.
+
+    Args ``(query, key, value, key_padding_mask=None, need_weights=True,
+    attn_mask=None, average_attn_weights=True, is_causal=False)``; layout
+    ``[N, L, E]`` with ``batch_first``, else ``[L, N, E]``; ``[L, E]`` unbatched.
+
+    - q, k, v and out projections: weighted dot products of ``E`` terms
+      (``sparse_weight``); a k / v projection with ``kdim`` / ``vdim != E``
+      goes to dense ``mults`` / ``adds`` (one ``dot_length`` per Counts).
+      Biases: one add per projected element.
+    - attention per head as :func:`attention_core` (QK^T, scale, softmax,
+      @V) in ``mults`` / ``adds`` / ``other_ops``, dense; ``S`` counts the
+      ``bias_k`` and zero-attention keys; each given mask (``attn_mask``,
+      ``key_padding_mask``) adds one add per score (two masks: merged, then added).
+    - ``need_weights=True`` (the default) with ``average_attn_weights``: the
+      mean over heads, ``(H - 1)`` adds and 1 mult per averaged weight.
+    - dropout and head split/merge reshapes are not counted.
+
+    # q: [N, L, E]  k: [N, S, kdim]  v: [N, S, vdim]; H heads of D = E/H; S' = S (+1 bias_kv) (+1 zero_attn)
+    # dot_products = 2*N*L*E + 2*N*S*E (when kdim = vdim = E), dot_length = E
+    # adds += 2*N*L*E + 2*N*S*E (biases); core(N*H, L, S', D, D, masks)
+    # need_weights and average: adds += N*L*S'*(H-1), mults += N*L*S'
+    """
+    m, a = call.module, mha_call(call)
+    keys = _src_len(m, a.keys)
+    masks = (call.arg(5, "attn_mask", None) is not None) + (call.arg(3, "key_padding_mask", None) is not None)
+    total = _projections(m, a) + attention_core(a.n * m.num_heads, a.rows, keys, m.head_dim, m.head_dim, masks)
+    if call.arg(4, "need_weights", True) and call.arg(6, "average_attn_weights", True):
+        averaged = a.n * a.rows * keys
+        total = total + Counts(mults=averaged, adds=averaged * (m.num_heads - 1))
+    return total
+
+
+@shape_rule(nn.MultiheadAttention)
+def multihead_attention_shape(call: OpCall) -> tuple:
+    """``(attn_output, attn_weights)``: output in the query's layout; weights
+    ``[N, L, S']`` averaged or ``[N, H, L, S']`` per head (no ``N`` unbatched),
+    ``None`` when ``need_weights=False``."""
+    m, a = call.module, mha_call(call)
+    out = TensorInfo(a.query.shape[:-1] + (m.embed_dim,), a.query.dtype)
+    if not call.arg(4, "need_weights", True):
+        return out, None
+    heads = () if call.arg(6, "average_attn_weights", True) else (m.num_heads,)
+    batch = (a.n,) if a.batched else ()
+    return out, TensorInfo(batch + heads + (a.rows, _src_len(m, a.keys)), a.query.dtype)
+
+
+@hookimpl
+def micronet_register_counters():
+    return collect(sys.modules[__name__])
