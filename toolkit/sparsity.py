@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["WeightSparsity", "measure", "CANDIDATE_BLOCKS"]
+__all__ = ["WeightSparsity", "measure", "count_nonzero", "CANDIDATE_BLOCKS"]
 
 #: Block shapes tried, over the last two dims of the weight viewed as
 #: [out, in*kernel] (1 x k blocks run along the input), largest first.
@@ -30,13 +30,21 @@ class WeightSparsity:
     block: tuple[int, ...]
 
 
-def measure(weight: torch.Tensor) -> WeightSparsity:
-    """Count nonzeros of ``weight`` and find the block shape of its zeros."""
+def count_nonzero(tensor: torch.Tensor) -> int:
+    """Exact nonzero elements (all of them for a meta tensor, which has no data)."""
+    if tensor.is_meta:
+        return tensor.numel()
+    with torch.no_grad():
+        return int(torch.count_nonzero(tensor))
+
+
+def measure(weight: torch.Tensor, nonzero: int | None = None) -> WeightSparsity:
+    """Find the block shape of ``weight``'s zeros (``nonzero`` if already counted)."""
     numel = weight.numel()
     if weight.is_meta or numel == 0:
         return WeightSparsity(numel, numel, ())
-    with torch.no_grad():
-        nonzero = int(torch.count_nonzero(weight))
+    if nonzero is None:
+        nonzero = count_nonzero(weight)
     if nonzero == numel:
         return WeightSparsity(numel, nonzero, ())
     return WeightSparsity(numel, nonzero, _block_shape(weight))

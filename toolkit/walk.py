@@ -29,7 +29,7 @@ from .errors import CounterError, TraceError
 from .precision import Precision
 from .records import COUNTED, FREE, UNCOUNTED, Counts, LayerRecord, TensorInfo
 from .registry import CounterRegistry, Method, OpCall, default_op, target_name
-from .sparsity import measure
+from .sparsity import count_nonzero, measure
 
 __all__ = ["Walker", "walk", "AtenCounter", "merge_counts", "to_info", "to_meta"]
 
@@ -191,6 +191,7 @@ class Walker(fx.Interpreter):
         self._seen_modules: set[int] = set()
         self._seen_params: set[int] = set()
         self._meta_state: dict[int, dict[str, torch.Tensor]] = {}
+        self._nonzero: dict[int, int] = {}  # tensor id -> nonzero count: each weight read once
 
     # fx.Interpreter hook: everything goes through here
     def run_node(self, n: fx.Node) -> Any:
@@ -226,7 +227,7 @@ class Walker(fx.Interpreter):
         self._record(n, name=n.target, op="parameter" if params else "constant", status=FREE,
                      target="get_attr", module_path=owner, inputs=(), out=info,
                      params=params, param_dtype=value.dtype,
-                     nonzero=_nonzero(value) if params else 0)
+                     nonzero=self._count_nonzero(value) if params else 0)
         return info
 
     def _call(self, n: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict,
@@ -358,30 +359,32 @@ class Walker(fx.Interpreter):
         params = nonzero_params = weight_params = weight_nonzero = 0
         block: tuple[int, ...] = ()
         param_dtype = None
-        if module is not None and id(module) not in self._seen_modules:
-            self._seen_modules.add(id(module))
-            tensors = [p for p in module.parameters() if id(p) not in self._seen_params]
-            self._seen_params.update(id(p) for p in tensors)
-            params = sum(p.numel() for p in tensors)
-            nonzero_params = sum(_nonzero(p) for p in tensors)
-            param_dtype = tensors[0].dtype if tensors else None
+        if module is not None:
+            if id(module) not in self._seen_modules:  # a shared module's params count once
+                self._seen_modules.add(id(module))
+                tensors = [p for p in module.parameters() if id(p) not in self._seen_params]
+                self._seen_params.update(id(p) for p in tensors)
+                params = sum(p.numel() for p in tensors)
+                nonzero_params = sum(self._count_nonzero(p) for p in tensors)
             weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and counts.sparse_weight:
-                sparsity = measure(weight)
-                weight_params, weight_nonzero, block = sparsity.numel, sparsity.nonzero, sparsity.block
-        elif module is not None:
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and counts.sparse_weight:
-                # a shared module called again: same weight, same density, no new storage
-                sparsity = measure(weight)
-                weight_params, weight_nonzero, block = sparsity.numel, sparsity.nonzero, sparsity.block
-                params = 0
-            param_dtype = weight.dtype if isinstance(weight, torch.Tensor) else None
+            if isinstance(weight, torch.Tensor):
+                param_dtype = weight.dtype
+                if weight.dim() >= 2 and counts.sparse_weight:
+                    sparsity = measure(weight, self._count_nonzero(weight))
+                    weight_params, weight_nonzero, block = sparsity.numel, sparsity.nonzero, sparsity.block
+            elif params:
+                param_dtype = next(module.parameters()).dtype
         self._record(n, name=self._name(n), op=op, status=status, target=target_name(call.target),
                      module_path=self._owner(n), inputs=call.args + tuple(call.kwargs.values()),
                      out=call.out, counts=counts, params=params, nonzero=nonzero_params,
                      weight_params=weight_params, weight_nonzero=weight_nonzero, block=block,
                      param_dtype=param_dtype, reason=reason, via=via, attrs=_attrs(module))
+
+    def _count_nonzero(self, tensor: torch.Tensor) -> int:
+        key = id(tensor)
+        if key not in self._nonzero:
+            self._nonzero[key] = count_nonzero(tensor)
+        return self._nonzero[key]
 
     def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
                 params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
@@ -414,13 +417,6 @@ def _on_meta(module: nn.Module) -> bool:
     for tensor in module.buffers():
         return tensor.is_meta
     return True  # nothing to move: meta execution needs no state
-
-
-def _nonzero(tensor: torch.Tensor) -> int:
-    if tensor.is_meta:
-        return tensor.numel()
-    with torch.no_grad():
-        return int(torch.count_nonzero(tensor))
 
 
 _ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
@@ -498,7 +494,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             module_path=path.rpartition(".")[0] if leaf else path,
             input_shapes=_shapes((to_info(in_val),)), output_shapes=_shapes((to_info(last.meta.get("val")),)),
             counts=counts, params=sum(p.numel() for p in tensors),
-            nonzero_params=sum(_nonzero(p) for p in tensors),
+            nonzero_params=sum(count_nonzero(p) for p in tensors),
             weight_params=sparse.numel if sparse else 0, weight_nonzero=sparse.nonzero if sparse else 0,
             weight_block=sparse.block if sparse else (),
             weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
