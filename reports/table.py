@@ -32,7 +32,7 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
     if top is not None:
         rows = sorted(rows, key=lambda r: -r["share"])[:top]
     lines = [_layer_line(r) for r in rows]
-    lines = [(n if len(n) <= max_name else "…" + n[-max_name + 1:],) + rest for n, *rest in lines]
+    lines = [(n if len(n) <= max_name else "…" + n[-max_name + 1:], *rest) for n, *rest in lines]
     widths = [max([len(h)] + [len(l[i]) for l in lines]) for i, h in enumerate(_HEAD)]
     out = _format([_HEAD, tuple("-" * w for w in widths)] + lines, widths)
     totals, score, track = result.totals, result.score, result.track

@@ -74,13 +74,26 @@ def test_tiny_model_closed_form():
 
 def test_measured_sparsity_changes_storage_and_ops_as_the_rules_say():
     model = Tiny()
+    generator = torch.Generator().manual_seed(1)
+    zeros = torch.randperm(216, generator=generator)[:144]  # 2/3 zero: 72 nonzeros of 216
     with torch.no_grad():
-        model.conv.weight[:, :, :, :2] = 0  # 2/3 of the conv weight zero: 72 nonzeros of 216
+        model.conv.weight.view(-1)[zeros] = 0
     r = micronet.audit(model, (1, 3, 8, 8), freebie=False)
-    conv = dict(zip([x.name for x in r.records], r.scoring.layers))["conv"]
-    assert conv.storage == 72 + 216 / 32
+    record, conv = next((rec, cost) for rec, cost in r.layers if rec.name == "conv")
+    assert record.weight_block == (1,)
+    assert conv.storage == 72 + 216 / 32  # nonzeros + 1 bit per element
     assert conv.mults == 512 * 9  # L = 27 * 1/3
     assert conv.adds == 512 * 8
+
+
+def test_zeros_in_blocks_pay_one_bit_per_block():
+    model = Tiny()
+    with torch.no_grad():
+        model.conv.weight[:, :, :, :2] = 0  # the same 2 of every 3 columns in all 8 filters
+    r = micronet.audit(model, (1, 3, 8, 8), freebie=False)
+    record, conv = next((rec, cost) for rec, cost in r.layers if rec.name == "conv")
+    assert record.weight_block == (8, 1)  # blocks of 8 filters x 1 position
+    assert conv.storage == 72 + (216 / 8) / 32
 
 
 def test_half_model_is_16_bit_everywhere():

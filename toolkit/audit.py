@@ -207,7 +207,8 @@ def audit(
     precision = Precision(_overrides(bits, "--bits"), _overrides(act_bits, "--act-bits"),
                           check_bits(accumulator_bits, "accumulator_bits"))
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
-    shape = parse_input_shape(input_shape or resolved.input_shape or track_obj.input_shape)
+    shape = parse_input_shape(input_shape if input_shape is not None
+                              else resolved.input_shape or track_obj.input_shape)
     module = resolved.model.eval()
     dtype = _input_dtype(module)
     settings = WalkSettings(precision=precision, strict=strict)

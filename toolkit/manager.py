@@ -98,7 +98,7 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
 def _named_results(pm: pluggy.PluginManager, hook_name: str):
     """(plugin name, result item) for every item every plugin returned."""
     hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in hook.get_hookimpls():  # registration order (calls run in reverse)
         try:
             items = impl.function()
         except Exception as error:
