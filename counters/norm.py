@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from micronet.counters._common import like, prod
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
-from micronet.registry import OpCall, collect, counter, shape_rule
+from micronet.registry import Method, OpCall, collect, counter, shape_rule
 
 aten = torch.ops.aten
 
@@ -391,6 +391,73 @@ def instance_norm_module_shape(call: OpCall) -> TensorInfo:
     nd = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}[family]
     checked = m.affine or m.track_running_stats  # torch only warns otherwise
     return _same(call.x, -nd - 1, m.num_features if checked else None, _IN_RANKS[family])
+
+
+# ------------------------------------------------------------ vector norms
+#
+# ``torch.linalg.vector_norm(x, ord=2, dim)`` over vectors of n elements:
+# n mults (squares), n - 1 adds, 1 sqrt (other op) per vector. Other orders
+# are counted the same way (|x|^p as one mult each). ``F.normalize`` adds a
+# clamp (1 comparison, other op) per vector and n divisions (mults).
+
+
+def _reduced(x: TensorInfo, dim, keepdim: bool) -> tuple[tuple[int, ...], int]:
+    """(output shape, elements per reduced vector) of a reduction over ``dim``."""
+    if dim is None:
+        dims = tuple(range(x.ndim))
+    else:
+        dims = tuple(d % max(x.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim))
+    n = prod(x.shape[d] for d in dims)
+    shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape) if keepdim or i not in dims)
+    return shape, n
+
+
+def _vector_norm_args(call: OpCall) -> tuple[TensorInfo, object, bool]:
+    # vector_norm, torch.norm and Tensor.norm share (input, ord/p, dim, keepdim)
+    return _tensor(call.x, "input"), call.arg(2, "dim", None), bool(call.arg(3, "keepdim", False))
+
+
+VECTOR_NORM = (torch.linalg.vector_norm, aten.linalg_vector_norm, torch.norm, Method("norm"))
+
+
+@counter(*VECTOR_NORM, op="vector_norm")
+def vector_norm(call: OpCall) -> Counts:
+    """Norm of each vector: ``n`` mults, ``n - 1`` adds, 1 sqrt per output element.
+
+    Layout: ``(input, ord=2, dim=None, keepdim=False)``. # x: [..., n] -> y: [...]
+    """
+    x, dim, keepdim = _vector_norm_args(call)
+    shape, n = _reduced(x, dim, keepdim)
+    vectors = prod(shape)
+    return Counts(mults=vectors * n, adds=vectors * max(n - 1, 0), other_ops=vectors)
+
+
+@shape_rule(*VECTOR_NORM)
+def vector_norm_shape(call: OpCall) -> TensorInfo:
+    """The input shape with ``dim`` reduced (kept as size 1 with ``keepdim``)."""
+    x, dim, keepdim = _vector_norm_args(call)
+    if x.ndim == 0:
+        raise NotImplementedError("norm of a scalar")
+    dtype = x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()
+    return TensorInfo(_reduced(x, dim, keepdim)[0], dtype)
+
+
+@counter(F.normalize, op="normalize")
+def normalize(call: OpCall) -> Counts:
+    """``F.normalize(x, p=2, dim=1, eps)``: a vector norm, a clamp at ``eps`` and
+    a division per element. Per vector of n: 2n mults, n - 1 adds, 2 other ops.
+    """
+    x = _tensor(call.x, "input")
+    dim = call.arg(2, "dim", 1)
+    shape, n = _reduced(x, dim, True)
+    vectors = prod(shape)
+    return Counts(mults=2 * vectors * n, adds=vectors * max(n - 1, 0), other_ops=2 * vectors)
+
+
+@shape_rule(F.normalize)
+def normalize_shape(call: OpCall) -> TensorInfo:
+    """Same shape as the input."""
+    return like(_tensor(call.x, "input"))
 
 
 @hookimpl

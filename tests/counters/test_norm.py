@@ -224,3 +224,27 @@ def test_every_form_resolves_in_a_registry():
 
     assert registry.counter(FrozenBN).fn is norm.batch_norm_module  # subclasses by MRO
     assert norm.micronet_register_counters() == collect(norm)
+
+
+# ------------------------------------------------------------ vector norms
+
+
+def test_vector_norm_over_last_dim():
+    from micronet.counters.norm import vector_norm, vector_norm_shape
+
+    x = TensorInfo((2, 3, 8))
+    call = OpCall("function", torch.linalg.vector_norm, (x, 2, -1))
+    out = vector_norm_shape(call)
+    assert out.shape == tuple(torch.linalg.vector_norm(torch.ones(2, 3, 8), 2, -1).shape)
+    counts = vector_norm(OpCall("function", torch.linalg.vector_norm, (x, 2, -1), out=out))
+    # 6 vectors of 8: 8 squares, 7 adds, 1 sqrt each
+    assert (counts.mults, counts.adds, counts.other_ops) == (6 * 8, 6 * 7, 6)
+
+
+def test_normalize_counts_norm_clamp_and_division():
+    from micronet.counters.norm import normalize
+
+    x = TensorInfo((4, 16))
+    counts = normalize(OpCall("function", F.normalize, (x,), {"dim": -1}, out=x))
+    # 4 vectors of 16: 16 squares + 16 divisions, 15 adds, sqrt + clamp
+    assert (counts.mults, counts.adds, counts.other_ops) == (4 * 32, 4 * 15, 4 * 2)
