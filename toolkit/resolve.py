@@ -32,7 +32,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import pickle
 import re
 import sys
 import zipfile
@@ -46,6 +45,11 @@ from urllib.parse import unquote
 import torch
 from torch import nn
 
+from .checkpoints import describe as _describe
+from .checkpoints import is_meta as _is_meta
+from .checkpoints import load_state as _load_state
+from .checkpoints import load_weights
+from .checkpoints import torch_load as _torch_load
 from .errors import SpecError
 
 __all__ = ["ModelEntry", "ResolvedModel", "resolve_model", "parse_spec", "parse_value",
@@ -56,16 +60,11 @@ SPEC_KEY = "micronet_spec"
 STATE_KEY = "state_dict"
 #: Keyword arguments with which torchvision builders download weights.
 DOWNLOAD_KWARGS = ("weights", "pretrained", "weights_backbone", "pretrained_backbone")
-#: Keys under which training checkpoints commonly wrap their state dict.
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-#: Prefixes DataParallel (``module.``) and ``torch.compile`` (``_orig_mod.``) add.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 SAVED_SUFFIXES = frozenset({".pt", ".pth", ".pt2", ".pkl", ".pickle", ".bin", ".ckpt"})
 PREFIXES = ("torchvision", "micronet")
 WORDS = {"true": True, "false": False, "none": None, "null": None}
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 UNEXPECTED_ARG = re.compile(r"unexpected keyword argument '(\w+)'")
-UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 MISSING_ARG = re.compile(r"missing \d+ required \w+(?: \w+)? arguments?: '(\w+)'")
 HINT_SPEC = ("write NAME, torchvision:NAME, micronet:NAME, package.module:factory, "
              "path/to/file.py:factory or a saved .pt/.pt2 file, with ?key=value&... for arguments")
@@ -243,11 +242,6 @@ def _eval(model: nn.Module) -> None:
         model.eval()
     except NotImplementedError:  # torch.export's module(): its mode was fixed at export
         pass
-
-
-def _is_meta(model: nn.Module) -> bool:
-    tensors = [*model.parameters(), *model.buffers()]
-    return bool(tensors) and any(t.is_meta for t in tensors)
 
 
 def _display(prefix: str, kwargs: Mapping[str, object]) -> str:
@@ -513,14 +507,6 @@ def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
             any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters))
 
 
-def _describe(error: BaseException) -> str:
-    """One line about an exception; a SyntaxError gives file and line."""
-    if isinstance(error, SyntaxError):
-        return f"syntax error in {Path(error.filename or '?').name} line {error.lineno}: {error.msg}"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 # ---------------------------------------------------------------- saved files
 
 
@@ -597,91 +583,7 @@ def _from_spec_file(spec: str, path: Path, saved: Mapping, *, trust: bool, model
     return replace(built, spec=spec, source="state_dict")
 
 
-def _torch_load(path: Path, *, trust: bool) -> object:
-    """``torch.load`` with ``weights_only=True``; full unpickling only with ``trust``."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = UNSAFE_GLOBAL.search(str(error))
-        if not found and not (zipfile.is_zipfile(path) and "weights only" in str(error).lower()):
-            raise SpecError(f"cannot read {path.name}: not a file written by torch.save",
-                            hint="expected a state dict, a model saved with its spec, "
-                                 "or a torch.export archive") from error
-        if not trust:
-            what = f" ({found.group(1)}...)" if found else ""
-            raise SpecError(f"{path.name} holds pickled Python objects{what}, and unpickling them "
-                            "can run arbitrary code",
-                            hint="pass --trust (trust=True) only for a file from a source you trust, "
-                                 "or save a state dict with its spec instead") from error
-    except Exception as error:
-        raise SpecError(f"cannot read {path.name}: {_describe(error)}",
-                        hint="expected a file written by torch.save or torch.export.save") from error
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise SpecError(f"cannot unpickle {path.name}: {_describe(error)}",
-                        hint="the classes it pickled must be importable here") from error
-
-
-# -------------------------------------------------------------------- weights
-
-
-def load_weights(model: nn.Module, weights: str | os.PathLike, *, trust: bool = False) -> None:
-    """Load a local state-dict file into ``model`` (strictly: every key must match).
-
-    Accepts ``{"state_dict": ...}``-style wrappers and ``module.`` prefixes.
-    A model on the meta device gets the file's tensors assigned."""
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise SpecError(f"no such weights file: {weights}",
-                        hint="give a local state dict saved with torch.save")
-    _load_state(model, _unwrap_state(_torch_load(path, trust=trust), path.name), path.name)
-
-
-def _unwrap_state(obj: object, where: str) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), (Mapping, nn.Module)):
-                return _unwrap_state(obj[key], where)
-        tensors = any(isinstance(v, torch.Tensor) for v in obj.values())
-        if tensors and all(isinstance(k, str) for k in obj):
-            return obj
-    raise SpecError(f"{where} does not hold a state dict (got {type(obj).__name__})",
-                    hint="save one with torch.save(model.state_dict(), FILE)")
-
-
-def _strip_prefixes(state: Mapping[str, torch.Tensor], expected) -> Mapping[str, torch.Tensor]:
-    for prefix in WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    expected = model.state_dict().keys()
-    state = _strip_prefixes(state, expected)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = [_few(label, keys) for label, keys in (("missing", missing), ("unexpected", unexpected))
-                 if keys]
-        raise SpecError(f"{where} does not match the model: {'; '.join(parts)}",
-                        hint="build the model with the spec and arguments used in training "
-                             "(num_classes, width...)")
-    try:
-        model.load_state_dict(state, strict=True, assign=_is_meta(model))
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
-        detail = "; ".join(lines[:2]) or _describe(error)
-        raise SpecError(f"{where} does not match the model: {detail}",
-                        hint="build the model with the spec and arguments used in training") from error
-
-
-def _few(label: str, keys: list[str], shown: int = 3) -> str:
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return f"{len(keys)} {label} key{'s' if len(keys) != 1 else ''} ({', '.join(keys[:shown])}{more})"
+# ------------------------------------------------------------------ saving
 
 
 def save_with_spec(model: nn.Module, spec: str, path: str | os.PathLike) -> Path:
