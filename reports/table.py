@@ -1,7 +1,7 @@
 """A readable terminal table of an audit, and of a what-if grid."""
 from __future__ import annotations
 
-from micronet.records import COUNTED, UNCOUNTED
+from micronet.records import UNCOUNTED
 
 from .format import percent, shape, si
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -14,7 +13,7 @@ from .capture import capture
 from .errors import UsageError
 from .manager import Registries
 from .precision import Precision, check_bits, parse_bits
-from .records import COUNTED, FREE, UNCOUNTED, LayerRecord, TensorInfo
+from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
 from .walk import WalkSettings, walk, walk_exported
 from .whatif import WhatIfGrid, parse_what_if, what_if_grid

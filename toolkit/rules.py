@@ -11,7 +11,7 @@ and ``adds`` are plain operation counts after sparsity, before precision.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

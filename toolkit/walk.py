@@ -16,7 +16,6 @@ What the walker learns is also left on the nodes, under documented keys:
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
