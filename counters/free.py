@@ -129,6 +129,9 @@ COPY = _distinct(torch.clone, torch.detach, torch.detach_,
                  *_methods("clone", "detach", "detach_", "contiguous", "cpu", "cuda"),
                  *_aten("clone", "detach", "detach_", "alias", "alias_copy", "lift_fresh_copy",
                         "contiguous"))
+#: Overwriting with a constant (``x.zero_()``, ``x.fill_(v)``): no arithmetic.
+FILL = _distinct(getattr(torch, "zero_", None), getattr(torch, "fill_", None),
+                 *_methods("zero_", "fill_"), *_aten("zero_", "zero", "fill_", "fill"))
 CASTS = {"float": torch.float32, "half": torch.float16, "bfloat16": torch.bfloat16,
          "double": torch.float64, "int": torch.int32, "long": torch.int64, "bool": torch.bool,
          "short": torch.int16, "char": torch.int8, "byte": torch.uint8}
@@ -164,7 +167,7 @@ joins = free(*CAT, *STACK, *CHUNK, *SPLIT, *UNBIND)
 indexing = free(*GETITEM, *NARROW, *SELECT, *SLICE)
 queries = free(*SIZE, *DIM, *NUMEL, *GETATTR, *LEN)
 identities = free(*DROPOUT, *NATIVE_DROPOUT, *STOCHASTIC_DEPTH, *IDENTITY)
-copies = free(*COPY, *CAST, *TO, *LIKE, *NEW)
+copies = free(*COPY, *FILL, *CAST, *TO, *LIKE, *NEW)
 moves = free(*PAD, *PAD_ATEN_MODES, *ROLL_FLIP)
 selections = free(*INDEX_SELECT, *GATHER, *WHERE, *MASKED_FILL, *ADVANCED_INDEX)
 
@@ -770,10 +773,11 @@ def shape_identity(call: OpCall) -> Any:
 # ------------------------------------------------------------- copies, casts
 
 
-@shape_rule(*COPY)
+@shape_rule(*COPY, *FILL)
 @lenient
 def shape_copy(call: OpCall) -> TensorInfo:
-    """clone / detach / contiguous / alias / cpu / cuda: the same tensor description."""
+    """clone / detach / contiguous / alias / cpu / cuda / zero_ / fill_: the same
+    tensor description."""
     return like(_tensor(call))
 
 

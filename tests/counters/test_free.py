@@ -529,3 +529,11 @@ def test_padding_selection_and_movement_are_free():
         assert REGISTRY.counter(target).free
     padded = make(nn.ZeroPad2d, TensorInfo((1, 3, 5, 5)), module=nn.ZeroPad2d((1, 2, 0, 3)))
     assert free.shape_pad(padded) == TensorInfo((1, 3, 8, 8))  # 5+0+3 rows, 5+1+2 columns
+
+
+def test_fill_and_zero_are_free_with_the_same_shape():
+    registry = CounterRegistry(collect(free))
+    x = TensorInfo((4, 5))
+    for target in (Method("zero_"), Method("fill_"), torch.ops.aten.zero_.default):
+        assert registry.counter(target).free, target
+        assert registry.shape(target).fn(OpCall("method", target, (x, 0.0))) == x
