@@ -14,7 +14,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test]' -e tests/plugin_example
 	touch $@
 
 demo: $(VENV)/.installed

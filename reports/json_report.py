@@ -8,16 +8,16 @@ import os
 from micronet.fileio import atomic_write_text
 
 
-def _clean(value):
+def clean(value):
     """Floats that are whole numbers become ints; NaN/inf become null."""
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
         return int(value) if value.is_integer() and abs(value) < 2**63 else value
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
@@ -26,7 +26,7 @@ def render_json(result, what_if=None) -> str:
     document = result.to_dict()
     if what_if is not None:
         document["what_if"] = what_if.to_dict()
-    return json.dumps(_clean(document), indent=1)
+    return json.dumps(clean(document), indent=1)
 
 
 def write_json(result, path: str | os.PathLike, what_if=None):

@@ -1,7 +1,6 @@
 """``audit()``: resolve -> capture -> walk -> score, and the Result it returns."""
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -11,7 +10,7 @@ from torch import nn
 
 from .capture import capture
 from .errors import UsageError
-from .manager import Registries
+from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
@@ -23,16 +22,6 @@ __all__ = ["audit", "Result", "UncountedWarning", "default_registries", "parse_i
 
 class UncountedWarning(UserWarning):
     """Some nodes have no counter: their cost is missing from the score."""
-
-
-@functools.lru_cache(maxsize=1)
-def default_registries() -> Registries:
-    """The registries of the default plugin manager, built once per process.
-
-    Building a manager scans entry points (~10 ms); tests and callers who
-    need a fresh one pass ``registries=Registries.from_manager(...)``.
-    """
-    return Registries.from_manager()
 
 
 @dataclass(frozen=True)
@@ -121,8 +110,7 @@ class Result:
             "score": {"total": score.total, "storage_term": score.storage_term, "ops_term": score.ops_term},
             "reference": {"model": self.track.reference_model, "params": self.track.reference_params,
                           "ops": self.track.reference_ops, "quality_bar_top1": self.track.quality_bar},
-            "totals": {k: self.totals[k] for k in ("params", "nonzero_params", "storage", "mults", "adds",
-                                                   "other_ops", "ops", "macs")},
+            "totals": dict(self.totals),
             "unused_params": self.unused_params,
             "captured_via": self.captured_via,
             "notes": list(score.notes),
@@ -208,7 +196,9 @@ def audit(
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
     shape = parse_input_shape(input_shape if input_shape is not None
                               else resolved.input_shape or track_obj.input_shape)
-    module = resolved.model.eval()
+    module = resolved.model
+    if resolved.exported is None:  # an export archive's mode was fixed when it was exported
+        module.eval()
     dtype = _input_dtype(module)
     settings = WalkSettings(precision=precision, strict=strict)
     info = TensorInfo(shape, dtype)

@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--top", type=int, metavar="N", help="show only the N layers with the largest share")
     audit.add_argument("--quiet", action="store_true", help="print only the score line")
     audit.set_defaults(run=run_audit)
+
+    compress = commands.add_parser("compress", help="run a compression recipe, re-scoring after each step",
+                                   description="Run a TOML recipe's steps in order; each result is kept.")
+    compress.add_argument("recipe", help="recipe file (TOML)")
+    compress.add_argument("--out", metavar="DIR", help="write history.json, per-step tables and the final model")
+    compress.add_argument("--quiet", action="store_true", help="print only the score after each step")
+    compress.set_defaults(run=run_compress)
+
+    plugins = commands.add_parser("plugins", help="list plugins, their origin and what they registered")
+    plugins.add_argument("--verbose", "-v", action="store_true", help="list every counter target too")
+    plugins.set_defaults(run=run_plugins)
     return parser
 
 
@@ -77,6 +88,40 @@ def run_audit(args: argparse.Namespace) -> int:
         write_json(result, args.json, grid)
     if args.csv:
         write_csv(result, args.csv)
+    return 0
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from .pipeline import compress
+
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = compress(args.recipe, out=args.out, log=log)
+    print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}")
+    rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
+    for label, result in rows:
+        score = result.score
+        print(f"{label:<28}{score.total:>10.4f}{score.storage_term:>10.4f}{score.ops_term:>10.4f}")
+    if args.out:
+        print(f"written to {args.out}/")
+    return 0
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    from .manager import default_registries, describe_plugins
+
+    for info in describe_plugins(default_registries().pm):
+        version = f" {info.version}" if info.version else ""
+        print(f"{info.name}{version}  [{info.origin}]")
+        if info.error:
+            print(f"    failed to load: {info.error}")
+        for kind, names in info.registered.items():
+            if not names:
+                continue
+            shown = names if args.verbose or kind != "counters" else names[:6]
+            more = f" ... (+{len(names) - len(shown)}, -v for all)" if len(shown) < len(names) else ""
+            print(f"    {kind} ({len(names)}): {', '.join(shown)}{more}")
     return 0
 
 

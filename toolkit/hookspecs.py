@@ -63,3 +63,71 @@ def micronet_register_models():
 
     :return: a list of :class:`~micronet.resolve.ModelEntry`; names must be unique.
     """
+
+
+# ------------------------------------------------------------------ compress
+
+
+@hookspec
+def micronet_register_steps():
+    """Declare compression steps usable in a recipe as ``use = "NAME"``.
+
+    :return: a list of :class:`~micronet.steps.CompressionStep`: a name, the
+        options it accepts (names, types, defaults), and
+        ``run(model, options, context) -> nn.Module`` which receives a copy of
+        the model as a ``torch.fx.GraphModule`` and returns the new model.
+        Names must be unique.
+    """
+
+
+@hookspec
+def micronet_pipeline_started(recipe, result):
+    """Observer: a pipeline is about to run its first step.
+
+    :param recipe: the validated :class:`~micronet.recipe.Recipe`.
+    :param result: the :class:`~micronet.audit.Result` of the input model.
+    :return: ignored. Called on every plugin.
+    """
+
+
+@hookspec
+def micronet_step_started(index, step, options, model):
+    """Observer: step ``index`` (1-based) is about to run.
+
+    :param step: the :class:`~micronet.steps.CompressionStep`.
+    :param options: its options after defaults were filled in.
+    :param model: the copy the step will receive (do not modify it here).
+    :return: ignored. Called on every plugin.
+    """
+
+
+@hookspec
+def micronet_step_finished(index, step, options, result, error):
+    """Observer: step ``index`` ended, with its re-scored ``result`` or the
+    ``error`` it raised (the other is ``None``).
+
+    :return: ignored. Called on every plugin.
+    """
+
+
+@hookspec
+def micronet_pipeline_finished(history):
+    """Observer: the pipeline ended (completely or at a failing step).
+
+    :param history: the :class:`~micronet.pipeline.History` so far.
+    :return: ignored. Called on every plugin.
+    """
+
+
+# -------------------------------------------------------------------- report
+
+
+@hookspec
+def micronet_register_report_sections():
+    """Declare extra sections for reports.
+
+    :return: a list of :class:`~micronet.reports.sections.ReportSection`: a
+        name, a title, and ``render(result) -> list[tuple[str, str]]`` giving
+        (label, value) lines that the terminal table and the JSON document
+        append (the HTML page shows them too). Names must be unique.
+    """

@@ -7,6 +7,7 @@ those named in ``MICRONET_DISABLE_PLUGINS``, then ``check_pending()``.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "DISABLE_ENV",
     "get_plugin_manager",
     "Registries",
+    "default_registries",
 ]
 
 PROJECT = "micronet"
@@ -47,6 +49,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.free",
     "micronet.rules",
     "micronet.models",
+    "micronet.plugins.imta",
+    "micronet.plugins.half",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.
@@ -75,6 +79,7 @@ def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[Any] = ()) 
         if name not in blocked:
             pm.register(importlib.import_module(name), name=name)
     pm.micronet_failed = {}
+    pm.micronet_dists = {}
     if entry_points:
         _load_entry_points(pm, blocked)
     for plugin in extra:
@@ -91,6 +96,7 @@ def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
+            pm.micronet_dists[ep.name] = ep.dist
         except Exception as error:  # a broken plugin must not take the others down
             pm.micronet_failed[ep.name] = f"{type(error).__name__}: {error}"
 
@@ -107,7 +113,8 @@ def _named_results(pm: pluggy.PluginManager, hook_name: str):
             yield impl.plugin_name, item
 
 
-def _unique(pm, hook_name: str, what: str) -> dict[str, Any]:
+def _unique(pm, hook_name: str, what: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(name -> item, name -> plugin) for a registration hook; duplicates fail."""
     table: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for plugin, item in _named_results(pm, hook_name):
@@ -118,7 +125,7 @@ def _unique(pm, hook_name: str, what: str) -> dict[str, Any]:
                 hint="give it another name, or replace=True in the later one",
             )
         table[name], origin[name] = item, plugin
-    return table
+    return table, origin
 
 
 @dataclass
@@ -142,19 +149,109 @@ class Registries:
         return registry
 
     @cached_property
+    def _named(self) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+        return {}
+
+    def _kind(self, kind: str) -> tuple[dict[str, Any], dict[str, str]]:
+        if kind not in self._named:
+            self._named[kind] = _unique(self.pm, f"micronet_register_{kind}", _SINGULAR[kind])
+        return self._named[kind]
+
+    @property
     def rulebooks(self) -> dict[str, Any]:
-        return _unique(self.pm, "micronet_register_rulebooks", "rulebook")
+        """name -> :class:`~micronet.rules.Rulebook`."""
+        return self._kind("rulebooks")[0]
 
-    @cached_property
+    @property
     def tracks(self) -> dict[str, Any]:
-        return _unique(self.pm, "micronet_register_tracks", "track")
+        """name -> :class:`~micronet.rules.Track`."""
+        return self._kind("tracks")[0]
 
-    @cached_property
+    @property
     def models(self) -> dict[str, Any]:
-        return _unique(self.pm, "micronet_register_models", "model")
+        """name -> :class:`~micronet.resolve.ModelEntry`."""
+        return self._kind("models")[0]
+
+    @property
+    def steps(self) -> dict[str, Any]:
+        """name -> :class:`~micronet.steps.CompressionStep`."""
+        return self._kind("steps")[0]
+
+    @property
+    def report_sections(self) -> dict[str, Any]:
+        """name -> :class:`~micronet.reports.sections.ReportSection`."""
+        return self._kind("report_sections")[0]
+
+    def origin(self, kind: str, name: str) -> str:
+        """The plugin that registered ``name`` among ``kind`` (e.g. "steps")."""
+        return self._kind(kind)[1][name]
+
+
+_SINGULAR = {"rulebooks": "rulebook", "tracks": "track", "models": "model", "steps": "step",
+             "report_sections": "report section"}
+
+
+@functools.lru_cache(maxsize=1)
+def default_registries() -> Registries:
+    """The registries of the default plugin manager, built once per process.
+
+    Building a manager scans entry points (~10 ms); tests and callers who
+    need a fresh one pass ``registries=Registries.from_manager(...)``.
+    """
+    return Registries.from_manager()
 
 
 def _with_plugin(item: Registration, plugin: str) -> Registration:
     from dataclasses import replace
 
     return replace(item, plugin=plugin)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``micronet plugins`` shows about one plugin."""
+
+    name: str
+    version: str
+    origin: str
+    registered: dict[str, list[str]]
+    error: str = ""
+
+
+_REGISTRATION_HOOKS = ("counters", "rulebooks", "tracks", "models", "steps", "report_sections")
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
+    """Every plugin with its version, origin and what each registration hook
+    returned; plugins that failed to load are listed with their error."""
+    from importlib.metadata import version as dist_version
+
+    from .registry import target_name
+
+    dists = getattr(pm, "micronet_dists", {})
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        if name in dists:
+            dist = dists[name]
+            version = dist.version if dist is not None else ""
+            origin = f"entry point of {dist.metadata['Name']}" if dist is not None else "entry point"
+        elif name in DEFAULT_PLUGINS:
+            version, origin = dist_version("micronet-toolkit"), "built in"
+        else:
+            version, origin = "", f"registered in code ({getattr(plugin, '__name__', type(plugin).__name__)})"
+        registered: dict[str, list[str]] = {}
+        for kind in _REGISTRATION_HOOKS:
+            hook = getattr(plugin, f"micronet_register_{kind}", None)
+            if hook is None:
+                continue
+            items = hook() or []
+            if kind == "counters":
+                registered[kind] = sorted({target_name(t) for item in items for t in item.targets})
+            else:
+                registered[kind] = [item.name for item in items]
+        infos.append(PluginInfo(name, version, origin, registered))
+    for name, error in getattr(pm, "micronet_failed", {}).items():
+        infos.append(PluginInfo(name, "", "entry point (failed to load)", {}, error))
+    return infos

@@ -114,7 +114,10 @@ class LayerRecord:
     module's parameters go to its first call); ``weight_params`` /
     ``weight_nonzero`` are the sparsifiable weight's elements and nonzeros;
     ``weight_block`` is the block shape its zeros come in (``(1,)`` for
-    unstructured, ``()`` when dense).
+    unstructured, ``()`` when dense). ``call_kind`` is ``"module"``,
+    ``"function"``, ``"method"``, ``"get_attr"`` or ``"aten"``;
+    ``module_classes`` names a called module's class and its bases, each as
+    ``torch.nn.Conv2d`` (public path) and as its defining module's path.
     """
 
     name: str
@@ -137,6 +140,13 @@ class LayerRecord:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     via: str = "fx"
+    call_kind: str = ""
+    module_classes: tuple[str, ...] = ()
+
+    def is_module(self, qualname: str) -> bool:
+        """Whether this is a call of a module of class ``qualname`` (e.g.
+        ``"torch.nn.Conv2d"``) or a subclass of it."""
+        return self.call_kind == "module" and qualname in self.module_classes
 
     @property
     def weight_density(self) -> float:

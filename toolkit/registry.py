@@ -197,6 +197,7 @@ def target_name(target: Any) -> str:
         return str(target)
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
+    name = name.removeprefix("_VariableFunctionsClass.")  # torch's C functions
     if module in ("torch.nn.functional",):
         module = "F"
     elif module in ("_operator", "operator"):

@@ -283,9 +283,9 @@ def _find_target(scheme: str, name: str, kwargs: Mapping[str, object],
 def _builtins(models: Mapping[str, ModelEntry] | None) -> Mapping[str, ModelEntry]:
     if models is not None:
         return models
-    from .manager import Registries  # lazy: builds the plugin manager only when needed
+    from .manager import default_registries  # lazy: builds the plugin manager only when needed
 
-    return Registries.from_manager().models
+    return default_registries().models
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,13 +50,15 @@ class ScoreOptions:
 
     ``weight_bits`` / ``act_bits`` replace every layer's measured widths,
     ``sparsity`` replaces every sparsifiable weight's measured sparsity
-    (unstructured); ``None`` keeps what was measured.
+    (unstructured); ``None`` keeps what was measured. ``extra`` holds
+    rulebook-specific settings as (name, value) pairs.
     """
 
     freebie: bool = True
     weight_bits: int | None = None
     act_bits: int | None = None
     sparsity: float | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

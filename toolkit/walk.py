@@ -16,6 +16,7 @@ What the walker learns is also left on the nodes, under documented keys:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -224,7 +225,7 @@ class Walker(fx.Interpreter):
             params = value.numel()
         owner = n.target.rpartition(".")[0]
         self._record(n, name=n.target, op="parameter" if params else "constant", status=FREE,
-                     target="get_attr", module_path=owner, inputs=(), out=info,
+                     target="get_attr", call_kind="get_attr", module_path=owner, inputs=(), out=info,
                      params=params, param_dtype=value.dtype,
                      nonzero=self._count_nonzero(value) if params else 0)
         return info
@@ -263,7 +264,7 @@ class Walker(fx.Interpreter):
         value = to_info(value)
         self._record(n, name=self._name(n), op=default_op(target), status=FREE,
                      target=target_name(target), module_path=self._owner(n), inputs=(),
-                     out=value)
+                     out=value, call_kind=kind)
         return value
 
     def _shape(self, n: fx.Node, call: OpCall) -> Any:
@@ -377,7 +378,9 @@ class Walker(fx.Interpreter):
                      module_path=self._owner(n), inputs=call.args + tuple(call.kwargs.values()),
                      out=call.out, counts=counts, params=params, nonzero=nonzero_params,
                      weight_params=weight_params, weight_nonzero=weight_nonzero, block=block,
-                     param_dtype=param_dtype, reason=reason, via=via, attrs=_attrs(module))
+                     param_dtype=param_dtype, reason=reason, via=via, attrs=_attrs(module),
+                     call_kind=call.kind,
+                     module_classes=module_classes(type(module)) if module is not None else ())
 
     def _count_nonzero(self, tensor: torch.Tensor) -> int:
         key = id(tensor)
@@ -387,7 +390,7 @@ class Walker(fx.Interpreter):
 
     def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
                 params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
-                reason="", via="fx", attrs=None) -> None:
+                reason="", via="fx", attrs=None, call_kind="", module_classes=()) -> None:
         precision, meta = self.settings.precision, n.meta
         record = LayerRecord(
             name=name, node=n.name, op=op, status=status, target=target, module_path=module_path,
@@ -397,7 +400,8 @@ class Walker(fx.Interpreter):
             weight_bits=precision.weight_bits(name, meta, param_dtype),
             input_bits=precision.input_bits(name, meta, _first_dtype(inputs)),
             accumulator_bits=precision.acc_bits(meta),
-            attrs=attrs or {}, reason=reason, via=via,
+            attrs=attrs or {}, reason=reason, via=via, call_kind=call_kind,
+            module_classes=module_classes,
         )
         if status == UNCOUNTED and self.settings.strict:
             raise CounterError(f"node {n.name} ({name}, {target}) is not counted: {reason}",
@@ -422,6 +426,20 @@ _ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "di
           "in_features", "out_features", "num_features", "eps", "output_size", "embed_dim",
           "num_heads", "normalized_shape", "num_groups", "num_embeddings", "embedding_dim",
           "scale_factor", "mode", "p", "inplace", "ceil_mode")
+
+
+@functools.lru_cache(maxsize=None)
+def module_classes(cls: type) -> tuple[str, ...]:
+    """Names of ``cls`` and its bases below nn.Module: ``torch.nn.Conv2d`` style
+    (public ``torch.nn`` path) and the defining module's path."""
+    names = []
+    for klass in cls.__mro__:
+        if klass is nn.Module or klass is object:
+            break
+        names.append(f"{klass.__module__}.{klass.__qualname__}")
+        if klass.__module__.startswith("torch.nn.modules."):
+            names.append(f"torch.nn.{klass.__qualname__}")
+    return tuple(names)
 
 
 def _attrs(module: nn.Module | None) -> dict[str, Any]:
@@ -450,12 +468,14 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     """Records of a torch.export capture: its aten nodes grouped by the
     innermost module they came from, so layers keep their module names."""
     groups: dict[str, list[fx.Node]] = {}
+    classes: dict[str, str] = {}  # module path -> class qualname, as export recorded it
     for n in cap.graph.nodes:
         if n.op != "call_function":
             continue
         stack = n.meta.get("nn_module_stack") or {}
-        path = next(reversed(stack.values()))[0] if stack else ""
+        path, cls = next(reversed(stack.values())) if stack else ("", "")
         groups.setdefault(path, []).append(n)
+        classes.setdefault(path, cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}")
     modules = dict(model.named_modules())
     records = []
     seen: set[int] = set()
@@ -488,8 +508,8 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         name = path or "(model)"
         in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
         record = LayerRecord(
-            name=name, node=first.name, op=type(module).__name__.lower() if module is not None else "graph",
-            status=status, target=target_name(type(module)) if module is not None else "aten",
+            name=name, node=first.name, op=classes[path].rpartition(".")[2].lower() or "graph",
+            status=status, target=classes[path] or "aten",
             module_path=path.rpartition(".")[0] if leaf else path,
             input_shapes=_shapes((to_info(in_val),)), output_shapes=_shapes((to_info(last.meta.get("val")),)),
             counts=counts, params=sum(p.numel() for p in tensors),
@@ -499,9 +519,18 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
             input_bits=settings.precision.input_bits(name, meta, getattr(in_val, "dtype", None)),
             accumulator_bits=settings.precision.acc_bits(meta),
-            attrs=_attrs(module if leaf else None), reason=reason, via="export",
+            attrs=_attrs(module if leaf else None), reason=reason, via="export", call_kind="aten",
+            module_classes=_export_classes(classes[path]) if leaf else (),
         )
         if status == UNCOUNTED and settings.strict:
             raise CounterError(f"{name} is not counted: {reason}", hint="register a counter or drop --strict")
         records.append(record)
     return records
+
+
+def _export_classes(qualname: str) -> tuple[str, ...]:
+    """The recorded class name, plus its public torch.nn spelling (export keeps
+    only the class's own name, not its bases)."""
+    module, _, cls = qualname.rpartition(".")
+    public = (f"torch.nn.{cls}",) if module.startswith("torch.nn.modules.") else ()
+    return (qualname, *public)
