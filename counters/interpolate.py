@@ -114,8 +114,9 @@ def _interpolate_args(call: OpCall) -> dict[str, Any]:
                 antialias=bool(call.arg(6, "antialias", False)))
 
 
-def _spatial_out(x: TensorInfo, size: Any, scale: Any) -> tuple[int, ...]:
-    """``F.interpolate``'s output size: ``size``, else floor(in * scale)."""
+def _spatial_out(x: TensorInfo, size: Any, scale: Any, empty_ok: bool = False) -> tuple[int, ...]:
+    """``F.interpolate``'s output size: ``size``, else floor(in * scale)
+    (``empty_ok``: 'area' mode, adaptive pooling, accepts empty outputs)."""
     dims = x.ndim - 2
     if (size is None) == (scale is None):
         raise _unsupported("interpolate needs exactly one of size and scale_factor")
@@ -129,7 +130,7 @@ def _spatial_out(x: TensorInfo, size: Any, scale: Any) -> tuple[int, ...]:
         if len(scales) != dims or not all(isinstance(s, (int, float)) for s in scales):
             raise _unsupported(f"scale_factor {scale!r} for {dims} spatial dims")
         out = tuple(int(float(n) * float(s)) for n, s in zip(x.shape[2:], scales))
-    if any(o <= 0 for o in out) or any(n <= 0 for n in x.shape[2:]):
+    if any(o < 0 or o == 0 and not empty_ok for o in out) or any(n <= 0 for n in x.shape[2:]):
         raise _unsupported("interpolate to or from an empty size")
     return out
 
@@ -201,8 +202,8 @@ def shape_interpolate(call: OpCall) -> TensorInfo:
     """``[N, C, *in] -> [N, C, *out]``: ``size``, or floor(in * scale_factor)."""
     x = call.x
     args = _interpolate_args(call)
-    _check_mode(x, args)
-    return like(x, tuple(x.shape[:2]) + _spatial_out(x, args["size"], args["scale"]))
+    mode = _check_mode(x, args)
+    return like(x, tuple(x.shape[:2]) + _spatial_out(x, args["size"], args["scale"], mode == "area"))
 
 
 @shape_rule(*ATEN_MODES)

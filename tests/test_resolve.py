@@ -210,13 +210,13 @@ def test_default_builtins_come_from_the_plugins_lazily(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("plugin manager built")
 
-    monkeypatch.setattr(micronet.manager.Registries, "from_manager", classmethod(fail))
+    monkeypatch.setattr(micronet.manager, "default_registries", fail)
     assert resolve_model("resnet18").source == "torchvision"  # no built-ins needed
 
     class Fake:
         models = {"mine": ModelEntry("mine", lambda: nn.Linear(2, 3), input_shape=(1, 2))}
 
-    monkeypatch.setattr(micronet.manager.Registries, "from_manager", classmethod(lambda cls: Fake()))
+    monkeypatch.setattr(micronet.manager, "default_registries", lambda: Fake())
     resolved = resolve_model("micronet:mine")
     assert resolved.model.out_features == 3 and resolved.input_shape == (1, 2)
 

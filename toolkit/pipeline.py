@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from .audit import Result, audit
 from .capture import trace_fx
-from .errors import CompressionError, MicronetError, UsageError
+from .errors import CompressionError, UsageError
 from .fileio import atomic_write_text
 from .manager import Registries, default_registries
 from .recipe import Recipe, load_recipe, parse_recipe
@@ -191,7 +191,7 @@ def write_outputs(history: History, out: str | Path, log: Callable[[str], None] 
     """Write ``history.json``, ``NN-STEP.txt`` audit tables, and the final model:
     ``model.pt2`` (a torch.export archive, loadable with ``micronet audit``) and
     ``state_dict.pt`` (its weights). Every file is written atomically."""
-    from .reports import render_json, render_table
+    from .reports import render_table
     from .reports.json_report import clean
 
     folder = Path(out)

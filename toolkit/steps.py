@@ -8,7 +8,7 @@ every unknown key and wrong type named, before any work starts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import nn
