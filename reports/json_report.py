@@ -7,6 +7,8 @@ import os
 
 from micronet.fileio import atomic_write_text
 
+from .sections import render_sections
+
 
 def clean(value):
     """Floats that are whole numbers become ints; NaN/inf become null."""
@@ -21,14 +23,17 @@ def clean(value):
     return value
 
 
-def render_json(result, what_if=None) -> str:
-    """JSON text of ``result.to_dict()`` (plus ``what_if`` when given)."""
+def render_json(result, what_if=None, sections=None) -> str:
+    """JSON text of ``result.to_dict()``, plus ``what_if`` and plugin
+    ``sections`` (``{title: [[label, value], ...]}``) when given."""
     document = result.to_dict()
     if what_if is not None:
         document["what_if"] = what_if.to_dict()
+    if sections:
+        document["sections"] = {title: lines for title, lines in render_sections(result, sections)}
     return json.dumps(clean(document), indent=1)
 
 
-def write_json(result, path: str | os.PathLike, what_if=None):
+def write_json(result, path: str | os.PathLike, what_if=None, sections=None):
     """Write the JSON report atomically; returns the path."""
-    return atomic_write_text(path, render_json(result, what_if) + "\n")
+    return atomic_write_text(path, render_json(result, what_if, sections) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from micronet.records import UNCOUNTED
 
 from .format import percent, shape, si
+from .sections import render_sections
 
 _HEAD = ("layer", "op", "output", "params", "sparsity", "w/a bits", "mults", "adds", "ops", "share")
 
@@ -22,11 +23,13 @@ def _format(rows, widths) -> list[str]:
             for r in rows]
 
 
-def render_table(result, *, show_free: bool = False, top: int | None = None, max_name: int = 48) -> str:
-    """The per-layer table followed by totals and the score.
+def render_table(result, *, show_free: bool = False, top: int | None = None, max_name: int = 48,
+                 sections=None) -> str:
+    """The per-layer table followed by totals, the score and plugin sections.
 
     Free nodes are hidden unless ``show_free``; ``top`` keeps the N layers
-    with the largest share of the score.
+    with the largest share of the score; ``sections`` maps names to
+    :class:`~micronet.reports.sections.ReportSection` (plugins' extra blocks).
     """
     rows = [r for r in result.rows() if show_free or r["status"] != "free"]
     if top is not None:
@@ -56,6 +59,8 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
     for message in result.warnings:
         if not message.startswith(f"{len(uncounted)} node(s) not counted"):
             out.append(f"warning    {message}")
+    for title, lines in render_sections(result, sections or {}):
+        out += ["", title] + [f"  {label}: {value}" for label, value in lines]
     return "\n".join(out)
 
 

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_audit(args: argparse.Namespace) -> int:
     from .audit import UncountedWarning, audit
+    from .manager import default_registries
     from .reports import render_table, render_what_if, write_csv, write_json
 
     with warnings.catch_warnings():
@@ -77,15 +78,16 @@ def run_audit(args: argparse.Namespace) -> int:
                        trust=args.trust, bits=args.bits, act_bits=args.act_bits,
                        accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict)
     grid = result.what_if(args.what_if) if args.what_if else None
+    sections = default_registries().report_sections
     if args.quiet:
         print(f"{result.score.total:.6f}")
     else:
-        print(render_table(result, show_free=args.show_free, top=args.top))
+        print(render_table(result, show_free=args.show_free, top=args.top, sections=sections))
         if grid is not None:
             print(f"\nwhat-if ({result.rulebook.name}, {result.track.name}): score per configuration")
             print(render_what_if(grid))
     if args.json:
-        write_json(result, args.json, grid)
+        write_json(result, args.json, grid, sections)
     if args.csv:
         write_csv(result, args.csv)
     return 0

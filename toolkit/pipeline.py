@@ -154,7 +154,7 @@ def compress(
     history.model = None if failure else current
     hooks.micronet_pipeline_finished(history=history)
     if out is not None:
-        write_outputs(history, out, log)
+        write_outputs(history, out, log, registries.report_sections)
     if failure is not None:
         raise failure
     return history
@@ -187,7 +187,8 @@ def _device() -> str:
 # ------------------------------------------------------------------ outputs
 
 
-def write_outputs(history: History, out: str | Path, log: Callable[[str], None] = lambda m: None) -> Path:
+def write_outputs(history: History, out: str | Path, log: Callable[[str], None] = lambda m: None,
+                  sections: Mapping[str, Any] | None = None) -> Path:
     """Write ``history.json``, ``NN-STEP.txt`` audit tables, and the final model:
     ``model.pt2`` (a torch.export archive, loadable with ``micronet audit``) and
     ``state_dict.pt`` (its weights). Every file is written atomically."""
@@ -202,7 +203,8 @@ def write_outputs(history: History, out: str | Path, log: Callable[[str], None] 
     atomic_write_text(folder / "history.json", json.dumps(clean(history.to_list()), indent=1) + "\n")
     names = ["input"] + [s.name for s in history.steps if s.result is not None]
     for number, (name, result) in enumerate(zip(names, history.results)):
-        atomic_write_text(folder / f"{number:02d}-{name}.txt", render_table(result) + "\n")
+        atomic_write_text(folder / f"{number:02d}-{name}.txt",
+                          render_table(result, sections=sections) + "\n")
     if history.model is not None:
         _save_model(history, folder, log)
     return folder

@@ -55,10 +55,10 @@ class Counts:
       mults and L-1 adds; when ``sparse_weight`` is true the layer's measured
       weight density d shrinks L to d*L (rules: sparsity reduces both).
     - ``mults`` / ``adds``: every other multiply / addition (bias adds,
-      activations booked as a multiply, pooling sums, elementwise ops);
-      always dense.
-    - ``other_ops``: transcendental, bitwise and comparison operations, which
-      cost 1 each whatever their precision.
+      activations booked as a multiply, pooling sums, elementwise ops;
+      comparisons, as in max pooling, are booked as adds); always dense.
+    - ``other_ops``: transcendental and bitwise operations (exp, sqrt, sign
+      flips), which cost 1 each whatever their precision.
     - ``folded_params``: parameters the rules make free (BatchNorm's scale
       folds into the preceding conv).
     """

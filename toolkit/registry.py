@@ -255,7 +255,7 @@ class CounterRegistry:
     def add(self, registration: Registration) -> None:
         """Merge one registration; raises PluginError on an unannounced duplicate."""
         table = self._shapes if registration.kind == "shape" else self._counters
-        for target in registration.targets:
+        for target in dict.fromkeys(registration.targets):  # F.prelu is torch.prelu: once is enough
             key = _key(target)
             previous = table.get(key)
             if previous is not None and not registration.replace:

@@ -95,26 +95,26 @@ def check_options(step: CompressionStep, given: Mapping[str, Any], where: str) -
     for key in given:
         if key not in known:
             listed = ", ".join(sorted(known)) or "none"
-            raise UsageError(f"{where} (step {step.name!r}): unknown option {key!r}; "
+            raise UsageError(f"{where}: unknown option {key!r}; "
                              f"it takes: {listed}")
     options = {}
     for name, option in known.items():
         if name not in given:
             if option.default is MISSING:
-                raise UsageError(f"{where} (step {step.name!r}): option {name!r} is required",
+                raise UsageError(f"{where}: option {name!r} is required",
                                  hint=option.help or None)
             options[name] = option.default
             continue
         value = given[name]
         if not _accepts(option, value):
-            raise UsageError(f"{where} (step {step.name!r}): option {name!r} must be "
+            raise UsageError(f"{where}: option {name!r} must be "
                              f"{_type_names(option.types)}, got {type(value).__name__} {value!r}")
         if option.choices and value not in option.choices:
-            raise UsageError(f"{where} (step {step.name!r}): option {name!r} must be one of "
+            raise UsageError(f"{where}: option {name!r} must be one of "
                              f"{', '.join(map(repr, option.choices))}, got {value!r}")
         problem = option.check(value) if option.check else None
         if problem:
-            raise UsageError(f"{where} (step {step.name!r}): option {name!r}: {problem}")
+            raise UsageError(f"{where}: option {name!r}: {problem}")
         options[name] = float(value) if float in option.types and isinstance(value, int) \
             and int not in option.types else value
     return options

@@ -11,6 +11,7 @@ from torch import fx, nn
 
 from micronet import Counts, hookimpl
 from micronet.registry import collect, counter, shape_rule
+from micronet.reports.sections import ReportSection
 from micronet.steps import CompressionStep, StepOption
 
 
@@ -61,3 +62,17 @@ def micronet_register_counters():
 @hookimpl
 def micronet_register_steps():
     return [SWAP_RELU]
+
+
+def _clipped_layers(result):
+    """How many ClippedReLU layers the model has, and their share of the ops."""
+    layers = [(record, cost) for record, cost in result.layers if record.op == "clipped_relu"]
+    if not layers:
+        return []
+    ops = sum(cost.ops for _, cost in layers)
+    return [("layers", str(len(layers))), ("share of MicroNet ops", f"{ops / result.score.ops:.2%}")]
+
+
+@hookimpl
+def micronet_register_report_sections():
+    return [ReportSection("clipped-relu", "ClippedReLU layers", _clipped_layers)]
