@@ -19,7 +19,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/micronet audit micronet:wrn_28_10 --track cifar100 --no-freebie
-	$(BIN)/micronet audit micronet:densenet_cifar?growth_rate=12 --track cifar100 --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9' --json demo-report/densenet_cifar.json --csv demo-report/densenet_cifar.csv
+	$(BIN)/micronet audit micronet:densenet_cifar?growth_rate=12 --track cifar100 --top 15 --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9' --json demo-report/densenet_cifar.json --csv demo-report/densenet_cifar.csv
 	@echo "report written to demo-report/"
 
 test: $(VENV)/.installed-test

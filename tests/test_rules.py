@@ -120,3 +120,9 @@ def test_totals_add_up():
     assert s.totals["ops"] == pytest.approx(sum(l.ops for l in s.layers))
     assert s.totals["params"] == 280
     assert s.totals["macs"] == 2700
+
+
+def test_rank_among_published_results():
+    assert CIFAR100.rank(0.004) == 1
+    assert CIFAR100.rank(0.0055) == 3  # between 0.0054 and 0.0056
+    assert IMAGENET.rank(0.5) == 5

@@ -70,6 +70,8 @@ class Result:
                      + cost.ops / total_ops * self.score.ops_term) / (self.score.total or 1.0)
             rows.append({
                 "name": record.name,
+                "node": record.node,
+                "inputs": list(record.inputs),
                 "op": record.op,
                 "status": record.status,
                 "target": record.target,

@@ -118,6 +118,8 @@ class LayerRecord:
     ``"function"``, ``"method"``, ``"get_attr"`` or ``"aten"``;
     ``module_classes`` names a called module's class and its bases, each as
     ``torch.nn.Conv2d`` (public path) and as its defining module's path.
+    ``inputs`` are the ``node`` names of the records whose outputs this one
+    reads (the graph's edges; the model's inputs are not records).
     """
 
     name: str
@@ -142,6 +144,7 @@ class LayerRecord:
     via: str = "fx"
     call_kind: str = ""
     module_classes: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
     def is_module(self, qualname: str) -> bool:
         """Whether this is a call of a module of class ``qualname`` (e.g.

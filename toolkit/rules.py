@@ -29,7 +29,8 @@ class Track:
 
     ``reference_params`` (parameters) and ``reference_ops`` (MicroNet ops) are
     the published denominators of the score; ``quality_bar`` is top-1
-    accuracy in percent; ``input_shape`` is the default input (batch 1).
+    accuracy in percent; ``input_shape`` is the default input (batch 1);
+    ``published`` lists (entry, score) of the best published results.
     """
 
     name: str
@@ -41,7 +42,15 @@ class Track:
     input_shape: tuple[int, ...]
     num_classes: int
     description: str = ""
+    published: tuple[tuple[str, float], ...] = ()
     replace: bool = False
+
+    def rank(self, score: float) -> int | None:
+        """1-based place ``score`` would take among the published results
+        (lower wins), or None when the track has none."""
+        if not self.published:
+            return None
+        return 1 + sum(1 for _, published in self.published if published < score)
 
 
 @dataclass(frozen=True)
@@ -253,12 +262,16 @@ CIFAR100 = Track(
     reference_params=36.5e6, reference_ops=10.49e9, quality_bar=80.0,
     input_shape=(1, 3, 32, 32), num_classes=100,
     description="MicroNet 2019 CIFAR-100 track: top-1 >= 80%",
+    published=(("1st place", 0.0044), ("2nd place", 0.0054), ("3rd place", 0.0056),
+               ("4th place", 0.0058), ("5th place", 0.0108)),
 )
 IMAGENET = Track(
     name="imagenet", dataset="imagenet", reference_model="MobileNetV2 (width 1.4)",
     reference_params=6.9e6, reference_ops=1170e6, quality_bar=75.0,
     input_shape=(1, 3, 224, 224), num_classes=1000,
     description="MicroNet 2019 ImageNet track: top-1 >= 75%",
+    published=(("1st place", 0.1295), ("2nd place", 0.1887), ("3rd place", 0.2053),
+               ("4th place", 0.2968)),
 )
 
 

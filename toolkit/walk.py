@@ -402,6 +402,7 @@ class Walker(fx.Interpreter):
             accumulator_bits=precision.acc_bits(meta),
             attrs=attrs or {}, reason=reason, via=via, call_kind=call_kind,
             module_classes=module_classes,
+            inputs=tuple(a.name for a in n.all_input_nodes if META_RECORD in a.meta),
         )
         if status == UNCOUNTED and self.settings.strict:
             raise CounterError(f"node {n.name} ({name}, {target}) is not counted: {reason}",
@@ -477,6 +478,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         groups.setdefault(path, []).append(n)
         classes.setdefault(path, cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}")
     modules = dict(model.named_modules())
+    group_of = {n: path for path, nodes in groups.items() for n in nodes}
     records = []
     seen: set[int] = set()
     for path, nodes in groups.items():
@@ -521,6 +523,8 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             accumulator_bits=settings.precision.acc_bits(meta),
             attrs=_attrs(module if leaf else None), reason=reason, via="export", call_kind="aten",
             module_classes=_export_classes(classes[path]) if leaf else (),
+            inputs=tuple(dict.fromkeys(groups[group_of[a]][0].name for n in nodes for a in n.all_input_nodes
+                                       if a in group_of and group_of[a] != path)),
         )
         if status == UNCOUNTED and settings.strict:
             raise CounterError(f"{name} is not counted: {reason}", hint="register a counter or drop --strict")
