@@ -70,8 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from micronet.counters._common import like
-from micronet.counters.elementwise import lenient
+from micronet.counters._common import bare_name, distinct, lenient, like, packet, wrap_dim
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Method, OpCall, collect, counter, shape_rule
@@ -80,11 +79,6 @@ aten = torch.ops.aten
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _distinct(*targets: Any) -> tuple:
-    """Targets without repeats (``F.prelu is torch.prelu`` in recent torch)."""
-    return tuple(dict.fromkeys(targets))
 
 
 def _per_element(call: OpCall, mults: int, adds: int, other_ops: int = 0) -> Counts:
@@ -98,8 +92,8 @@ def _is_aten(target: Any) -> bool:
 
 # --------------------------------------------------------------------- targets
 
-PRELU = _distinct(nn.PReLU, F.prelu, torch.prelu, Method("prelu"), aten.prelu, aten._prelu_kernel)
-RELU_FAMILY = _distinct(*PRELU,
+PRELU = distinct(nn.PReLU, F.prelu, torch.prelu, Method("prelu"), aten.prelu, aten._prelu_kernel)
+RELU_FAMILY = distinct(*PRELU,
     nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Threshold, nn.Hardshrink,
     F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.hardtanh, F.hardtanh_,
     F.leaky_relu, F.leaky_relu_, F.prelu, torch.prelu, F.rrelu, F.rrelu_, torch.rrelu, torch.rrelu_,
@@ -109,34 +103,34 @@ RELU_FAMILY = _distinct(*PRELU,
     aten.leaky_relu_, aten.prelu, aten._prelu_kernel, aten.rrelu, aten.rrelu_with_noise,
     aten.threshold, aten.threshold_, aten.hardshrink,
 )
-SIGMOID = _distinct(
+SIGMOID = distinct(
     nn.Sigmoid, torch.sigmoid, torch.sigmoid_, F.sigmoid, torch.special.expit,
     Method("sigmoid"), Method("sigmoid_"), aten.sigmoid, aten.sigmoid_,
 )
-SILU = _distinct(nn.SiLU, F.silu, aten.silu, aten.silu_)
-HARDSIGMOID = _distinct(nn.Hardsigmoid, F.hardsigmoid, aten.hardsigmoid, aten.hardsigmoid_)
-HARDSWISH = _distinct(nn.Hardswish, F.hardswish, aten.hardswish, aten.hardswish_)
-TANH = _distinct(nn.Tanh, torch.tanh, torch.tanh_, F.tanh, Method("tanh"), Method("tanh_"),
-                 aten.tanh, aten.tanh_)
-GELU = _distinct(nn.GELU, F.gelu, aten.gelu, aten.gelu_)
-SOFTPLUS = _distinct(nn.Softplus, F.softplus, aten.softplus)
-ELU = _distinct(nn.ELU, nn.SELU, nn.CELU, F.elu, F.elu_, F.selu, F.selu_, torch.selu, torch.selu_,
-                F.celu, F.celu_, torch.celu, torch.celu_, aten.elu, aten.elu_, aten.selu,
-                aten.selu_, aten.celu, aten.celu_)
-MISH = _distinct(nn.Mish, F.mish, aten.mish, aten.mish_)
-LOGSIGMOID = _distinct(nn.LogSigmoid, F.logsigmoid, aten.log_sigmoid, aten.log_sigmoid_forward)
-SOFTSIGN = _distinct(nn.Softsign, F.softsign)
-TANHSHRINK = _distinct(nn.Tanhshrink, F.tanhshrink)
-SOFTSHRINK = _distinct(nn.Softshrink, F.softshrink, aten.softshrink)
-GLU = _distinct(nn.GLU, F.glu, aten.glu)
-SOFTMAX = _distinct(nn.Softmax, nn.Softmax2d, F.softmax, torch.softmax, Method("softmax"),
-                    aten._softmax, aten.softmax)
-SOFTMIN = _distinct(nn.Softmin, F.softmin)
-LOG_SOFTMAX = _distinct(nn.LogSoftmax, F.log_softmax, torch.log_softmax, Method("log_softmax"),
-                        aten._log_softmax, aten.log_softmax)
+SILU = distinct(nn.SiLU, F.silu, aten.silu, aten.silu_)
+HARDSIGMOID = distinct(nn.Hardsigmoid, F.hardsigmoid, aten.hardsigmoid, aten.hardsigmoid_)
+HARDSWISH = distinct(nn.Hardswish, F.hardswish, aten.hardswish, aten.hardswish_)
+TANH = distinct(nn.Tanh, torch.tanh, torch.tanh_, F.tanh, Method("tanh"), Method("tanh_"),
+                aten.tanh, aten.tanh_)
+GELU = distinct(nn.GELU, F.gelu, aten.gelu, aten.gelu_)
+SOFTPLUS = distinct(nn.Softplus, F.softplus, aten.softplus)
+ELU = distinct(nn.ELU, nn.SELU, nn.CELU, F.elu, F.elu_, F.selu, F.selu_, torch.selu, torch.selu_,
+               F.celu, F.celu_, torch.celu, torch.celu_, aten.elu, aten.elu_, aten.selu,
+               aten.selu_, aten.celu, aten.celu_)
+MISH = distinct(nn.Mish, F.mish, aten.mish, aten.mish_)
+LOGSIGMOID = distinct(nn.LogSigmoid, F.logsigmoid, aten.log_sigmoid, aten.log_sigmoid_forward)
+SOFTSIGN = distinct(nn.Softsign, F.softsign)
+TANHSHRINK = distinct(nn.Tanhshrink, F.tanhshrink)
+SOFTSHRINK = distinct(nn.Softshrink, F.softshrink, aten.softshrink)
+GLU = distinct(nn.GLU, F.glu, aten.glu)
+SOFTMAX = distinct(nn.Softmax, nn.Softmax2d, F.softmax, torch.softmax, Method("softmax"),
+                   aten._softmax, aten.softmax)
+SOFTMIN = distinct(nn.Softmin, F.softmin)
+LOG_SOFTMAX = distinct(nn.LogSoftmax, F.log_softmax, torch.log_softmax, Method("log_softmax"),
+                       aten._log_softmax, aten.log_softmax)
 
 #: Activations whose output has the input's shape and dtype.
-SAME_SHAPE = _distinct(
+SAME_SHAPE = distinct(
     *(t for t in RELU_FAMILY if t not in PRELU), *SIGMOID, *SILU, *HARDSIGMOID, *HARDSWISH, *TANH, *GELU,
     *SOFTPLUS, *ELU,
     *MISH, *(t for t in LOGSIGMOID if t is not aten.log_sigmoid_forward), *SOFTSIGN,
@@ -203,7 +197,7 @@ def count_softplus(call: OpCall) -> Counts:
 
 def _elu_constants(call: OpCall) -> tuple[float, float, float]:
     """(alpha, scale, input_scale) of an ELU-family call, aten.elu's layout."""
-    module, name = call.module, _name(call.target)
+    module, name = call.module, bare_name(call.target)
     if module is not None:
         if isinstance(module, nn.SELU):
             return SELU_ALPHA, SELU_SCALE, 1.0
@@ -218,14 +212,6 @@ def _elu_constants(call: OpCall) -> tuple[float, float, float]:
     if _is_aten(call.target):
         return call.arg(1, "alpha", 1), call.arg(2, "scale", 1), call.arg(3, "input_scale", 1)
     return call.arg(1, "alpha", 1.0), 1.0, 1.0
-
-
-def _name(target: Any) -> str:
-    if isinstance(target, torch._ops.OpOverload):
-        return target.overloadpacket.__name__
-    if isinstance(target, Method):
-        return target.name
-    return getattr(target, "__name__", "")
 
 
 @counter(*ELU, op="elu")
@@ -339,17 +325,6 @@ def shape_prelu(call: OpCall) -> TensorInfo:
     return like(x)
 
 
-def _packet(target: Any) -> Any:
-    return target.overloadpacket if isinstance(target, torch._ops.OpOverload) else target
-
-
-def _wrap(dim: int, ndim: int) -> int:
-    rank = max(ndim, 1)
-    if not -rank <= dim < rank:
-        raise NotImplementedError(f"dim {dim} out of range for {ndim} dims")
-    return dim % rank
-
-
 def _softmax_dim(call: OpCall) -> int:
     """The reduced dimension, wrapped; F's legacy implicit dim when None."""
     x = call.x
@@ -361,16 +336,14 @@ def _softmax_dim(call: OpCall) -> int:
         dim = 0 if x.ndim in (0, 1, 3) else 1
     if isinstance(call.module, nn.Softmax2d) and x.ndim not in (3, 4):
         raise NotImplementedError("Softmax2d needs a 3-D or 4-D input")
-    return _wrap(dim, x.ndim)
+    return wrap_dim(dim, x.ndim)
 
 
 def _softmax_dtype(call: OpCall) -> torch.dtype:
     x = _floating(call.x)
     if call.module is not None:
         return x.dtype
-    target = call.target
-    if isinstance(target, torch._ops.OpOverload):
-        target = target.overloadpacket
+    target = packet(call.target)
     if target in (aten._softmax, aten._log_softmax):
         half_to_float = call.arg(2, "half_to_float", False)
         return torch.float32 if half_to_float and x.dtype == torch.float16 else x.dtype
@@ -396,7 +369,7 @@ def shape_glu(call: OpCall) -> TensorInfo:
     dim = call.module.dim if call.module is not None else call.arg(1, "dim", -1)
     if x.ndim == 0:
         raise NotImplementedError("glu on a 0-dim tensor")
-    dim = _wrap(dim, x.ndim)
+    dim = wrap_dim(dim, x.ndim)
     if x.shape[dim] % 2:
         raise NotImplementedError("glu needs an even size along dim")
     shape = list(x.shape)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from micronet.counters._common import broadcast_shapes, prod
+from micronet.counters._common import broadcast_shapes, broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import OpCall, collect, counter, shape_rule
@@ -46,12 +46,6 @@ ATEN_SDPA = {
     aten._scaled_dot_product_cudnn_attention: (3, "attn_bias", 6),
     aten._scaled_dot_product_fused_attention_overrideable: (3, "attn_bias", 5),
 }
-
-
-def _tensor(value, what: str) -> TensorInfo:
-    if not isinstance(value, TensorInfo):
-        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
-    return value
 
 
 def attention_core(heads: int, rows: int, keys: int, dim: int, dim_v: int, masks: int) -> Counts:
@@ -91,7 +85,7 @@ def sdpa(call: OpCall) -> Counts:
     # mults = P*E + P + P + B*L*Ev*S;  adds = P*(E-1) + [P if mask or causal] + B*L*(S-1) + B*L*Ev*(S-1)
     # other_ops = P (exp)
     """
-    q, k, v = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
     masked = call.arg(3, "attn_mask", None) is not None or bool(call.arg(5, "is_causal", False))
     return sdpa_counts(q, k, v, call.y, masked)
 
@@ -104,19 +98,12 @@ def sdpa_aten(call: OpCall) -> Counts:
     ``is_causal`` positions come from its schema (``ATEN_SDPA``)."""
     packet = getattr(call.target, "overloadpacket", call.target)
     mask_index, mask_name, causal_index = ATEN_SDPA[packet]
-    q, k, v = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
     mask = None
     if mask_name:
         mask = call.kwargs.get(mask_name) if mask_index is None else call.arg(mask_index, mask_name, None)
     masked = isinstance(mask, TensorInfo) or bool(call.arg(causal_index, "is_causal", False))
     return sdpa_counts(q, k, v, call.y, masked)
-
-
-def _broadcasts_to(shape, target) -> bool:
-    try:
-        return broadcast_shapes(shape, target) == tuple(target)
-    except RuntimeError:
-        return False
 
 
 def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:
@@ -125,7 +112,7 @@ def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:
     With ``enable_gqa`` the query may have a multiple of the key's heads
     (dim -3); the output keeps the query's heads.
     """
-    q, k, v = _tensor(q, "query"), _tensor(k, "key"), _tensor(v, "value")
+    q, k, v = tensor_arg(q, "query"), tensor_arg(k, "key"), tensor_arg(v, "value")
     if (min(q.ndim, k.ndim, v.ndim) < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]
             or len({q.dtype, k.dtype, v.dtype}) != 1):
         raise NotImplementedError("attention operands do not fit")
@@ -140,7 +127,7 @@ def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:
     except RuntimeError as error:
         raise NotImplementedError(str(error)) from error
     scores = batch + (q.shape[-2], k.shape[-2])
-    if isinstance(mask, TensorInfo) and not _broadcasts_to(mask.shape, scores):
+    if isinstance(mask, TensorInfo) and not broadcasts_to(mask.shape, scores):
         raise NotImplementedError("attn_mask does not broadcast to the scores")
     return TensorInfo(batch + (q.shape[-2], v.shape[-1]), q.dtype)
 
@@ -172,7 +159,7 @@ class MHACall:
 def mha_call(call: OpCall) -> MHACall:
     """Read ``(query, key, value)`` in the module's layout (``batch_first`` or not, or unbatched)."""
     m = call.module
-    query, key, value = (_tensor(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    query, key, value = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
     batched = query.ndim == 3
     if (query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim
             or query.shape[-1] != m.embed_dim or key.shape[-1] != m.kdim or value.shape[-1] != m.vdim

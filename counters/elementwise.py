@@ -46,7 +46,7 @@ Targets: ``operator`` functions (``x + y``, ``x += y``, ``-x``, ``abs(x)``,
 and dunder forms, the tensor as ``args[0]``) and aten packets.
 
 Shapes: out-of-place ops broadcast every tensor operand and promote dtypes
-exactly as torch does (:func:`promote`: dimensioned tensors, then 0-dim
+exactly as torch does (:func:`~micronet.counters._common.promote`: dimensioned tensors, then 0-dim
 tensors, then Python scalars, by category); true divisions and the
 transcendentals turn integers into the default float dtype. In-place ops
 return ``self``'s shape and dtype, and fall back to meta execution when
@@ -55,23 +55,18 @@ category).
 """
 from __future__ import annotations
 
-import functools
 import operator
 import sys
 from typing import Any
 
 import torch
 
-from micronet.counters._common import broadcast_shapes
+from micronet.counters._common import broadcast_shapes, distinct, lenient, packet, promote
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Method, OpCall, collect, counter, shape_rule
 
 aten = torch.ops.aten
-
-
-def _distinct(*targets: Any) -> tuple:
-    return tuple(dict.fromkeys(t for t in targets if t is not None))
 
 
 def _forms(*names: str) -> tuple:
@@ -84,104 +79,14 @@ def _forms(*names: str) -> tuple:
             if hasattr(torch.Tensor, variant):
                 found.append(Method(variant))
             found.append(getattr(aten, variant, None))
-    return _distinct(*found)
+    return distinct(*found)
 
 
 def _dunders(*names: str) -> tuple:
     """``Tensor.__name__``, ``__rname__`` and ``__iname__`` where they exist."""
     found = [Method(f"__{prefix}{name}__") for name in names for prefix in ("", "r", "i")
              if hasattr(torch.Tensor, f"__{prefix}{name}__")]
-    return _distinct(*found)
-
-
-def lenient(rule):
-    """Let a shape rule's argument-parsing failures (an argument form it does
-    not expect: TypeError, IndexError, ...) fall back to meta execution, as
-    the contract's NotImplementedError does, instead of failing the walk."""
-
-    @functools.wraps(rule)
-    def wrapper(call: OpCall):
-        try:
-            return rule(call)
-        except (TypeError, IndexError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as error:
-            raise NotImplementedError(f"{rule.__name__}: {type(error).__name__}: {error}") from error
-
-    return wrapper
-
-
-# ---------------------------------------------------------------- dtype rules
-
-
-def _category(dtype: torch.dtype) -> int:
-    if dtype == torch.bool:
-        return 0
-    if dtype.is_complex:
-        return 3
-    if dtype.is_floating_point:
-        return 2
-    return 1
-
-
-def _promote_pair(a: torch.dtype | None, b: torch.dtype | None) -> torch.dtype | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return torch.promote_types(a, b)
-
-
-_TO_COMPLEX = {torch.float16: torch.complex32, torch.float32: torch.complex64,
-               torch.float64: torch.complex128}
-
-
-def _combine(higher: torch.dtype | None, lower: torch.dtype | None) -> torch.dtype | None:
-    """c10's ``combine_categories``: a higher-priority group wins unless the
-    lower one is of a higher category."""
-    if higher is None:
-        return lower
-    if lower is None or _category(higher) >= _category(lower) and higher != torch.bool:
-        return higher
-    if _category(lower) == 3 and _category(higher) == 2:
-        if higher not in _TO_COMPLEX:
-            raise NotImplementedError(f"complex promotion of {higher}")
-        return _TO_COMPLEX[higher]
-    if _category(lower) == 3:
-        return lower
-    return torch.promote_types(higher, lower)
-
-
-def _scalar_dtype(value: Any) -> torch.dtype | None:
-    if isinstance(value, bool):
-        return torch.bool
-    if isinstance(value, int):
-        return torch.int64
-    if isinstance(value, float):
-        return torch.get_default_dtype()
-    if isinstance(value, complex):
-        return _TO_COMPLEX[torch.get_default_dtype()]
-    return None
-
-
-def promote(*operands: Any) -> torch.dtype:
-    """Result dtype of an elementwise op, torch's ``result_type`` exactly.
-
-    Dimensioned tensors take priority over 0-dim tensors, which take priority
-    over Python scalars; a lower-priority group only matters when it is of a
-    higher category (bool < int < float < complex). A float scalar stands for
-    the default dtype."""
-    dim = zero = scalar = None
-    for value in operands:
-        if isinstance(value, TensorInfo):
-            if value.ndim:
-                dim = _promote_pair(dim, value.dtype)
-            else:
-                zero = _promote_pair(zero, value.dtype)
-        else:
-            scalar = _promote_pair(scalar, _scalar_dtype(value))
-    result = _combine(dim, _combine(zero, scalar))
-    if result is None:
-        raise NotImplementedError("no tensor or number operand")
-    return result
+    return distinct(*found)
 
 
 def _to_float(dtype: torch.dtype) -> torch.dtype:
@@ -240,28 +145,28 @@ def binary_out(call: OpCall, positional: int = 2, to_float: bool = False) -> Ten
 
 # --------------------------------------------------------------------- targets
 
-ADD = _distinct(operator.add, operator.sub, operator.iadd, operator.isub,
-                *_forms("add", "sub", "subtract", "rsub"), *_dunders("add", "sub"))
-MUL = _distinct(operator.mul, operator.imul, *_forms("mul", "multiply"), *_dunders("mul"))
-DIV = _distinct(operator.truediv, operator.itruediv, *_forms("div", "divide", "true_divide"),
-                *_dunders("truediv"))
-FLOOR_DIV = _distinct(operator.floordiv, operator.ifloordiv, *_forms("floor_divide"),
-                      *_dunders("floordiv"))
-POW = _distinct(operator.pow, operator.ipow, *_forms("pow"), *_dunders("pow"))
+ADD = distinct(operator.add, operator.sub, operator.iadd, operator.isub,
+               *_forms("add", "sub", "subtract", "rsub"), *_dunders("add", "sub"))
+MUL = distinct(operator.mul, operator.imul, *_forms("mul", "multiply"), *_dunders("mul"))
+DIV = distinct(operator.truediv, operator.itruediv, *_forms("div", "divide", "true_divide"),
+               *_dunders("truediv"))
+FLOOR_DIV = distinct(operator.floordiv, operator.ifloordiv, *_forms("floor_divide"),
+                     *_dunders("floordiv"))
+POW = distinct(operator.pow, operator.ipow, *_forms("pow"), *_dunders("pow"))
 TRANSCENDENTAL = _forms("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                         "sin", "cos", "erf")
 RECIPROCAL = _forms("reciprocal")
-BITWISE = _distinct(operator.neg, operator.abs, Method("__neg__"), Method("__abs__"),
-                    *_forms("neg", "negative", "abs", "absolute", "sign", "floor", "ceil", "round",
-                            "trunc"))
+BITWISE = distinct(operator.neg, operator.abs, Method("__neg__"), Method("__abs__"),
+                   *_forms("neg", "negative", "abs", "absolute", "sign", "floor", "ceil", "round",
+                           "trunc"))
 SQUARE = _forms("square")
 CLAMP = _forms("clamp", "clip", "clamp_min", "clamp_max")
 MINMAX = _forms("minimum", "maximum", "fmin", "fmax")
 ADDC = _forms("addcmul", "addcdiv")
-COMPARE = _distinct(operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-                    *_forms("eq", "ne", "lt", "le", "gt", "ge", "greater", "greater_equal", "less",
-                            "less_equal", "not_equal"),
-                    *(Method(f"__{name}__") for name in ("eq", "ne", "lt", "le", "gt", "ge")))
+COMPARE = distinct(operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+                   *_forms("eq", "ne", "lt", "le", "gt", "ge", "greater", "greater_equal", "less",
+                           "less_equal", "not_equal"),
+                   *(Method(f"__{name}__") for name in ("eq", "ne", "lt", "le", "gt", "ge")))
 
 
 # ------------------------------------------------------------------ shape rules
@@ -273,7 +178,7 @@ def shape_binary(call: OpCall) -> TensorInfo:
     """``(a, b)`` with tensor or number operands: broadcast and promote."""
     out = binary_out(call)
     name = _base_name(call.target)
-    if _packet(call.target) in (torch.rsub, aten.rsub) and not isinstance(call.args[0], TensorInfo):
+    if packet(call.target) in (torch.rsub, aten.rsub) and not isinstance(call.args[0], TensorInfo):
         raise NotImplementedError("rsub needs a tensor first")
     if name in ("sub", "rsub", "subtract") and any(
         isinstance(v, bool) or isinstance(v, TensorInfo) and v.dtype == torch.bool for v in _operands(call, 2)
@@ -292,10 +197,6 @@ def shape_binary(call: OpCall) -> TensorInfo:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _packet(target: Any) -> Any:
-    return target.overloadpacket if isinstance(target, torch._ops.OpOverload) else target
 
 
 #: Binary ops whose operands must both be tensors.

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from micronet.counters._common import tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import OpCall, collect, counter, shape_rule
@@ -31,12 +32,6 @@ ATEN_EMBEDDING = (aten.embedding, torch.embedding)  # (weight, indices, ...)
 ATEN_EMBEDDING_BAG = (aten.embedding_bag, aten._embedding_bag, aten._embedding_bag_forward_only)
 _ATEN_MODES = {0: "sum", 1: "mean", 2: "max"}
 _INDEX_DTYPES = (torch.int64, torch.int32)
-
-
-def _tensor(value, what: str) -> TensorInfo:
-    if not isinstance(value, TensorInfo):
-        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
-    return value
 
 
 @counter(nn.Embedding, F.embedding, *ATEN_EMBEDDING)
@@ -53,7 +48,7 @@ def embedding(call: OpCall) -> Counts:
 
 def lookup_output(indices, weight: TensorInfo) -> TensorInfo:
     """``[*] -> [*, D]`` in the table's dtype."""
-    indices = _tensor(indices, "indices")
+    indices = tensor_arg(indices, "indices")
     if indices.dtype not in _INDEX_DTYPES or weight.ndim != 2:
         raise NotImplementedError("embedding needs integer indices and a 2-D table")
     return TensorInfo(indices.shape + (weight.shape[1],), weight.dtype)
@@ -72,13 +67,13 @@ def embedding_module_shape(call: OpCall) -> TensorInfo:
 @shape_rule(F.embedding)
 def embedding_function_shape(call: OpCall) -> TensorInfo:
     """``F.embedding(input, weight, ...)``: ``[*] -> [*, D]``."""
-    return lookup_output(call.arg(0, "input"), _tensor(call.arg(1, "weight"), "weight"))
+    return lookup_output(call.arg(0, "input"), tensor_arg(call.arg(1, "weight"), "weight"))
 
 
 @shape_rule(*ATEN_EMBEDDING)
 def embedding_aten_shape(call: OpCall) -> TensorInfo:
     """``aten.embedding(weight, indices, ...)``: ``[*] -> [*, D]``."""
-    return lookup_output(call.arg(1, "indices"), _tensor(call.arg(0, "weight"), "weight"))
+    return lookup_output(call.arg(1, "indices"), tensor_arg(call.arg(0, "weight"), "weight"))
 
 
 def bag_counts(rows: int, bags: int, dim: int, mode: str, weighted: bool) -> Counts:
@@ -121,7 +116,7 @@ def embedding_bag_function(call: OpCall) -> Counts:
     """``F.embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
     scale_grad_by_freq=False, mode='mean', sparse=False, per_sample_weights=None,
     include_last_offset=False, padding_idx=None)``: see :func:`bag_counts`."""
-    weight = _tensor(call.arg(1, "weight"), "weight")
+    weight = tensor_arg(call.arg(1, "weight"), "weight")
     rows, bags = bag_layout(call.x, call.arg(2, "offsets", None), bool(call.arg(9, "include_last_offset", False)))
     weighted = call.arg(8, "per_sample_weights", None) is not None
     return bag_counts(rows, bags, weight.shape[1], call.arg(6, "mode", "mean"), weighted)
@@ -132,8 +127,8 @@ def embedding_bag_aten(call: OpCall) -> Counts:
     """``aten.embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=0,
     sparse=False, per_sample_weights=None, include_last_offset=False, ...)``, mode
     0/1/2 = sum/mean/max; counted on the first output as :func:`bag_counts`."""
-    weight = _tensor(call.arg(0, "weight"), "weight")
-    indices = _tensor(call.arg(1, "indices"), "indices")
+    weight = tensor_arg(call.arg(0, "weight"), "weight")
+    indices = tensor_arg(call.arg(1, "indices"), "indices")
     rows, bags = bag_layout(indices, call.arg(2, "offsets"), bool(call.arg(7, "include_last_offset", False)))
     weighted = call.arg(6, "per_sample_weights", None) is not None
     return bag_counts(rows, bags, weight.shape[1], _ATEN_MODES[call.arg(4, "mode", 0)], weighted)
@@ -141,7 +136,7 @@ def embedding_bag_aten(call: OpCall) -> Counts:
 
 def bag_output(indices, offsets, weight: TensorInfo, include_last_offset: bool) -> TensorInfo:
     """``[B, D]`` in the table's dtype."""
-    indices = _tensor(indices, "input")
+    indices = tensor_arg(indices, "input")
     if indices.dtype not in _INDEX_DTYPES or weight.ndim != 2:
         raise NotImplementedError("embedding_bag needs integer indices and a 2-D table")
     if isinstance(offsets, TensorInfo) and offsets.dtype not in _INDEX_DTYPES:
@@ -164,7 +159,8 @@ def embedding_bag_module_shape(call: OpCall) -> TensorInfo:
 def embedding_bag_function_shape(call: OpCall) -> TensorInfo:
     """``F.embedding_bag``: ``[B, D]``."""
     return bag_output(call.arg(0, "input"), call.arg(2, "offsets", None),
-                      _tensor(call.arg(1, "weight"), "weight"), bool(call.arg(9, "include_last_offset", False)))
+                      tensor_arg(call.arg(1, "weight"), "weight"),
+                      bool(call.arg(9, "include_last_offset", False)))
 
 
 @hookimpl

@@ -39,9 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from micronet.counters._common import like, prod
+from micronet.counters._common import lenient, like, packet, prod, unsupported
 from micronet.counters.pooling import adaptive_windows
-from micronet.counters.elementwise import lenient
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import OpCall, collect, counter, free, shape_rule
@@ -81,14 +80,6 @@ MODE_RANK = {"nearest": None, "nearest-exact": None, "area": None, "linear": 3, 
 nearest_upsampling = free(nn.UpsamplingNearest2d, *NEAREST_ATEN, op="upsample_nearest")
 
 
-def _packet(target: Any) -> Any:
-    return target.overloadpacket if isinstance(target, torch._ops.OpOverload) else target
-
-
-def _unsupported(why: str):
-    return NotImplementedError(f"{why}: left to meta execution")
-
-
 # -------------------------------------------------------------- the arguments
 
 
@@ -119,45 +110,45 @@ def _spatial_out(x: TensorInfo, size: Any, scale: Any, empty_ok: bool = False) -
     (``empty_ok``: 'area' mode, adaptive pooling, accepts empty outputs)."""
     dims = x.ndim - 2
     if (size is None) == (scale is None):
-        raise _unsupported("interpolate needs exactly one of size and scale_factor")
+        raise unsupported("interpolate needs exactly one of size and scale_factor")
     if size is not None:
         sizes = tuple(size) if isinstance(size, (list, tuple)) else (size,) * dims
         if len(sizes) != dims or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-            raise _unsupported(f"size {size!r} for {dims} spatial dims")
+            raise unsupported(f"size {size!r} for {dims} spatial dims")
         out = sizes
     else:
         scales = tuple(scale) if isinstance(scale, (list, tuple)) else (scale,) * dims
         if len(scales) != dims or not all(isinstance(s, (int, float)) for s in scales):
-            raise _unsupported(f"scale_factor {scale!r} for {dims} spatial dims")
+            raise unsupported(f"scale_factor {scale!r} for {dims} spatial dims")
         out = tuple(int(float(n) * float(s)) for n, s in zip(x.shape[2:], scales))
     if any(o < 0 or o == 0 and not empty_ok for o in out) or any(n <= 0 for n in x.shape[2:]):
-        raise _unsupported("interpolate to or from an empty size")
+        raise unsupported("interpolate to or from an empty size")
     return out
 
 
 def _check_mode(x: TensorInfo, args: dict[str, Any]) -> str:
     mode = args["mode"]
     if mode not in MODE_RANK:
-        raise _unsupported(f"mode {mode!r}")
+        raise unsupported(f"mode {mode!r}")
     rank = MODE_RANK[mode]
     if x.ndim not in (3, 4, 5) or (rank is not None and x.ndim != rank):
-        raise _unsupported(f"mode {mode!r} on a {x.ndim}-d input")
+        raise unsupported(f"mode {mode!r} on a {x.ndim}-d input")
     if mode in ("nearest", "nearest-exact", "area") and args["align_corners"] is not None:
-        raise _unsupported("align_corners with a non-interpolating mode")
+        raise unsupported("align_corners with a non-interpolating mode")
     if args["recompute"] and args["size"] is not None:
-        raise _unsupported("recompute_scale_factor with an explicit size")
+        raise unsupported("recompute_scale_factor with an explicit size")
     if args["antialias"] and mode not in ("bilinear", "bicubic", "lanczos"):
-        raise _unsupported("antialias with a mode that has none")
+        raise unsupported("antialias with a mode that has none")
     if mode == "lanczos" and (not args["antialias"] or args["align_corners"]):
-        raise _unsupported("lanczos needs antialias=True and align_corners=False")
+        raise unsupported("lanczos needs antialias=True and align_corners=False")
     if not x.dtype.is_floating_point:
-        raise _unsupported(f"{mode} interpolation of {x.dtype}")
+        raise unsupported(f"{mode} interpolation of {x.dtype}")
     return mode
 
 
 def _aten_args(call: OpCall) -> tuple[str, int, tuple[int, ...] | None, Any, bool]:
     """(mode, spatial dims, output size or None, scale factors, align_corners) of an aten call."""
-    mode, dims = ATEN_MODES[_packet(call.target)]
+    mode, dims = ATEN_MODES[packet(call.target)]
     interpolating = not mode.startswith("nearest")
     output_size = call.arg(1, "output_size", None)
     align = bool(call.arg(2, "align_corners", False)) if interpolating else False
@@ -170,9 +161,9 @@ def _aten_args(call: OpCall) -> tuple[str, int, tuple[int, ...] | None, Any, boo
     elif overload == "default":
         scales = tuple(call.arg(rest + i, name, None) for i, name in enumerate(_scale_names(dims)))
         if output_size is None:
-            raise _unsupported("aten upsample without output_size")
+            raise unsupported("aten upsample without output_size")
     else:
-        raise _unsupported(f"aten upsample overload {overload}")
+        raise unsupported(f"aten upsample overload {overload}")
     return mode, dims, (tuple(output_size) if output_size is not None else None), scales, align
 
 
@@ -185,10 +176,10 @@ def _aten_out(call: OpCall) -> tuple[str, tuple[int, ...], Any, bool]:
     x = call.x
     mode, dims, output_size, scales, align = _aten_args(call)
     if x.ndim != dims + 2:
-        raise _unsupported(f"aten upsample of a {x.ndim}-d input")
+        raise unsupported(f"aten upsample of a {x.ndim}-d input")
     if output_size is not None:
         if len(output_size) != dims or any(o <= 0 for o in output_size):
-            raise _unsupported("aten upsample output_size")
+            raise unsupported("aten upsample output_size")
         return mode, output_size, scales, align
     return mode, _spatial_out(x, None, scales), scales, align
 
@@ -213,7 +204,7 @@ def shape_aten_upsample(call: OpCall) -> TensorInfo:
     x = call.x
     mode, out, _, _ = _aten_out(call)
     if not x.dtype.is_floating_point:
-        raise _unsupported(f"{mode} of {x.dtype}")
+        raise unsupported(f"{mode} of {x.dtype}")
     return like(x, tuple(x.shape[:2]) + tuple(out))
 
 

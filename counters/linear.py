@@ -16,26 +16,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from micronet.counters._common import broadcast_shapes, prod
+from micronet.counters._common import broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import OpCall, collect, counter, shape_rule
 
 aten = torch.ops.aten
-
-
-def _tensor(value, what: str) -> TensorInfo:
-    if not isinstance(value, TensorInfo):
-        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
-    return value
-
-
-def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    """Whether ``shape`` broadcasts to exactly ``target`` (as an in-place-like add needs)."""
-    try:
-        return broadcast_shapes(shape, target) == tuple(target)
-    except RuntimeError:
-        return False
 
 
 def linear_output(x: TensorInfo, weight: tuple[int, ...]) -> TensorInfo:
@@ -74,7 +60,7 @@ def linear_function(call: OpCall) -> Counts:
     # x: [..., in]  weight: [out, in]  y: [..., out]
     # dot_products = prod(y.shape), dot_length = in, adds = prod(y.shape) if bias
     """
-    weight = _tensor(call.arg(1, "weight"), "weight")
+    weight = tensor_arg(call.arg(1, "weight"), "weight")
     return linear_counts(call.y, weight.shape[-1], call.arg(2, "bias", None) is not None)
 
 
@@ -90,7 +76,7 @@ def addmm_aten(call: OpCall) -> Counts:
     # dot_products = n*p, dot_length = k
     # adds = n*p if beta != 0; mults += n*p if alpha != 1; mults += n*p if beta not in (0, 1)
     """
-    mat1 = _tensor(call.arg(1, "mat1"), "mat1")
+    mat1 = tensor_arg(call.arg(1, "mat1"), "mat1")
     e = call.y.numel
     beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
     mults = (e if alpha != 1 else 0) + (e if beta not in (0, 1) else 0)
@@ -122,7 +108,7 @@ def bilinear_module(call: OpCall) -> Counts:
 @counter(F.bilinear, aten.bilinear)
 def bilinear_function(call: OpCall) -> Counts:
     """``F.bilinear(input1, input2, weight, bias=None)``: see :func:`bilinear_counts`."""
-    weight = _tensor(call.arg(2, "weight"), "weight")
+    weight = tensor_arg(call.arg(2, "weight"), "weight")
     return bilinear_counts(call.x, weight.shape, call.arg(3, "bias", None) is not None, call.y)
 
 
@@ -135,8 +121,8 @@ def linear_module_shape(call: OpCall) -> TensorInfo:
 @shape_rule(F.linear, aten.linear)
 def linear_function_shape(call: OpCall) -> TensorInfo:
     """``F.linear(input, weight, bias=None)``: ``[..., in] -> [..., out]``; a 1-D weight drops the last dim."""
-    x = _tensor(call.arg(0, "input"), "input")
-    weight = _tensor(call.arg(1, "weight"), "weight")
+    x = tensor_arg(call.arg(0, "input"), "input")
+    weight = tensor_arg(call.arg(1, "weight"), "weight")
     bias = call.arg(2, "bias", None)
     out = linear_output(x, weight.shape)
     if isinstance(bias, TensorInfo) and not broadcasts_to(bias.shape, out.shape):
@@ -149,8 +135,8 @@ def addmm_aten_shape(call: OpCall) -> TensorInfo:
     """``aten.addmm(self, mat1, mat2)``: ``[n, k] @ [k, p] -> [n, p]`` (default overload only)."""
     if isinstance(call.target, torch._ops.OpOverload) and call.target._overloadname != "default":
         raise NotImplementedError(f"{call.target} is left to meta execution")
-    bias = _tensor(call.arg(0, "self"), "self")
-    mat1, mat2 = _tensor(call.arg(1, "mat1"), "mat1"), _tensor(call.arg(2, "mat2"), "mat2")
+    bias = tensor_arg(call.arg(0, "self"), "self")
+    mat1, mat2 = tensor_arg(call.arg(1, "mat1"), "mat1"), tensor_arg(call.arg(2, "mat2"), "mat2")
     if mat1.ndim != 2 or mat2.ndim != 2 or mat1.shape[1] != mat2.shape[0] or mat1.dtype != mat2.dtype:
         raise NotImplementedError("addmm operands do not fit")
     shape = (mat1.shape[0], mat2.shape[1])
@@ -168,12 +154,12 @@ def bilinear_module_shape(call: OpCall) -> TensorInfo:
 @shape_rule(F.bilinear, aten.bilinear)
 def bilinear_function_shape(call: OpCall) -> TensorInfo:
     """``F.bilinear(input1, input2, weight, bias=None)``: ``[..., out]``."""
-    weight = _tensor(call.arg(2, "weight"), "weight")
+    weight = tensor_arg(call.arg(2, "weight"), "weight")
     return _bilinear_output(call.arg(0, "input1"), call.arg(1, "input2"), weight.shape)
 
 
 def _bilinear_output(x1, x2, weight: tuple[int, ...]) -> TensorInfo:
-    x1, x2 = _tensor(x1, "input1"), _tensor(x2, "input2")
+    x1, x2 = tensor_arg(x1, "input1"), tensor_arg(x2, "input2")
     if (len(weight) != 3 or x1.ndim < 1 or x1.shape[:-1] != x2.shape[:-1]
             or (x1.shape[-1], x2.shape[-1]) != tuple(weight[1:])):
         raise NotImplementedError("bilinear operands do not fit")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from micronet.counters._common import broadcast_shapes, prod
+from micronet.counters._common import broadcast_shapes, broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Method, OpCall, collect, counter, shape_rule
@@ -40,12 +40,6 @@ EINSUM = (torch.einsum, aten.einsum)
 _RANKS = {"mm": (2, 2), "bmm": (3, 3), "mv": (2, 1), "dot": (1, 1), "baddbmm": (3, 3), "addmm": (2, 2)}
 
 
-def _tensor(value, what: str) -> TensorInfo:
-    if not isinstance(value, TensorInfo):
-        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
-    return value
-
-
 def _default_overload(call: OpCall) -> None:
     """Shape rules handle aten's default overloads only (``.dtype`` ones change the dtype)."""
     if isinstance(call.target, torch._ops.OpOverload) and call.target._overloadname != "default":
@@ -61,7 +55,7 @@ def _pair(call: OpCall, first: int = 0) -> tuple[TensorInfo, TensorInfo]:
     picked = []
     for index, keys in enumerate(_FACTOR_NAMES[first], start=first):
         value = next((call.kwargs[k] for k in keys if k in call.kwargs), None)
-        picked.append(_tensor(value if value is not None else call.arg(index, keys[0]), keys[0]))
+        picked.append(tensor_arg(value if value is not None else call.arg(index, keys[0]), keys[0]))
     return picked[0], picked[1]
 
 
@@ -101,12 +95,8 @@ def _product_output(a: TensorInfo, b: TensorInfo, family: str) -> tuple[int, ...
 
 def _added(call: OpCall, out: tuple[int, ...]) -> TensorInfo:
     """``beta * self + alpha * (a @ b)``: shape is that of the product, ``self`` broadcasts to it."""
-    base = _tensor(call.arg(0, "input") if "self" not in call.kwargs else call.kwargs["self"], "input")
-    try:
-        fits = broadcast_shapes(base.shape, out) == tuple(out)
-    except RuntimeError:
-        fits = False
-    if not fits:
+    base = tensor_arg(call.arg(0, "input") if "self" not in call.kwargs else call.kwargs["self"], "input")
+    if not broadcasts_to(base.shape, out):
         raise NotImplementedError(f"{list(base.shape)} does not broadcast to {list(out)}")
     return base
 
@@ -263,7 +253,7 @@ def parse_einsum(equation: str, operands: list) -> EinsumPlan:
     """Parse an einsum as torch does; NotImplementedError where torch would raise."""
     lhs, arrow, rhs = equation.replace(" ", "").partition("->")
     terms = lhs.split(",")
-    tensors = [_tensor(op, "einsum operand") for op in operands]
+    tensors = [tensor_arg(op, "einsum operand") for op in operands]
     if len(terms) != len(tensors) or len({t.dtype for t in tensors}) != 1:
         raise NotImplementedError(f"einsum {equation!r} with {len(tensors)} operands")
     sizes: dict = {}

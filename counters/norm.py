@@ -40,7 +40,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from micronet.counters._common import like, prod
+from micronet.counters._common import like, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Method, OpCall, collect, counter, shape_rule
@@ -52,12 +52,6 @@ INSTANCE_NORM_MODULES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d
 #: ``aten.batch_norm`` layout: (input, weight, bias, running_mean, running_var, training, ...)
 ATEN_BATCH_NORM = (aten.batch_norm, torch.batch_norm, aten.native_batch_norm,
                    aten._native_batch_norm_legit, aten._native_batch_norm_legit_functional)
-
-
-def _tensor(value, what: str) -> TensorInfo:
-    if not isinstance(value, TensorInfo):
-        raise NotImplementedError(f"{what} must be a tensor, got {value!r}")
-    return value
 
 
 def runtime_norm_counts(groups: int, n: int, weight: bool, bias: bool) -> Counts:
@@ -298,7 +292,7 @@ def rms_norm_function(call: OpCall) -> Counts:
 
 def _same(x, channel_dim: int | None = None, channels: int | None = None, ranks=None) -> TensorInfo:
     """The input's shape and dtype, once ranks and channel count check out."""
-    x = _tensor(x, "input")
+    x = tensor_arg(x, "input")
     if ranks is not None and x.ndim not in ranks:
         raise NotImplementedError(f"expected a tensor of rank {ranks}, got {x.ndim}")
     needed = channel_dim + 1 if channel_dim >= 0 else -channel_dim
@@ -326,7 +320,7 @@ def batch_norm_function_shape(call: OpCall) -> TensorInfo:
     stats = call.arg(1, "running_mean")
     if bool(call.arg(5, "training", False)) or stats is None:
         raise NotImplementedError("training-mode batch norm checks the batch size: meta decides")
-    return _same(call.x, 1, _tensor(stats, "running_mean").numel)
+    return _same(call.x, 1, tensor_arg(stats, "running_mean").numel)
 
 
 @shape_rule(aten.batch_norm, torch.batch_norm)
@@ -335,7 +329,7 @@ def batch_norm_aten_shape(call: OpCall) -> TensorInfo:
     stats = call.arg(3, "running_mean", None)
     if bool(call.arg(5, "training", False)) or stats is None:
         raise NotImplementedError("training-mode batch norm checks the batch size: meta decides")
-    return _same(call.x, 1, _tensor(stats, "running_mean").numel)
+    return _same(call.x, 1, tensor_arg(stats, "running_mean").numel)
 
 
 @shape_rule(nn.LayerNorm, nn.RMSNorm)
@@ -351,7 +345,7 @@ def layer_norm_function_shape(call: OpCall) -> TensorInfo:
 
 
 def _trailing(x, normalized_shape) -> TensorInfo:
-    x, shape = _tensor(x, "input"), tuple(normalized_shape)
+    x, shape = tensor_arg(x, "input"), tuple(normalized_shape)
     if not shape or x.ndim < len(shape) or x.shape[x.ndim - len(shape):] != shape:
         raise NotImplementedError(f"normalized_shape {list(shape)} is not the end of {list(x.shape)}")
     return like(x)
@@ -367,7 +361,7 @@ def group_norm_module_shape(call: OpCall) -> TensorInfo:
 @shape_rule(F.group_norm, aten.group_norm, torch.group_norm)
 def group_norm_function_shape(call: OpCall) -> TensorInfo:
     """Same shape; channels at dim 1 divisible by ``num_groups``."""
-    x = _tensor(call.x, "input")
+    x = tensor_arg(call.x, "input")
     weight = call.arg(2, "weight", None)
     return _grouped(x, call.arg(1, "num_groups"), weight.numel if weight is not None else None)
 
@@ -414,7 +408,7 @@ def _reduced(x: TensorInfo, dim, keepdim: bool) -> tuple[tuple[int, ...], int]:
 
 def _vector_norm_args(call: OpCall) -> tuple[TensorInfo, object, bool]:
     # vector_norm, torch.norm and Tensor.norm share (input, ord/p, dim, keepdim)
-    return _tensor(call.x, "input"), call.arg(2, "dim", None), bool(call.arg(3, "keepdim", False))
+    return tensor_arg(call.x, "input"), call.arg(2, "dim", None), bool(call.arg(3, "keepdim", False))
 
 
 VECTOR_NORM = (torch.linalg.vector_norm, aten.linalg_vector_norm, torch.norm, Method("norm"))
@@ -447,7 +441,7 @@ def normalize(call: OpCall) -> Counts:
     """``F.normalize(x, p=2, dim=1, eps)``: a vector norm, a clamp at ``eps`` and
     a division per element. Per vector of n: 2n mults, n - 1 adds, 2 other ops.
     """
-    x = _tensor(call.x, "input")
+    x = tensor_arg(call.x, "input")
     dim = call.arg(2, "dim", 1)
     shape, n = _reduced(x, dim, True)
     vectors = prod(shape)
@@ -457,7 +451,7 @@ def normalize(call: OpCall) -> Counts:
 @shape_rule(F.normalize)
 def normalize_shape(call: OpCall) -> TensorInfo:
     """Same shape as the input."""
-    return like(_tensor(call.x, "input"))
+    return like(tensor_arg(call.x, "input"))
 
 
 @hookimpl

@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from micronet.counters._common import like, ntuple, pooled_size, prod
-from micronet.counters.elementwise import binary_out, lenient
+from micronet.counters._common import (bare_name, distinct, lenient, like, ntuple, packet, pooled_size,
+                                       prod, unsupported)
+from micronet.counters.elementwise import binary_out
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Method, OpCall, collect, counter, shape_rule
@@ -54,60 +55,48 @@ from micronet.registry import Method, OpCall, collect, counter, shape_rule
 aten = torch.ops.aten
 
 
-def _distinct(*targets: Any) -> tuple:
-    return tuple(dict.fromkeys(targets))
-
-
-def _packet(target: Any) -> Any:
-    return target.overloadpacket if isinstance(target, torch._ops.OpOverload) else target
-
-
-def _unsupported(why: str):
-    return NotImplementedError(f"{why}: left to meta execution")
-
-
 # --------------------------------------------------------------------- targets
 
 MAX_POOL = {
-    1: _distinct(nn.MaxPool1d, F.max_pool1d, F.max_pool1d_with_indices, torch.max_pool1d,
-                 torch.max_pool1d_with_indices, aten.max_pool1d, aten.max_pool1d_with_indices),
-    2: _distinct(nn.MaxPool2d, F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d,
-                 aten.max_pool2d, aten.max_pool2d_with_indices),
-    3: _distinct(nn.MaxPool3d, F.max_pool3d, F.max_pool3d_with_indices, torch.max_pool3d,
-                 aten.max_pool3d, aten.max_pool3d_with_indices),
+    1: distinct(nn.MaxPool1d, F.max_pool1d, F.max_pool1d_with_indices, torch.max_pool1d,
+                torch.max_pool1d_with_indices, aten.max_pool1d, aten.max_pool1d_with_indices),
+    2: distinct(nn.MaxPool2d, F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d,
+                aten.max_pool2d, aten.max_pool2d_with_indices),
+    3: distinct(nn.MaxPool3d, F.max_pool3d, F.max_pool3d_with_indices, torch.max_pool3d,
+                aten.max_pool3d, aten.max_pool3d_with_indices),
 }
 AVG_POOL = {
-    1: _distinct(nn.AvgPool1d, F.avg_pool1d, torch.avg_pool1d, aten.avg_pool1d),
-    2: _distinct(nn.AvgPool2d, F.avg_pool2d, aten.avg_pool2d),
-    3: _distinct(nn.AvgPool3d, F.avg_pool3d, aten.avg_pool3d),
+    1: distinct(nn.AvgPool1d, F.avg_pool1d, torch.avg_pool1d, aten.avg_pool1d),
+    2: distinct(nn.AvgPool2d, F.avg_pool2d, aten.avg_pool2d),
+    3: distinct(nn.AvgPool3d, F.avg_pool3d, aten.avg_pool3d),
 }
 ADAPTIVE_AVG = {
-    1: _distinct(nn.AdaptiveAvgPool1d, F.adaptive_avg_pool1d, torch.adaptive_avg_pool1d,
-                 aten.adaptive_avg_pool1d),
-    2: _distinct(nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d,
-                 aten._adaptive_avg_pool2d),
-    3: _distinct(nn.AdaptiveAvgPool3d, F.adaptive_avg_pool3d, aten.adaptive_avg_pool3d,
-                 aten._adaptive_avg_pool3d),
+    1: distinct(nn.AdaptiveAvgPool1d, F.adaptive_avg_pool1d, torch.adaptive_avg_pool1d,
+                aten.adaptive_avg_pool1d),
+    2: distinct(nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d,
+                aten._adaptive_avg_pool2d),
+    3: distinct(nn.AdaptiveAvgPool3d, F.adaptive_avg_pool3d, aten.adaptive_avg_pool3d,
+                aten._adaptive_avg_pool3d),
 }
 ADAPTIVE_MAX = {
-    1: _distinct(nn.AdaptiveMaxPool1d, F.adaptive_max_pool1d, F.adaptive_max_pool1d_with_indices,
-                 torch.adaptive_max_pool1d, aten.adaptive_max_pool1d),
-    2: _distinct(nn.AdaptiveMaxPool2d, F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices,
-                 aten.adaptive_max_pool2d),
-    3: _distinct(nn.AdaptiveMaxPool3d, F.adaptive_max_pool3d, F.adaptive_max_pool3d_with_indices,
-                 aten.adaptive_max_pool3d),
+    1: distinct(nn.AdaptiveMaxPool1d, F.adaptive_max_pool1d, F.adaptive_max_pool1d_with_indices,
+                torch.adaptive_max_pool1d, aten.adaptive_max_pool1d),
+    2: distinct(nn.AdaptiveMaxPool2d, F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices,
+                aten.adaptive_max_pool2d),
+    3: distinct(nn.AdaptiveMaxPool3d, F.adaptive_max_pool3d, F.adaptive_max_pool3d_with_indices,
+                aten.adaptive_max_pool3d),
 }
 LP_POOL = {
-    1: _distinct(nn.LPPool1d, F.lp_pool1d),
-    2: _distinct(nn.LPPool2d, F.lp_pool2d),
-    3: _distinct(*(t for t in (getattr(nn, "LPPool3d", None), getattr(F, "lp_pool3d", None)) if t)),
+    1: distinct(nn.LPPool1d, F.lp_pool1d),
+    2: distinct(nn.LPPool2d, F.lp_pool2d),
+    3: distinct(*(t for t in (getattr(nn, "LPPool3d", None), getattr(F, "lp_pool3d", None)) if t)),
 }
-MEAN = _distinct(torch.mean, Method("mean"), aten.mean)
-SUM = _distinct(torch.sum, Method("sum"), aten.sum.default, aten.sum.dim_IntList)
-AMAX = _distinct(torch.amax, torch.amin, Method("amax"), Method("amin"), aten.amax, aten.amin)
-MAX = _distinct(torch.max, torch.min, Method("max"), Method("min"),
-                aten.max.default, aten.max.dim, aten.max.other,
-                aten.min.default, aten.min.dim, aten.min.other)
+MEAN = distinct(torch.mean, Method("mean"), aten.mean)
+SUM = distinct(torch.sum, Method("sum"), aten.sum.default, aten.sum.dim_IntList)
+AMAX = distinct(torch.amax, torch.amin, Method("amax"), Method("amin"), aten.amax, aten.amin)
+MAX = distinct(torch.max, torch.min, Method("max"), Method("min"),
+               aten.max.default, aten.max.dim, aten.max.other,
+               aten.min.default, aten.min.dim, aten.min.other)
 
 #: Which pooling family and rank each target belongs to.
 _FAMILY: dict[Any, tuple[str, int]] = {
@@ -123,7 +112,7 @@ def _family(call: OpCall) -> tuple[str, int]:
     target = call.target
     if target in _FAMILY:
         return _FAMILY[target]
-    return _FAMILY[_packet(target)]
+    return _FAMILY[packet(target)]
 
 
 # ------------------------------------------------------------ window geometry
@@ -132,9 +121,9 @@ def _family(call: OpCall) -> tuple[str, int]:
 def _spatial(x: TensorInfo, n: int) -> tuple[int, ...]:
     """The last n dims of an input with an optional batch dim, all non-empty."""
     if x.ndim not in (n + 1, n + 2):
-        raise _unsupported(f"{n}-d pooling of a {x.ndim}-d input")
+        raise unsupported(f"{n}-d pooling of a {x.ndim}-d input")
     if 0 in x.shape:
-        raise _unsupported("pooling of an empty tensor")
+        raise unsupported("pooling of an empty tensor")
     return tuple(x.shape[-n:])
 
 
@@ -169,13 +158,13 @@ def _window_args(call: OpCall, family: str, n: int) -> dict[str, Any]:
     geometry = dict(kernel=kernel, stride=stride, padding=ntuple(values["padding"], n),
                     dilation=ntuple(values["dilation"], n))
     if any(len(v) != n for v in geometry.values()):
-        raise _unsupported("window arguments of the wrong length")
+        raise unsupported("window arguments of the wrong length")
     return dict(geometry, ceil_mode=bool(values["ceil_mode"]), indices=bool(values["indices"]))
 
 
 def _returns_indices(call: OpCall, index: int) -> bool:
     """Whether a functional / aten max pool returns (values, indices)."""
-    target = _packet(call.target)
+    target = packet(call.target)
     name = getattr(target, "__name__", "")
     if name.endswith("_with_indices"):
         return True
@@ -190,10 +179,10 @@ def _pooled_shape(x: TensorInfo, n: int, window: dict[str, Any]) -> tuple[int, .
     for size, k, s, p, d in zip(sizes, window["kernel"], window["stride"], window["padding"],
                                 window["dilation"]):
         if k <= 0 or s <= 0 or d <= 0 or p < 0 or p > k // 2:
-            raise _unsupported("invalid pooling window")
+            raise unsupported("invalid pooling window")
         length = pooled_size(size, k, s, p, d, window["ceil_mode"])
         if length < 1:
-            raise _unsupported("pooling output too small")
+            raise unsupported("pooling output too small")
         out.append(length)
     return tuple(x.shape[:-n]) + tuple(out)
 
@@ -210,12 +199,12 @@ def _adaptive_out(call: OpCall, n: int) -> tuple[int, ...]:
     output_size = call.module.output_size if call.module is not None else call.arg(1, "output_size")
     wanted = ntuple(output_size, n)
     if len(wanted) != n:
-        raise _unsupported("output_size of the wrong length")
+        raise unsupported("output_size of the wrong length")
     if None in wanted and (n == 1 or call.kind == "aten"):
-        raise _unsupported("None in a 1-d or aten adaptive output_size")
+        raise unsupported("None in a 1-d or aten adaptive output_size")
     out = tuple(size if w is None else w for size, w in zip(sizes, wanted))
     if any(not isinstance(o, int) or o < 1 for o in out):
-        raise _unsupported("adaptive pooling to an empty or symbolic size")
+        raise unsupported("adaptive pooling to an empty or symbolic size")
     return out
 
 
@@ -234,12 +223,12 @@ def shape_pool(call: OpCall):
     family, n = _family(call)
     x = call.x
     if not x.dtype.is_floating_point:
-        raise _unsupported(f"{family} pooling of {x.dtype}")
+        raise unsupported(f"{family} pooling of {x.dtype}")
     window = _window_args(call, family, n)
     if family == "lp" and sum(window["padding"]):
-        raise _unsupported("lp pooling has no padding")
+        raise unsupported("lp pooling has no padding")
     if family == "avg" and n == 3 and any(s < k for s, k in zip(x.shape[-3:], window["kernel"])):
-        raise _unsupported("avg_pool3d of an input smaller than its kernel")
+        raise unsupported("avg_pool3d of an input smaller than its kernel")
     values = like(x, _pooled_shape(x, n, window))
     return _with_indices(values, window["indices"])
 
@@ -253,13 +242,13 @@ def shape_adaptive(call: OpCall):
     family, n = _family(call)
     x = call.x
     if not x.dtype.is_floating_point:
-        raise _unsupported(f"adaptive pooling of {x.dtype}")
+        raise unsupported(f"adaptive pooling of {x.dtype}")
     values = like(x, tuple(x.shape[:-n]) + _adaptive_out(call, n))
     if family == "adaptive_avg":
         return values
     if call.module is not None:
         indices = call.module.return_indices
-    elif _packet(call.target) in (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d):
+    elif packet(call.target) in (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d):
         indices = bool(call.arg(2, "return_indices", False))
     else:
         indices = True
@@ -339,10 +328,10 @@ def _reduced_dims(dims: Any, ndim: int) -> tuple[int, ...]:
     wrapped = []
     for dim in dims:
         if not isinstance(dim, int) or not -rank <= dim < rank:
-            raise _unsupported(f"reduction dim {dim!r}")
+            raise unsupported(f"reduction dim {dim!r}")
         wrapped.append(dim % rank)
     if len(set(wrapped)) != len(wrapped):
-        raise _unsupported("repeated reduction dim")
+        raise unsupported("repeated reduction dim")
     return tuple(sorted(d for d in wrapped if d < ndim))
 
 
@@ -358,7 +347,7 @@ def _reduction(call: OpCall, empty_means_all: bool) -> tuple[TensorInfo, tuple[i
     dims = call.arg(1, "dim", None)
     if isinstance(dims, (list, tuple)) and not dims:
         if not empty_means_all:
-            raise _unsupported("reduction over an empty dim list")
+            raise unsupported("reduction over an empty dim list")
         dims = None
     return x, _reduced_dims(dims, x.ndim), bool(call.arg(2, "keepdim", False))
 
@@ -370,7 +359,7 @@ def shape_mean(call: OpCall) -> TensorInfo:
     x, dims, keepdim = _reduction(call, empty_means_all=False)
     dtype = call.kwargs.get("dtype") or x.dtype
     if not (x.dtype.is_floating_point and dtype.is_floating_point):
-        raise _unsupported(f"mean of {x.dtype}")
+        raise unsupported(f"mean of {x.dtype}")
     return TensorInfo(_reduce_shape(x, dims, keepdim), dtype)
 
 
@@ -392,7 +381,7 @@ def shape_amax(call: OpCall) -> TensorInfo:
     """``amax(input, dim=(), keepdim=False)``: ``()`` reduces every dim."""
     x, dims, keepdim = _reduction(call, empty_means_all=True)
     if 0 in x.shape:
-        raise _unsupported("amax of an empty tensor")
+        raise unsupported("amax of an empty tensor")
     return like(x, _reduce_shape(x, dims, keepdim))
 
 
@@ -414,18 +403,13 @@ def shape_max(call: OpCall):
     if form == "binary":
         return binary_out(call)
     if 0 in x.shape:
-        raise _unsupported("max of an empty tensor")
+        raise unsupported("max of an empty tensor")
     if form == "all":
         return like(x, ())
     dims = _reduced_dims(call.arg(1, "dim"), x.ndim)
     values = like(x, _reduce_shape(x, dims, bool(call.arg(2, "keepdim", False))))
-    name = "min" if _name(call.target).startswith("min") else "max"
+    name = "min" if bare_name(call.target).startswith("min") else "max"
     return getattr(torch.return_types, name)((values, TensorInfo(values.shape, torch.int64)))
-
-
-def _name(target: Any) -> str:
-    target = _packet(target)
-    return target.name if isinstance(target, Method) else getattr(target, "__name__", "")
 
 
 def _window(call: OpCall) -> tuple[int, int]:

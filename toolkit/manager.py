@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.interpolate",
     "micronet.counters.embedding",
     "micronet.counters.free",
+    "micronet.counters.indexing",
     "micronet.rules",
     "micronet.models",
     "micronet.plugins.imta",
