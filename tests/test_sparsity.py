@@ -34,3 +34,8 @@ def test_whole_filters_pruned_give_one_bit_per_filter():
     w[4] = 0
     m = measure(w)
     assert m.nonzero == 4 * 27 and m.block == (1, 27)
+
+
+def test_an_all_zero_weight_is_one_block():
+    m = measure(torch.zeros(10, 3, 3, 3))
+    assert (m.nonzero, m.block) == (0, (10, 27))

@@ -362,7 +362,7 @@ class Walker(fx.Interpreter):
         if module is not None:
             if id(module) not in self._seen_modules:  # a shared module's params count once
                 self._seen_modules.add(id(module))
-                tensors = [p for p in module.parameters() if id(p) not in self._seen_params]
+                tensors = [p for p in _parameters(module) if id(p) not in self._seen_params]
                 self._seen_params.update(id(p) for p in tensors)
                 params = sum(p.numel() for p in tensors)
                 nonzero_params = sum(self._count_nonzero(p) for p in tensors)
@@ -447,10 +447,20 @@ def _attrs(module: nn.Module | None) -> dict[str, Any]:
     """Hyper-parameters of a module a rulebook may need (plain values only)."""
     if module is None:
         return {}
-    attrs = {name: getattr(module, name) for name in _ATTRS if hasattr(module, name)}
-    attrs = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool, tuple, type(None)))}
-    attrs["bias"] = getattr(module, "bias", None) is not None
+    # hyper-parameters are plain instance attributes: read __dict__, not nn.Module.__getattr__
+    fields = vars(module)
+    attrs = {k: fields[k] for k in _ATTRS
+             if k in fields and isinstance(fields[k], (int, float, str, bool, tuple, type(None)))}
+    bias = module._parameters.get("bias", fields.get("bias"))
+    attrs["bias"] = bias is not None
     return attrs
+
+
+def _parameters(module: nn.Module) -> list[torch.Tensor]:
+    """A module's parameters (its children's too), cheaply for leaves."""
+    if not module._modules:
+        return [p for p in module._parameters.values() if p is not None]
+    return list(module.parameters())
 
 
 def walk(cap: Capture, registry: CounterRegistry, input_info: TensorInfo,
