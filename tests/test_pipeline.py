@@ -49,6 +49,7 @@ class Recorder:
 
         def widen(model, options, context):
             model.fc = nn.Linear(8, options["classes"])
+            context.note("new_classifier", [8, options["classes"]])
             return model
 
         return [CompressionStep("explode", "always fails", explode),
@@ -99,6 +100,7 @@ def test_outputs_history_tables_and_final_model(recorder, tmp_path):
     entries = json.loads((tmp_path / "history.json").read_text())
     assert [e["step"] and e["step"]["name"] for e in entries] == [None, "half", "widen"]
     assert entries[2]["step"]["options"] == {"classes": 4}
+    assert entries[2]["step"]["notes"] == {"new_classifier": [8, 4]}
     assert entries[2]["step"]["plugin"] != ""
     assert entries[1]["score"]["total"] == pytest.approx(history.steps[0].result.score.total)
     assert {p.name for p in tmp_path.iterdir()} >= {"00-input.txt", "01-half.txt", "02-widen.txt",

@@ -34,7 +34,8 @@ __all__ = ["compress", "History", "StepRecord"]
 @dataclass(frozen=True)
 class StepRecord:
     """One step as it ran: its options (defaults filled in), the plugin that
-    provides it, its re-scored result (or the error), and its wall time."""
+    provides it, its re-scored result (or the error), its wall time and the
+    notes it left through ``context.note``."""
 
     index: int
     name: str
@@ -43,6 +44,7 @@ class StepRecord:
     result: Result | None
     error: str | None = None
     seconds: float = 0.0
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class History:
         entries = [{"step": None, **self.input.to_dict()}]
         for s in self.steps:
             step = {"index": s.index, "name": s.name, "plugin": s.plugin, "options": dict(s.options),
-                    "seconds": round(s.seconds, 4), "error": s.error}
+                    "seconds": round(s.seconds, 4), "error": s.error, "notes": dict(s.notes)}
             entries.append({"step": step, **(s.result.to_dict() if s.result is not None else {})})
         return entries
 
@@ -131,8 +133,8 @@ def compress(
         working = copy.deepcopy(current)
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
+        context = StepContext(first.input_shape, history.final, recipe.data, _device(), log)
         try:
-            context = StepContext(first.input_shape, history.final, recipe.data, _device(), log)
             produced = step.run(working, options, context)
             if not isinstance(produced, nn.Module):
                 raise TypeError(f"returned {type(produced).__name__}, expected an nn.Module")
@@ -140,7 +142,7 @@ def compress(
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             history.steps.append(StepRecord(index, step.name, plugin, options, None, message,
-                                            time.perf_counter() - started))
+                                            time.perf_counter() - started, dict(context.notes)))
             hooks.micronet_step_finished(index=index, step=step, options=options, result=None, error=error)
             failure = CompressionError(f"step {index} ({step.name!r}, plugin {plugin!r}) failed: {message}",
                                        hint="the results up to this step are kept; the input model "
@@ -148,7 +150,7 @@ def compress(
             failure.__cause__ = error
             break
         history.steps.append(StepRecord(index, step.name, plugin, options, result, None,
-                                        time.perf_counter() - started))
+                                        time.perf_counter() - started, dict(context.notes)))
         hooks.micronet_step_finished(index=index, step=step, options=options, result=result, error=None)
         current = produced
     history.model = None if failure else current

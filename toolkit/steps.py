@@ -8,7 +8,7 @@ every unknown key and wrong type named, before any work starts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from torch import nn
@@ -51,7 +51,9 @@ class StepContext:
 
     ``input_shape`` is the model's input (batch 1); ``result`` the audit of
     the model it receives; ``data`` the recipe's data settings (or None);
-    ``device`` where to run any computation.
+    ``device`` where to run any computation. ``note(key, value)`` records a
+    fact about how the step ran (e.g. which batches an importance used); the
+    notes land in the step's record and in ``history.json``.
     """
 
     input_shape: tuple[int, ...]
@@ -59,6 +61,11 @@ class StepContext:
     data: Mapping[str, Any] | None = None
     device: str = "cpu"
     log: Callable[[str], None] = print
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, key: str, value: Any) -> None:
+        """Record ``key = value`` (JSON-friendly) for this step's history entry."""
+        self.notes[key] = value
 
 
 @dataclass(frozen=True)
