@@ -12,6 +12,7 @@ import warnings
 from typing import Sequence
 
 from .errors import MicronetError
+from .manager import hookimpl
 
 __all__ = ["main", "build_parser"]
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-score under uniform levels, e.g. 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
     audit.add_argument("--json", metavar="FILE", help="write the audit as JSON")
     audit.add_argument("--csv", metavar="FILE", help="write the per-layer rows as CSV")
+    audit.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (table, charts, graph)")
     audit.add_argument("--all", dest="show_free", action="store_true", help="show free nodes in the table")
     audit.add_argument("--top", type=int, metavar="N", help="show only the N layers with the largest share")
     audit.add_argument("--quiet", action="store_true", help="print only the score line")
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Run a TOML recipe's steps in order; each result is kept.")
     compress.add_argument("recipe", help="recipe file (TOML)")
     compress.add_argument("--out", metavar="DIR", help="write history.json, per-step tables and the final model")
+    compress.add_argument("--html", metavar="FILE",
+                          help="write a self-contained HTML report of the steps (also when one fails)")
     compress.add_argument("--quiet", action="store_true", help="print only the score after each step")
     compress.set_defaults(run=run_compress)
 
@@ -90,16 +94,48 @@ def run_audit(args: argparse.Namespace) -> int:
         write_json(result, args.json, grid, sections)
     if args.csv:
         write_csv(result, args.csv)
+    if args.html:
+        from .reports.html import write_audit_html
+
+        write_audit_html(result, args.html, what_if=grid, sections=sections)
     return 0
 
 
+class _KeepHistory:
+    """An observer plugin that keeps the History handed to
+    ``micronet_pipeline_finished`` (which runs before a failing step's error
+    is raised), so ``--html`` can report the steps that ran."""
+
+    history = None
+
+    @hookimpl
+    def micronet_pipeline_finished(self, history):
+        self.history = history
+
+
 def run_compress(args: argparse.Namespace) -> int:
+    from .manager import default_registries
     from .pipeline import compress
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        history = compress(args.recipe, out=args.out, log=log)
+    registries = default_registries()
+    keeper = _KeepHistory()
+    if args.html:
+        registries.pm.register(keeper)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            history = compress(args.recipe, out=args.out, log=log, registries=registries)
+    except MicronetError:
+        if keeper.history is not None:
+            _write_pipeline_page(keeper.history, args.html, registries)
+            print(f"micronet: the report of the steps that ran is in {args.html}", file=sys.stderr)
+        raise
+    finally:
+        if args.html:
+            registries.pm.unregister(keeper)
+    if args.html:
+        _write_pipeline_page(history, args.html, registries)
     print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}")
     rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
     for label, result in rows:
@@ -107,7 +143,15 @@ def run_compress(args: argparse.Namespace) -> int:
         print(f"{label:<28}{score.total:>10.4f}{score.storage_term:>10.4f}{score.ops_term:>10.4f}")
     if args.out:
         print(f"written to {args.out}/")
+    if args.html:
+        print(f"report written to {args.html}")
     return 0
+
+
+def _write_pipeline_page(history, path: str, registries) -> None:
+    from .reports.html import write_pipeline_html
+
+    write_pipeline_html(history, path, sections=registries.report_sections)
 
 
 def run_plugins(args: argparse.Namespace) -> int:

@@ -1,0 +1,404 @@
+"""Self-contained HTML reports: an audit page and a pipeline page.
+
+One file each, with the stylesheet, script and SVG charts inlined: nothing is
+fetched when the page is viewed, so it can be mailed or archived. Every
+string that comes from a model or a plugin is escaped.
+
+* :func:`render_audit_html`: the score card, charts of the costs per layer and
+  of the layers that dominate the score, the per-layer table (sortable,
+  filterable, collapsible by module, exportable to CSV), the what-if grid as a
+  heat map, the model's graph, and plugins' report sections.
+* :func:`render_pipeline_html`: one section per compression step (options,
+  plugin, score before and after, per-layer deltas), the score across the
+  steps, and the final model's table.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from micronet.fileio import atomic_write_text
+
+from .charts import aggregate, heatmap, layer_chart, module_key, ordinal, steps_chart, top_layers_chart
+from .format import shape, si
+from .graphview import graph_views
+from .layertable import layer_table
+from .page import document
+from .sections import render_sections
+from .svg import FAMILIES, OPS_COLOUR, STORAGE_COLOUR, esc, family
+
+__all__ = ["render_audit_html", "render_pipeline_html", "write_audit_html", "write_pipeline_html"]
+
+
+# ------------------------------------------------------------------ the score card
+
+
+def _split_bar(score) -> str:
+    total = (score.storage_term + score.ops_term) or 1.0
+    storage = 100 * score.storage_term / total
+    return (f'<div class="split" title="storage term {score.storage_term:.5g} + ops term {score.ops_term:.5g}">'
+            f'<span style="width:{storage:.2f}%;background:{STORAGE_COLOUR}"></span>'
+            f'<span style="width:{100 - storage:.2f}%;background:{OPS_COLOUR}"></span></div>')
+
+
+def _quality(track, accuracy: float | None) -> str:
+    bar = f"top-1 ≥ {track.quality_bar:g}% on {esc(track.dataset)}"
+    if accuracy is None:
+        return f'{bar} · accuracy <span class="muted">not measured</span>'
+    met = accuracy >= track.quality_bar
+    verdict = ('<span class="pill good">meets the bar</span>' if met
+               else '<span class="pill bad">below the bar</span>')
+    return f"{bar} · accuracy <b>{accuracy:.2f}%</b> {verdict}"
+
+
+def _ranking(track, total: float) -> tuple[str, str]:
+    """(a sentence, a small table) placing ``total`` among published results."""
+    rank = track.rank(total)
+    if rank is None:
+        return '<span class="muted">no published results for this track</span>', ""
+    count = len(track.published)
+    sentence = f"would place <b>{ordinal(rank)}</b> among {count} published result{'s' * (count != 1)}"
+    entries = sorted(track.published, key=lambda item: item[1])
+    lines = [(str(entry), value, False) for entry, value in entries]
+    lines.insert(rank - 1, ("this model", total, True))
+    rows = "".join(f'<tr class="{"me" if me else ""}"><td class="num">{ordinal(k)}</td><td>{esc(entry)}</td>'
+                   f'<td class="num">{value:.4g}</td></tr>' for k, (entry, value, me) in enumerate(lines, 1))
+    table = f'<table class="ranking"><thead><tr><th colspan="3">{esc(track.name)} results</th></tr></thead>' \
+            f'<tbody>{rows}</tbody></table>'
+    return sentence, table
+
+
+def _tiles(totals: Mapping[str, float]) -> str:
+    tiles = (("params", "params", "elements"), ("nonzero_params", "nonzero", "elements"),
+             ("storage", "storage", "32-bit eq."), ("mults", "mults", "ops"), ("adds", "adds", "ops"),
+             ("other_ops", "other", "ops"), ("ops", "MicroNet ops", "32-bit eq."), ("macs", "MACs", "mult-adds"))
+    out = []
+    for key, label, unit in tiles:
+        value = totals.get(key, 0) or 0
+        if key == "other_ops" and not value:
+            continue
+        out.append(f'<div class="tile" title="{value:,.0f}"><div class="t-label">{label}</div>'
+                   f'<div class="t-value">{si(value)}</div><div class="t-unit">{unit}</div></div>')
+    return f'<div class="tiles">{"".join(out)}</div>'
+
+
+def _notes(result) -> str:
+    items = [f'<li class="warn">{esc(m)}</li>' for m in result.warnings]
+    if result.unused_params:
+        items.append(f"<li>{result.unused_params:,} parameters of modules the forward never calls "
+                     f"(e.g. auxiliary heads) are not charged</li>")
+    return f'<ul class="notes">{"".join(items)}</ul>' if items else ""
+
+
+def _score_card(result, accuracy: float | None = None) -> str:
+    score, track, rows = result.score, result.track, result.rows()
+    statuses = Counter(r["status"] for r in rows)
+    sentence, ranking = _ranking(track, score.total)
+    freebie = ("applied: 32-bit parameters and multiplies counted at 16 bits" if score.freebie
+               else "not applied")
+    nodes = f"{len(rows)} nodes: {statuses['counted']} counted, {statuses['free']} free"
+    if statuses["uncounted"]:
+        nodes += f', <b class="bad-text">{statuses["uncounted"]} uncounted</b>'
+    facts = [
+        ("Reference", f"{esc(track.reference_model)}: {si(track.reference_params)} params, "
+                      f"{si(track.reference_ops)} MicroNet ops"),
+        ("Quality bar", _quality(track, accuracy)),
+        ("Freebie", freebie),
+        ("Published", sentence),
+        ("Rulebook", f"{esc(result.rulebook.name)} · track {esc(track.name)}"),
+    ]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    return (
+        f'<section class="card hero" id="summary"><div class="hero-grid"><div class="hero-main">'
+        f'<div class="eyebrow">MicroNet score · {esc(result.rulebook.name)} · {esc(track.name)}</div>'
+        f'<h1 class="model">{esc(result.model)}</h1>'
+        f'<div class="subtitle">input {esc(shape([result.input_shape]))} · captured with '
+        f'{esc(result.captured_via)} · {nodes}</div>'
+        f'<div class="score-row"><div class="score"><span class="big">{score.total:.4g}</span>'
+        f'<span class="lower">score, lower is better</span></div><div class="terms">{_split_bar(score)}'
+        f'<div class="legend"><span><i class="sw" style="background:{STORAGE_COLOUR}"></i>storage '
+        f'<b>{score.storage_term:.4g}</b> <span class="muted">({si(score.storage)} 32-bit eq.)</span></span>'
+        f'<span><i class="sw" style="background:{OPS_COLOUR}"></i>ops <b>{score.ops_term:.4g}</b> '
+        f'<span class="muted">({si(score.ops)} MicroNet ops)</span></span></div></div></div>'
+        f'<dl class="facts">{dl}</dl></div><div class="hero-side">{ranking}</div></div>'
+        f'{_tiles(result.totals)}{_notes(result)}</section>'
+    )
+
+
+# ------------------------------------------------------------------ audit sections
+
+
+def _charts(result, table_id: str) -> str:
+    rows = result.rows()
+    family_label = {key: label for key, label, _ in FAMILIES}
+    modules = aggregate(rows, module_key(rows))
+    kinds = aggregate(rows, lambda row: family_label[family(row["op"])])
+    legend = (f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage part '
+              f'<i class="sw" style="background:{OPS_COLOUR}"></i>ops part')
+    return (
+        f'<section class="card" id="charts"><h2>Where the score goes</h2><p class="hint">Each bar is a part '
+        f'of the whole score: {legend}. Click a layer to find it in the table.</p>'
+        f'<div class="chart-grid"><div><h3>Layers that dominate the score</h3>'
+        f'{top_layers_chart(rows, result.score, table_id=table_id)}</div>'
+        f'<div><h3>By module</h3>{top_layers_chart(modules, result.score, 8, label="the score by module")}'
+        f'<h3 class="gap">By kind of op</h3>'
+        f'{top_layers_chart(kinds, result.score, 7, label="the score by op kind")}'
+        f'</div></div><h3 class="gap">Costs per layer, in network order</h3><p class="hint">'
+        f'<i class="sw" style="background:{OPS_COLOUR}"></i>MicroNet ops (up) · '
+        f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage in 32-bit equivalents (down) · '
+        f'shaded bands are modules · free nodes left out</p>{layer_chart(rows, table_id)}</section>'
+    )
+
+
+def _table_section(result, table_id: str, title: str = "Layers", anchor: str = "layers") -> str:
+    return (f'<section class="card" id="{anchor}"><h2>{title}</h2><p class="hint">Every node in network order, '
+            f'grouped by module (▾ collapses). Click a column to sort, again to reverse; '
+            f'hover a name for its target and input shapes.</p>{layer_table(result, table_id)}</section>')
+
+
+def _what_if_section(result, grid) -> str:
+    best = grid.best()
+    levels = ", ".join(f"{axis} = {value:g}" for axis, value in best.levels)
+    return (
+        f'<section class="card" id="what-if"><h2>What if</h2><p class="hint">The same layers re-scored '
+        f'with every weighted layer at uniform levels, without re-tracing (measured: '
+        f'<b>{result.score.total:.4g}</b>). Greener is lower, the best cell is outlined: <b>{esc(levels)}</b> '
+        f'gives <b>{best.total:.4g}</b>.</p><div class="heat-wrap">{heatmap(grid, result.track)}</div></section>'
+    )
+
+
+def _graph_section(rows, table_id: str) -> str:
+    views = graph_views(rows, table_id)
+    buttons = "".join(f'<button type="button" data-view="{v.key}" aria-pressed="{str(v.default).lower()}">'
+                      f'{esc(v.label)} <span class="muted">{v.nodes}</span></button>' for v in views)
+    panes = "".join(f'<div class="graph-pane" data-view="{v.key}"{"" if v.default else " hidden"}>{v.svg}</div>'
+                    for v in views)
+    legend = "".join(f'<span><i class="sw round" style="background:{colour}"></i>{label}</span>'
+                     for _, label, colour in FAMILIES)
+    return (f'<section class="card" id="graph"><h2>Graph</h2><p class="hint">Network order left to right; '
+            f'free nodes (views, cats) are folded into their edges; circle area follows MicroNet ops. '
+            f'Hover for costs, click to find the layer in the table.</p>'
+            f'<div class="graph-bar"><div class="seg">{buttons}</div><div class="legend">{legend}</div></div>'
+            f'<div class="graph-scroll">{panes}</div></section>')
+
+
+def _plugin_sections(result, sections) -> str:
+    out = []
+    for title, lines in render_sections(result, sections or {}):
+        items = "".join(f"<dt>{esc(label)}</dt><dd>{esc(value)}</dd>" for label, value in lines)
+        out.append(f'<section class="card plugin"><h2>{esc(title)}</h2><dl class="facts">{items}</dl></section>')
+    return "".join(out)
+
+
+def render_audit_html(result, *, what_if=None, sections: Mapping[str, Any] | None = None,
+                      accuracy: float | None = None) -> str:
+    """The audit page of ``result`` as one HTML document.
+
+    ``what_if`` is a :class:`~micronet.whatif.WhatIfGrid` (shown as a heat
+    map), ``sections`` plugins' report sections, ``accuracy`` the measured
+    top-1 in percent (shown against the track's bar; "not measured" when None).
+    """
+    rows = result.rows()
+    nav = [("summary", "Score"), ("charts", "Charts"), ("layers", "Layers")]
+    body = [_score_card(result, accuracy), _charts(result, "t"), _table_section(result, "t")]
+    if what_if is not None:
+        body.append(_what_if_section(result, what_if))
+        nav.append(("what-if", "What if"))
+    body.append(_graph_section(rows, "t"))
+    nav.append(("graph", "Graph"))
+    body.append(_plugin_sections(result, sections))
+    return document(f"{result.model}: MicroNet audit", "audit", "".join(body), nav)
+
+
+# ------------------------------------------------------------------ pipeline page
+
+
+def _keyed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    seen: Counter = Counter()
+    keyed = {}
+    for row in rows:
+        seen[row["name"]] += 1
+        keyed[row["name"] if seen[row["name"]] == 1 else f"{row['name']}#{seen[row['name']]}"] = row
+    return keyed
+
+
+_DELTA_KEYS = ("params", "nonzero_params", "storage", "weight_bits", "input_bits", "mults", "adds", "ops")
+
+
+def layer_deltas(before, after) -> list[dict[str, Any]]:
+    """Layers whose costs or widths changed between two results, largest
+    change of their part of the score first (added and removed layers too)."""
+    old, new = _keyed(before.rows()), _keyed(after.rows())
+    out = []
+    for key in list(new) + [k for k in old if k not in new]:
+        a, b = old.get(key), new.get(key)
+        if a is not None and b is not None and all(a[k] == b[k] for k in _DELTA_KEYS):
+            continue
+        part_a = a["share"] * before.score.total if a else 0.0
+        part_b = b["share"] * after.score.total if b else 0.0
+        out.append({"name": (b or a)["name"], "op": (b or a)["op"], "before": a, "after": b,
+                    "score_before": part_a, "score_after": part_b, "change": part_b - part_a})
+    out.sort(key=lambda d: -abs(d["change"]))
+    return out
+
+
+def _pair(a, b, key: str, fmt=si) -> str:
+    va = a[key] if a else None
+    vb = b[key] if b else None
+    if va == vb:
+        return f'<td class="num same">{fmt(vb)}</td>'
+    cls = "up" if (vb or 0) > (va or 0) else "down"
+    left = "–" if va is None else fmt(va)
+    right = "–" if vb is None else fmt(vb)
+    return f'<td class="num {cls}">{left} → <b>{right}</b></td>'
+
+
+def _delta_rows(deltas) -> str:
+    out = []
+    for d in deltas:
+        a, b = d["before"], d["after"]
+        tag = '<span class="badge free">added</span> ' if a is None else \
+            '<span class="badge uncounted">removed</span> ' if b is None else ""
+        bits = lambda r: f"{r['weight_bits']}/{r['input_bits']}"  # noqa: E731
+        wa = (f'<td class="num same">{bits(b)}</td>' if a and b and bits(a) == bits(b) else
+              f'<td class="num changed">{bits(a) if a else "–"} → <b>{bits(b) if b else "–"}</b></td>')
+        change = d["change"]
+        cls = "down" if change < 0 else "up" if change > 0 else "same"
+        out.append(f'<tr><td class="name">{tag}{esc(d["name"])}</td><td class="op">{esc(d["op"])}</td>'
+                   f'{_pair(a, b, "params")}{_pair(a, b, "storage")}{wa}{_pair(a, b, "ops")}'
+                   f'<td class="num {cls}">{change:+.3g}</td></tr>')
+    return "".join(out)
+
+
+def _delta_table(deltas, shown: int = 20) -> str:
+    if not deltas:
+        return '<p class="muted">No layer changed.</p>'
+    head = ('<thead><tr><th>layer</th><th>op</th><th>params<span class="unit">elements</span></th>'
+            '<th>storage<span class="unit">32-bit eq.</span></th><th>w/a bits<span class="unit">bits</span></th>'
+            '<th>MicroNet ops<span class="unit">32-bit eq.</span></th>'
+            '<th>Δ score<span class="unit">score units</span></th></tr></thead>')
+    table = f'<table class="deltas">{head}<tbody>{_delta_rows(deltas[:shown])}</tbody></table>'
+    if len(deltas) > shown:
+        table += (f'<details><summary>{len(deltas) - shown} more changed layers</summary>'
+                  f'<table class="deltas">{head}<tbody>{_delta_rows(deltas[shown:])}</tbody></table></details>')
+    return f'<div class="delta-wrap">{table}</div>'
+
+
+def _options(options: Mapping[str, Any]) -> str:
+    if not options:
+        return '<span class="muted">no options</span>'
+    return "".join(f'<code class="opt">{esc(k)} = {esc(repr(v))}</code>' for k, v in options.items())
+
+
+def _score_change(before, after) -> str:
+    sb, sa = before.score, after.score
+    ratio = sa.total / sb.total if sb.total else float("nan")
+    cls = "down" if sa.total < sb.total else "up" if sa.total > sb.total else "same"
+    return (f'<div class="before-after"><div><div class="t-label">before</div><div class="ba">{sb.total:.4g}</div>'
+            f'<div class="muted">storage {sb.storage_term:.4g} + ops {sb.ops_term:.4g}</div></div>'
+            f'<div class="arrow">→</div><div><div class="t-label">after</div>'
+            f'<div class="ba {cls}">{sa.total:.4g}</div>'
+            f'<div class="muted">storage {sa.storage_term:.4g} + ops {sa.ops_term:.4g}</div></div>'
+            f'<div class="ratio {cls}">{ratio - 1:+.1%}<div class="muted">{ratio:.3g}× the score</div>'
+            f'</div></div>')
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _step_section(step, before) -> str:
+    head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}'
+            f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
+            f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
+            f'<div class="step-options">{_options(step.options)}</div>')
+    if step.result is None:
+        return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
+                f'<b>This step failed</b>; the model before it is kept and the steps after it did not run.'
+                f'<pre>{esc(step.error or "unknown error")}</pre></div></section>')
+    deltas = layer_deltas(before, step.result)
+    return (f'<section class="card step" id="step-{step.index}">{head}{_score_change(before, step.result)}'
+            f'<h3>Per-layer changes <span class="muted">{len(deltas)} layer{"s" * (len(deltas) != 1)}, '
+            f'largest change of the score first</span></h3>{_delta_table(deltas)}</section>')
+
+
+def _pipeline_card(history) -> str:
+    recipe, first, final = history.recipe, history.input, history.final
+    failed = history.failed
+    status = (f'<span class="pill bad">step {failed.index} ({esc(failed.name)}) failed</span>' if failed
+              else '<span class="pill good">every step ran</span>')
+    steps = " → ".join(esc(s.name) for s in history.steps) or "no steps"
+    sentence, _ = _ranking(final.track, final.score.total)
+    facts = [("Recipe", esc(recipe.source)), ("Steps", steps),
+             ("Scoring", f"{esc(recipe.rulebook)} · track {esc(recipe.track)} · freebie "
+                         f"{'on' if recipe.freebie else 'off'}"),
+             ("Published", sentence)]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    return (f'<section class="card hero" id="summary"><div class="eyebrow">compression pipeline · {status}</div>'
+            f'<h1 class="model">{esc(recipe.spec)}</h1><div class="subtitle">input '
+            f'{esc(shape([first.input_shape]))} · {len(history.steps)} step{"s" * (len(history.steps) != 1)}</div>'
+            f'{_score_change(first, final)}<dl class="facts">{dl}</dl></section>')
+
+
+def _steps_table(history) -> str:
+    rows, previous = [], history.input.score
+    lines = [("input", "", history.input.score, None)] + [
+        (f"{s.index}. {s.name}", s.plugin, s.result.score if s.result is not None else None, s)
+        for s in history.steps]
+    for label, plugin, score, step in lines:
+        took = _seconds(step.seconds) if step is not None else ""
+        if score is None:
+            rows.append(f'<tr class="failed"><td>{esc(label)}</td><td class="mono">{esc(plugin)}</td>'
+                        f'<td class="num" colspan="4">failed</td><td class="num">{took}</td></tr>')
+            continue
+        change = score.total / previous.total - 1 if step is not None and previous.total else None
+        cls = "" if not change else "down" if change < 0 else "up"
+        rows.append(f'<tr><td>{esc(label)}</td><td class="mono">{esc(plugin)}</td>'
+                    f'<td class="num"><b>{score.total:.4g}</b></td><td class="num">{score.storage_term:.4g}</td>'
+                    f'<td class="num">{score.ops_term:.4g}</td>'
+                    f'<td class="num {cls}">{"" if change is None else f"{change:+.1%}"}</td>'
+                    f'<td class="num">{took}</td></tr>')
+        previous = score
+    head = ("<tr><th>step</th><th>plugin</th><th>score</th><th>storage</th><th>ops</th><th>change</th>"
+            "<th>time</th></tr>")
+    return f'<table class="steps-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) -> str:
+    """The pipeline page of a :class:`~micronet.pipeline.History` (complete or
+    stopped by a failing step) as one HTML document."""
+    points = [("input", history.input.score)]
+    points += [(f"{s.index}. {s.name}", s.result.score if s.result is not None else None) for s in history.steps]
+    body = [_pipeline_card(history),
+            f'<section class="card" id="scores"><h2>Score across the steps</h2><p class="hint">'
+            f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage term '
+            f'<i class="sw" style="background:{OPS_COLOUR}"></i>ops term; the change from the previous '
+            f'result under each step</p><div class="steps-grid">{steps_chart(points)}'
+            f'{_steps_table(history)}</div></section>']
+    before = history.input
+    for step in history.steps:
+        body.append(_step_section(step, before))
+        before = step.result if step.result is not None else before
+    final = history.final
+    body.append(_table_section(final, "ft", "The final model, layer by layer", "final"))
+    body.append(_plugin_sections(final, sections))
+    nav = [("summary", "Summary"), ("scores", "Scores")]
+    nav += [(f"step-{s.index}", f"{s.index}. {s.name}") for s in history.steps] + [("final", "Final model")]
+    return document(f"{history.recipe.spec}: MicroNet compression", "pipeline", "".join(body), nav)
+
+
+# ------------------------------------------------------------------ files
+
+
+def write_audit_html(result, path: str | os.PathLike, *, what_if=None, sections=None,
+                     accuracy: float | None = None) -> Path:
+    """Write the audit page atomically; returns the path."""
+    return atomic_write_text(path, render_audit_html(result, what_if=what_if, sections=sections,
+                                                     accuracy=accuracy))
+
+
+def write_pipeline_html(history, path: str | os.PathLike, *, sections=None) -> Path:
+    """Write the pipeline page atomically; returns the path."""
+    return atomic_write_text(path, render_pipeline_html(history, sections=sections))

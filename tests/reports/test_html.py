@@ -1,0 +1,298 @@
+"""The HTML reports: page structure, escaping, pipeline pages, self-containment, CLI flags."""
+import html
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import micronet
+from micronet import hookimpl
+from micronet.cli import main
+from micronet.errors import CompressionError
+from micronet.manager import Registries, get_plugin_manager
+from micronet.pipeline import compress
+from micronet.reports.graphview import build_graph, graph_views, layered_layout
+from micronet.reports.html import render_audit_html, render_pipeline_html, write_audit_html
+from micronet.reports.layertable import COLUMNS
+from micronet.steps import CompressionStep, StepOption
+
+
+class Tiny(nn.Module):
+    """Every status in a few nodes: conv/BN/ReLU in a Sequential (counted),
+    flatten (free), torch.special.i0 (no counter: uncounted), a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(self.features(x)).flatten(1)
+        return self.fc(torch.special.i0(x))
+
+
+def _evil_init(self):
+    nn.Module.__init__(self)
+    self.add_module("<script>alert(1)</script>", nn.Conv2d(3, 4, 3))
+    self.add_module("head", nn.Linear(4, 2))
+
+
+#: A model class named with markup, with a submodule named with markup.
+Evil = type("<b>Evil</b>", (nn.Module,), {
+    "__init__": _evil_init,
+    "forward": lambda self, x: self.head(getattr(self, "<script>alert(1)</script>")(x).mean((2, 3))),
+})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with pytest.warns(micronet.UncountedWarning):
+        return micronet.audit(Tiny(), (1, 3, 8, 8), track="cifar100")
+
+
+@pytest.fixture(scope="module")
+def tiny_page(tiny):
+    grid = tiny.what_if(bits=[32, 8], sparsity=[0, 0.5, 0.9])
+    return render_audit_html(tiny, what_if=grid)
+
+
+def _pane(page: str, view: str) -> str:
+    start = page.index(f'<div class="graph-pane" data-view="{view}"')
+    return page[start:page.index("</svg>", start)]
+
+
+def test_header_card_has_score_terms_reference_bar_freebie_and_rank(tiny, tiny_page):
+    score, track = tiny.score, tiny.track
+    for text in (f"{score.total:.4g}", f"{score.storage_term:.4g}", f"{score.ops_term:.4g}",
+                 track.reference_model, f"top-1 ≥ {track.quality_bar:g}%", "not measured",
+                 "applied: 32-bit parameters", "micronet-2019", "1x3x8x8"):
+        assert html.escape(text, quote=False) in tiny_page, text
+    rank = track.rank(score.total)
+    assert f"would place <b>{rank}" in tiny_page and 'class="me"' in tiny_page
+
+
+def test_accuracy_is_shown_against_the_bar(tiny):
+    assert "meets the bar" in render_audit_html(tiny, accuracy=81.25)
+    below = render_audit_html(tiny, accuracy=42.0)
+    assert "42.00%" in below and "below the bar" in below and "not measured" not in below
+
+
+def test_every_row_is_in_the_table_with_units_in_the_headers(tiny, tiny_page):
+    rows = tiny.rows()
+    assert {r["status"] for r in rows} == {"counted", "free", "uncounted"}
+    found = [int(i) for i in re.findall(r'<tr id="t-r(\d+)" class="row st-', tiny_page)]
+    assert found == list(range(len(rows)))
+    for status in ("counted", "free", "uncounted"):
+        assert tiny_page.count(f'class="row st-{status}"') == sum(r["status"] == status for r in rows)
+    for key, label, unit, _, _ in COLUMNS:
+        if key == "other_ops":
+            continue  # shown only when some node has transcendentals
+        head = re.search(rf'<th data-key="{key}"[^>]*>(.*?)</th>', tiny_page).group(1)
+        assert html.escape(label) in head and (not unit or f'<span class="unit">{html.escape(unit)}</span>' in head)
+    assert '<tr class="grp" data-path="features"' in tiny_page  # a foldable module row
+
+
+def test_what_if_heat_map_has_one_cell_per_configuration(tiny, tiny_page):
+    grid = tiny.what_if(bits=[32, 8], sparsity=[0, 0.5, 0.9])
+    totals = [float(t) for t in re.findall(r'<g class="cell(?: best)?" data-total="([^"]+)"', tiny_page)]
+    assert totals == pytest.approx([c.total for c in grid.cells], rel=1e-5)
+    assert tiny_page.count('class="cell best"') == 1
+
+
+def test_a_third_what_if_axis_gets_one_panel_per_level(tiny):
+    grid = tiny.what_if(bits=[32, 8], sparsity=[0, 0.5], act_bits=[32, 8, 4])
+    page = render_audit_html(tiny, what_if=grid)
+    for level in (32, 8, 4):
+        start = page.index(f"<figcaption>act_bits = {level}</figcaption>")
+        panel = page[start:page.index("</figure>", start)]
+        totals = [float(t) for t in re.findall(r'data-total="([^"]+)"', panel)]
+        expected = [c.total for c in grid.cells if c.level("act_bits") == level]
+        assert totals == pytest.approx(expected, rel=1e-5)
+    assert page.count('class="cell best"') == 1
+
+
+def test_graph_has_one_node_per_non_free_record_and_charts_are_drawn(tiny, tiny_page):
+    rows = tiny.rows()
+    nodes = [int(i) for i in re.findall(r'<g class="gnode[^"]*" data-i="(\d+)"', _pane(tiny_page, "all"))]
+    assert nodes == [i for i, r in enumerate(rows) if r["status"] != "free"]
+    assert '<svg class="chart layers"' in tiny_page and '<svg class="chart top"' in tiny_page
+
+
+def test_graph_folds_free_nodes_and_lays_out_in_network_order(tiny):
+    rows = tiny.rows()
+    graph = build_graph(rows)
+    flatten = next(r for r in rows if r["status"] == "free")
+    assert flatten["node"] not in graph
+    place = layered_layout(graph)
+    assert all(place[a][0] < place[b][0] for a, b in graph.edges)
+    counted = [r["node"] for r in rows if r["status"] != "free"]
+    assert [place[n][0] for n in counted] == sorted(place[n][0] for n in counted)  # a chain: one per column
+
+
+def test_large_graphs_get_module_views_and_a_quick_layout():
+    import time
+
+    rows = micronet.audit("micronet:densenet_cifar", track="cifar100").rows()
+    start = time.perf_counter()
+    layered_layout(build_graph(rows))
+    assert time.perf_counter() - start < 0.5  # about 5 ms here; generous for slow machines
+    views = graph_views(rows)
+    default = next(v for v in views if v.default)
+    assert default.key != "all" and 5 <= default.nodes <= 90
+    assert views[-1].nodes == sum(r["status"] != "free" for r in rows)
+
+
+def test_markup_in_module_and_class_names_renders_as_text():
+    result = micronet.audit(Evil(), (1, 3, 8, 8))
+    assert result.model == "<b>Evil</b>"
+    assert any(r["name"] == "<script>alert(1)</script>" for r in result.rows())
+    page = render_audit_html(result, what_if=result.what_if(bits=[32, 8]))
+    assert "<script>alert" not in page and "<b>Evil" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;Evil&lt;/b&gt;" in page
+    assert page.count("<script") == 2  # the table's JSON and the page's script, nothing else
+
+
+def test_the_page_is_self_contained(tiny_page):
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", tiny_page, re.I)
+    assert "<link" not in tiny_page and "@import" not in tiny_page and "url(" not in tiny_page
+    assert "<style>" in tiny_page and "MicronetReport" in tiny_page
+
+
+def test_plugin_sections_are_escaped(tiny):
+    from micronet.reports.sections import ReportSection
+
+    section = ReportSection("x", "<i>Title</i>", lambda result: [("<u>label</u>", "<img src=x>")])
+    page = render_audit_html(tiny, sections={"x": section})
+    assert "&lt;i&gt;Title&lt;/i&gt;" in page and "&lt;img src=x&gt;" in page and "<img" not in page
+
+
+# ------------------------------------------------------------------ pipeline pages
+
+
+class Small(nn.Module):
+    """conv -> BN -> ReLU -> pool -> linear: every kind of layer, fast to audit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+class Steps:
+    """A plugin: a step that widens the classifier, one that always fails
+    (with markup in its message), and an observer keeping the history."""
+
+    history = None
+
+    @hookimpl
+    def micronet_register_steps(self):
+        def widen(model, options, context):
+            model.fc = nn.Linear(8, options["classes"])
+            return model
+
+        def explode(model, options, context):
+            raise RuntimeError("<em>boom</em>")
+
+        classes = StepOption("classes", (int,), 10, "classes")
+        return [CompressionStep("widen", "a new classifier", widen, (classes,)),
+                CompressionStep("explode", "always fails", explode)]
+
+    @hookimpl
+    def micronet_pipeline_finished(self, history):
+        self.history = history
+
+
+@pytest.fixture
+def steps():
+    plugin = Steps()
+    return plugin, Registries.from_manager(get_plugin_manager(entry_points=False, extra=[plugin]))
+
+
+def recipe(*steps):
+    return {"model": {"spec": "small", "input": [1, 3, 16, 16]}, "score": {"track": "cifar100", "freebie": False},
+            "step": [dict(step) for step in steps]}
+
+
+def test_pipeline_page_shows_each_step_before_after_and_layer_deltas(steps):
+    _, registries = steps
+    history = compress(recipe({"use": "half"}, {"use": "widen", "classes": 40}), model=Small(),
+                       registries=registries)
+    page = render_pipeline_html(history)
+    first, half, widen = history.results
+    for step in ("step-1", "step-2"):
+        assert f'<section class="card step" id="{step}">' in page
+    assert "plugin micronet.plugins.half" in page and "classes = 40" in page
+    for result in history.results:
+        assert f"{result.score.total:.4g}" in page
+    half_part = page[page.index('id="step-1"'):page.index('id="step-2"')]
+    assert "32/32 → <b>16/16</b>" in half_part and 'class="num down"' in half_part
+    widen_part = page[page.index('id="step-2"'):page.index('id="final"')]
+    fc = re.search(r'<td class="name">fc</td>.*?</tr>', widen_part).group(0)
+    assert "90 → <b>360</b>" in fc and 'class="num up"' in fc  # 8*10+10 -> 8*40+40 params
+    assert '<svg class="chart steps"' in page and page.count('class="step-bar"') == 3
+    assert re.findall(r'<tr id="ft-r(\d+)"', page) == [str(i) for i in range(len(widen.rows()))]
+
+
+def test_a_failed_pipeline_still_has_a_page_for_what_ran(steps):
+    plugin, registries = steps
+    with pytest.raises(CompressionError):
+        compress(recipe({"use": "half"}, {"use": "explode"}), model=Small(), registries=registries)
+    page = render_pipeline_html(plugin.history)
+    assert '<section class="card step failed" id="step-2">' in page and "step 2 (explode) failed" in page
+    assert "&lt;em&gt;boom&lt;/em&gt;" in page and "<em>" not in page
+    assert '<section class="card step" id="step-1">' in page and 'class="failed"' in page
+
+
+# ------------------------------------------------------------------ command line
+
+
+MODEL_FILE = """
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+"""
+
+
+def test_audit_html_flag_writes_the_page(tmp_path, capsys):
+    out = tmp_path / "report.html"
+    code = main(["audit", "micronet:resnet18_cifar", "--quiet", "--html", str(out),
+                 "--what-if", "bits=32,8;sparsity=0,0.5"])
+    assert code == 0, capsys.readouterr().err
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "micronet:resnet18_cifar" in page
+    assert page.count('<g class="cell') == 4 and 'id="what-if"' in page
+
+
+def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, capsys, steps, monkeypatch):
+    (tmp_path / "net.py").write_text(MODEL_FILE)
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'[model]\nspec = "{tmp_path / "net.py"}:make"\ninput = [1, 3, 8, 8]\n'
+                    '[[step]]\nuse = "half"\n')
+    out = tmp_path / "ok.html"
+    assert main(["compress", str(path), "--quiet", "--html", str(out)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    assert 'id="step-1"' in out.read_text()
+
+    _, registries = steps
+    monkeypatch.setattr("micronet.manager.default_registries", lambda: registries)
+    path.write_text(path.read_text() + '[[step]]\nuse = "explode"\n')
+    failed = tmp_path / "failed.html"
+    assert main(["compress", str(path), "--quiet", "--html", str(failed)]) == 1
+    assert "report of the steps that ran" in capsys.readouterr().err
+    page = failed.read_text()
+    assert 'class="card step failed" id="step-2"' in page and 'class="card step" id="step-1"' in page
+
+
+def test_write_is_atomic_and_returns_the_path(tiny, tmp_path):
+    path = write_audit_html(tiny, tmp_path / "sub" / "a.html")
+    assert path.read_text().endswith("</html>\n")
+    assert [p.name for p in path.parent.iterdir()] == ["a.html"]
