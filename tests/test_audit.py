@@ -165,3 +165,15 @@ class Untraceable(nn.Module):
 def test_untraceable_model_is_one_clear_error():
     with pytest.raises(TraceError, match="torch.fx failed.*torch.export failed"):
         micronet.audit(Untraceable(), (2, 3))
+
+
+def test_plugins_set_bits_through_module_attributes():
+    model = Tiny()
+    model.conv.micronet_weight_bits = 4
+    model.conv.micronet_input_bits = 8
+    model.fc.micronet_accumulator_bits = 16
+    r = micronet.audit(model, (1, 3, 8, 8))
+    conv = next(x for x in r.records if x.name == "conv")
+    fc = next(x for x in r.records if x.name == "fc")
+    assert (conv.weight_bits, conv.input_bits) == (4, 8) and fc.accumulator_bits == 16
+    assert not r.score.freebie  # 4-bit weights lose it

@@ -10,6 +10,10 @@ counter is run on meta tensors under :class:`AtenCounter`, which counts the
 aten ops it decomposes into; aten ops nobody counts leave the node
 *uncounted*, with the reason. Nothing is silently zero.
 
+Plugins set bit widths through ``node.meta["micronet.weight_bits"]`` (and
+``input_bits`` / ``accumulator_bits``) or, more durably, as module attributes
+``module.micronet_weight_bits`` (and the same two others).
+
 What the walker learns is also left on the nodes, under documented keys:
 ``node.meta["micronet.value"]`` (the TensorInfo or value) and
 ``node.meta["micronet.record"]`` (the LayerRecord).
@@ -379,7 +383,7 @@ class Walker(fx.Interpreter):
                      out=call.out, counts=counts, params=params, nonzero=nonzero_params,
                      weight_params=weight_params, weight_nonzero=weight_nonzero, block=block,
                      param_dtype=param_dtype, reason=reason, via=via, attrs=_attrs(module),
-                     call_kind=call.kind,
+                     call_kind=call.kind, module=module,
                      module_classes=module_classes(type(module)) if module is not None else ())
 
     def _count_nonzero(self, tensor: torch.Tensor) -> int:
@@ -390,8 +394,11 @@ class Walker(fx.Interpreter):
 
     def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
                 params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
-                reason="", via="fx", attrs=None, call_kind="", module_classes=()) -> None:
+                reason="", via="fx", attrs=None, call_kind="", module_classes=(), module=None) -> None:
         precision, meta = self.settings.precision, n.meta
+        if module is not None and _BIT_ATTRS & vars(module).keys():
+            meta = {**meta, **{f"micronet.{k.removeprefix('micronet_')}": v
+                               for k, v in vars(module).items() if k in _BIT_ATTRS}}
         record = LayerRecord(
             name=name, node=n.name, op=op, status=status, target=target, module_path=module_path,
             input_shapes=_shapes(inputs), output_shapes=_shapes((out,)), counts=counts,
@@ -413,6 +420,9 @@ class Walker(fx.Interpreter):
 
 
 _UNKNOWN = object()
+#: Module attributes through which a plugin sets a layer's bit widths
+#: (``module.micronet_weight_bits = 4``); they survive copies and re-tracing.
+_BIT_ATTRS = frozenset({"micronet_weight_bits", "micronet_input_bits", "micronet_accumulator_bits"})
 
 
 def _on_meta(module: nn.Module) -> bool:
