@@ -122,6 +122,7 @@ def compress(
     registries = registries or default_registries()
     plan = _plan(recipe, registries)
     current = _input_model(recipe, model, registries)
+    original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
     first = audit(current, recipe.input_shape, **score)
     history = History(recipe, first)
@@ -133,7 +134,8 @@ def compress(
         working = copy.deepcopy(current)
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
-        context = StepContext(first.input_shape, history.final, recipe.data, _device(), log)
+        context = StepContext(first.input_shape, history.final, recipe.data, _device(), log,
+                              original=original)
         try:
             produced = step.run(working, options, context)
             if not isinstance(produced, nn.Module):

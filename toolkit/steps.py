@@ -51,7 +51,9 @@ class StepContext:
 
     ``input_shape`` is the model's input (batch 1); ``result`` the audit of
     the model it receives; ``data`` the recipe's data settings (or None);
-    ``device`` where to run any computation. ``note(key, value)`` records a
+    ``device`` where to run any computation; ``original`` the pipeline's
+    input model (a teacher for distillation; do not modify it).
+    ``note(key, value)`` records a
     fact about how the step ran (e.g. which batches an importance used); the
     notes land in the step's record and in ``history.json``.
     """
@@ -62,6 +64,7 @@ class StepContext:
     device: str = "cpu"
     log: Callable[[str], None] = print
     notes: dict[str, Any] = field(default_factory=dict)
+    original: nn.Module | None = None
 
     def note(self, key: str, value: Any) -> None:
         """Record ``key = value`` (JSON-friendly) for this step's history entry."""
