@@ -305,6 +305,15 @@ def _score_change(before, after) -> str:
             f'</div></div>')
 
 
+def _step_notes(step) -> str:
+    """What the step reported through ``context.note`` (key = value)."""
+    notes = getattr(step, "notes", None) or {}
+    if not notes:
+        return ""
+    items = "".join(f"<dt>{esc(key)}</dt><dd>{esc(value)}</dd>" for key, value in notes.items())
+    return f'<dl class="facts step-notes">{items}</dl>'
+
+
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
@@ -313,7 +322,7 @@ def _step_section(step, before) -> str:
     head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}'
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
-            f'<div class="step-options">{_options(step.options)}</div>')
+            f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}')
     if step.result is None:
         return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
                 f'<b>This step failed</b>; the model before it is kept and the steps after it did not run.'

@@ -196,6 +196,7 @@ class Steps:
     def micronet_register_steps(self):
         def widen(model, options, context):
             model.fc = nn.Linear(8, options["classes"])
+            context.note("<i>classes</i>", options["classes"])
             return model
 
         def explode(model, options, context):
@@ -230,6 +231,7 @@ def test_pipeline_page_shows_each_step_before_after_and_layer_deltas(steps):
     for step in ("step-1", "step-2"):
         assert f'<section class="card step" id="{step}">' in page
     assert "plugin micronet.plugins.half" in page and "classes = 40" in page
+    assert "<dt>&lt;i&gt;classes&lt;/i&gt;</dt><dd>40</dd>" in page  # the step's note, escaped
     for result in history.results:
         assert f"{result.score.total:.4g}" in page
     half_part = page[page.index('id="step-1"'):page.index('id="step-2"')]
