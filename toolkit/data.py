@@ -1,0 +1,462 @@
+"""Datasets by name, data loaders, calibration batches and top-1 evaluation.
+
+A dataset is named by a short text (the recipe's ``[data] dataset`` and
+``micronet audit --data``):
+
+- ``cifar10:PATH`` / ``cifar100:PATH``: the python-pickle CIFAR layout read by
+  ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` (checksums included), never
+  downloaded. ``PATH`` is the folder holding ``cifar-10-batches-py/`` (or
+  ``cifar-100-python/``), or that folder itself.
+- ``imagefolder:PATH``: ``PATH/train/CLASS/*.png`` and ``PATH/val/CLASS/*.png``
+  (or ``PATH/test``) through ``torchvision.datasets.ImageFolder``, resized to
+  the model's input.
+- ``fake``: a deterministic, learnable synthetic problem (see
+  :class:`SyntheticProblem`) shaped like the model's input, for demos and tests.
+
+The recipe's ``[data]`` table: ``dataset``, ``batch_size`` (128), ``workers``
+(0), ``calibration_batches`` (8), ``augment`` (true for CIFAR and image folders:
+random crop with 4 pixels of padding and horizontal flip, or a random resized
+crop), ``mixup`` and ``cutmix`` (Beta alphas for :func:`mix_batch`, 0 = off).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import UsageError
+
+__all__ = ["DatasetSpec", "SyntheticProblem", "parse_dataset", "load_dataset", "loaders", "batches",
+           "evaluate", "top1", "mix_batch", "resolve_device", "model_device", "model_dtype", "eval_mode",
+           "logits_of", "DATASET_FORMS"]
+
+DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake"
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_CALIBRATION_BATCHES = 8
+#: Batch size of the synthetic batches :func:`batches` makes without data.
+SYNTHETIC_BATCH_SIZE = 32
+#: Per-channel mean and standard deviation of the training images.
+CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+               "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_PATH_KINDS = ("cifar10", "cifar100", "imagefolder")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset text: ``kind`` (cifar10, cifar100, imagefolder, fake)
+    and the local folder (None for ``fake``)."""
+
+    kind: str
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+def parse_dataset(text: str) -> DatasetSpec:
+    """``"cifar10:~/data"`` -> ``DatasetSpec("cifar10", Path("~/data").expanduser())``.
+
+    :raises UsageError: naming the accepted forms.
+    """
+    if not isinstance(text, str):
+        raise UsageError(f"a dataset must be a string, got {type(text).__name__} {text!r}",
+                         hint=f"write {DATASET_FORMS}")
+    kind, sep, path = text.strip().partition(":")
+    if kind == "fake" and not sep:
+        return DatasetSpec("fake")
+    if kind in _PATH_KINDS and path.strip():
+        return DatasetSpec(kind, Path(path.strip()).expanduser())
+    if kind in _PATH_KINDS:
+        raise UsageError(f"dataset {text!r} needs a folder after {kind}:", hint=f"e.g. {kind}:~/data")
+    raise UsageError(f"unknown dataset {text!r}; expected {DATASET_FORMS}",
+                     hint="datasets are read from local folders and never downloaded")
+
+
+# ------------------------------------------------------------------ datasets
+
+
+class SyntheticProblem(Dataset):
+    """A deterministic classification problem a small network can learn.
+
+    Class ``c`` has a fixed smooth pattern (for images: a random 4x4 grid per
+    channel, upsampled bilinearly to the input size; otherwise a random
+    tensor of the input's shape) scaled by ``signal``; item ``i`` is its
+    class's pattern plus unit Gaussian noise drawn from a generator seeded by
+    ``(seed, i)``, so every run, split and worker sees the same items. The
+    patterns depend only on the shape and the number of classes, so the
+    train and test splits (different seeds) pose the same problem.
+    """
+
+    def __init__(self, shape: Sequence[int], num_classes: int, size: int, *, seed: int,
+                 signal: float = 0.3):
+        self.shape = tuple(int(s) for s in shape)
+        self.num_classes = num_classes
+        self.size = size
+        self.seed = seed
+        self.signal = signal
+        self.classes = [f"class {c}" for c in range(num_classes)]
+        patterns = torch.Generator().manual_seed(12345)
+        if len(self.shape) == 3:  # a colour per class plus a 4x4 grid of variations
+            colours = torch.randn((num_classes, self.shape[0], 1, 1), generator=patterns)
+            self._patterns = colours + torch.randn((num_classes, self.shape[0], 4, 4), generator=patterns)
+        else:
+            self._patterns = torch.randn((num_classes, *self.shape), generator=patterns)
+        labels = torch.Generator().manual_seed(seed)
+        self.targets = torch.randint(num_classes, (size,), generator=labels).tolist()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pattern(self, label: int) -> Tensor:
+        """The noise-free input of class ``label`` (times ``signal``)."""
+        pattern = self._patterns[label]
+        if len(self.shape) == 3:
+            pattern = F.interpolate(pattern[None], size=self.shape[1:], mode="bilinear",
+                                    align_corners=False)[0]
+        return self.signal * pattern
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        noise = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        label = self.targets[index]
+        return self.pattern(label) + torch.randn(self.shape, generator=noise), label
+
+
+def load_dataset(text: str | DatasetSpec, train: bool, *, augment: bool = False,
+                 input_shape: Sequence[int] | None = None, num_classes: int = 10) -> Dataset:
+    """The train or test split of a dataset, as a torch ``Dataset`` of
+    ``(image tensor, label)``.
+
+    :param augment: random crop and flip (CIFAR), random resized crop and
+        flip (image folders); ignored for ``fake`` and for test splits.
+    :param input_shape: the model's input (batch first); images are resized
+        to its height and width (CIFAR: only when it is not 32x32) and made
+        grey when it has one channel. Default: 32x32 (CIFAR, fake), 224x224.
+    :param num_classes: classes of the ``fake`` problem.
+    :raises UsageError: for a bad text, a missing folder or missing files,
+        saying exactly what to put where.
+    """
+    spec = text if isinstance(text, DatasetSpec) else parse_dataset(text)
+    if spec.kind == "fake":
+        shape = tuple(input_shape[1:]) if input_shape is not None else (3, 32, 32)
+        return SyntheticProblem(shape, num_classes, 1024 if train else 512, seed=1 if train else 2)
+    augment = augment and train
+    if spec.kind in CIFAR_STATS:
+        return _cifar(spec, train, _image_transform(spec.kind, augment, input_shape))
+    return _image_folder(spec, train, _image_transform(spec.kind, augment, input_shape))
+
+
+def _image_transform(kind: str, augment: bool, input_shape: Sequence[int] | None):
+    from torchvision import transforms as T
+
+    channels, size = 3, ((32, 32) if kind in CIFAR_STATS else (224, 224))
+    if input_shape is not None:
+        if len(input_shape) != 4 or input_shape[1] not in (1, 3):
+            raise UsageError(f"{kind} gives images with 1 or 3 channels, the model takes input "
+                             f"{tuple(input_shape)}", hint="use fake for other input shapes")
+        channels, size = input_shape[1], (input_shape[2], input_shape[3])
+    mean, std = CIFAR_STATS.get(kind, IMAGENET_STATS)
+    steps: list[Any] = []
+    if kind in CIFAR_STATS:
+        if augment:
+            steps += [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+        if size != (32, 32):
+            steps.append(T.Resize(size))
+    else:
+        steps += [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if augment else [T.Resize(size)]
+    if channels == 1:
+        steps.append(T.Grayscale(1))
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def _cifar_class(kind: str):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if kind == "cifar10" else CIFAR100
+
+
+def _cifar_files(cls) -> list[tuple[str, str]]:
+    """(file name, md5) of every file torchvision reads, the metadata last."""
+    return [tuple(entry) for entry in cls.train_list + cls.test_list] + [(cls.meta["filename"],
+                                                                         cls.meta["md5"])]
+
+
+def _cifar(spec: DatasetSpec, train: bool, transform) -> Dataset:
+    from torchvision.datasets.utils import check_integrity
+
+    cls = _cifar_class(spec.kind)
+    folder = _cifar_folder(spec, cls)
+    missing = [name for name, _ in _cifar_files(cls) if not (folder / name).is_file()]
+    if missing:
+        raise UsageError(f"{spec.kind}: {folder} lacks {', '.join(missing)}", hint=_cifar_hint(spec, cls))
+    if folder.name == cls.base_folder:
+        loader, root = cls, folder.parent
+    else:  # the batches folder itself, under another name
+        loader, root = type(cls.__name__, (cls,), {"base_folder": ""}), folder
+    try:
+        return loader(str(root), train=train, transform=transform, download=False)
+    except RuntimeError as error:  # torchvision's checksum test failed
+        bad = [name for name, md5 in _cifar_files(cls) if not check_integrity(str(folder / name), md5)]
+        raise UsageError(f"{spec.kind}: {', '.join(bad) or 'files'} in {folder} do not match the "
+                         f"official checksums ({error})", hint=_cifar_hint(spec, cls)) from error
+
+
+def _cifar_folder(spec: DatasetSpec, cls) -> Path:
+    """The folder holding the batch files: PATH/base_folder, else PATH itself
+    when it holds any of them (or is named base_folder)."""
+    path = spec.path
+    if not path.is_dir():
+        raise UsageError(f"{spec.kind}: no folder {path}", hint=_cifar_hint(spec, cls))
+    nested = path / cls.base_folder
+    if nested.is_dir():
+        return nested
+    if path.name == cls.base_folder or any((path / name).exists() for name, _ in _cifar_files(cls)):
+        return path
+    return nested
+
+
+def _cifar_hint(spec: DatasetSpec, cls) -> str:
+    names = [name for name, _ in _cifar_files(cls)]
+    return (f"extract {cls.filename} (the python version, https://www.cs.toronto.edu/~kriz/cifar.html) "
+            f"into {spec.path}, giving {spec.path / cls.base_folder}/ with {', '.join(names)}; "
+            "nothing is downloaded")
+
+
+def _image_folder(spec: DatasetSpec, train: bool, transform) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    splits = ("train",) if train else ("val", "test")
+    folder = next((spec.path / s for s in splits if (spec.path / s).is_dir()), None)
+    if folder is None:
+        wanted = " or ".join(f"{spec.path / s}/" for s in splits)
+        raise UsageError(f"imagefolder: no {wanted}",
+                         hint=f"put images in {spec.path}/train/CLASS_NAME/*.png and "
+                              f"{spec.path}/val/CLASS_NAME/*.png (or test/), one folder per class")
+    try:
+        return ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, OSError) as error:
+        raise UsageError(f"imagefolder: {folder}: {error}",
+                         hint="one subfolder per class, each holding .png/.jpg images") from error
+
+
+# ------------------------------------------------------------------ loaders
+
+
+def _dataset_text(data: Mapping[str, Any] | str) -> str:
+    if isinstance(data, str):
+        return data
+    if "dataset" not in data:
+        raise UsageError("[data] needs dataset", hint=f'e.g. dataset = "cifar10:~/data"; forms: {DATASET_FORMS}')
+    return data["dataset"]
+
+
+def _check_classes(dataset: Dataset, num_classes: int, text: str) -> None:
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) > num_classes:
+        raise UsageError(f"dataset {text} has {len(classes)} classes, the model outputs {num_classes}",
+                         hint="give a model with as many outputs as the dataset has classes")
+
+
+def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, *,
+            batch_size: int | None = None, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """(train, test) loaders for a ``[data]`` table.
+
+    The train loader shuffles with its own generator (``loader.generator``,
+    seeded by ``seed``: the global RNG is not consumed for the order) and
+    drops a lone last example (BatchNorm cannot train on batch 1); the test
+    loader keeps the dataset's order. ``batch_size`` overrides the table's.
+    """
+    text = _dataset_text(data)
+    spec = parse_dataset(text)
+    augment = data.get("augment", spec.kind != "fake")
+    size = batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE)
+    workers = data.get("workers", 0)
+    if size < 1 or workers < 0:
+        raise UsageError(f"[data] batch_size must be >= 1 and workers >= 0, got {size} and {workers}")
+    train = load_dataset(spec, True, augment=augment, input_shape=input_shape, num_classes=num_classes)
+    test = load_dataset(spec, False, input_shape=input_shape, num_classes=num_classes)
+    _check_classes(train, num_classes, text)
+    common = dict(batch_size=size, num_workers=workers, persistent_workers=False)
+    return (DataLoader(train, shuffle=True, drop_last=len(train) % size == 1,
+                       generator=torch.Generator().manual_seed(seed), **common),
+            DataLoader(test, shuffle=False, generator=torch.Generator().manual_seed(seed), **common))
+
+
+def batches(data: Mapping[str, Any] | None, input_shape: Sequence[int], n: int | None = None, *,
+            num_classes: int = 10, train: bool = True,
+            batch_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
+    """``n`` batches of (inputs, labels) for calibration or importance estimates.
+
+    With ``data`` (a ``[data]`` table): the first ``n`` batches of the train
+    (or test) split, not augmented, in an order fixed by seed 0, of the
+    table's ``batch_size`` (fewer batches when the split is smaller). With
+    ``data=None``: standard-normal inputs of ``input_shape[1:]`` and uniform
+    random labels, ``SYNTHETIC_BATCH_SIZE`` per batch, from a generator seeded
+    with 0 (the global RNG is left alone). ``n=None`` takes the table's
+    ``calibration_batches`` (default 8). Inputs are float32 on the CPU: cast
+    and move them as the model needs.
+    """
+    if n is None:
+        n = (data or {}).get("calibration_batches", DEFAULT_CALIBRATION_BATCHES)
+    if n < 0:
+        raise UsageError(f"the number of batches must be >= 0, got {n}")
+    if data is None:
+        generator = torch.Generator().manual_seed(0)
+        size = batch_size or SYNTHETIC_BATCH_SIZE
+        return [(torch.randn((size, *input_shape[1:]), generator=generator),
+                 torch.randint(num_classes, (size,), generator=generator)) for _ in range(n)]
+    text = _dataset_text(data)
+    dataset = load_dataset(text, train, input_shape=input_shape, num_classes=num_classes)
+    loader = DataLoader(dataset, batch_size=batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE),
+                        shuffle=True, num_workers=data.get("workers", 0),
+                        generator=torch.Generator().manual_seed(0))
+    out = []
+    for x, y in loader:
+        if len(out) == n:
+            break
+        out.append((x, y))
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise UsageError(f"unknown device {device!r}", hint="auto, cpu, cuda or cuda:N") from error
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (or buffer) lives; the CPU when it has none."""
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 when none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside, every submodule's own training flag restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits of a forward's output: the tensor, or the first of a tuple
+    (models with auxiliary heads), or ``output.logits``."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(getattr(output, "logits", None), Tensor):
+        return output.logits
+    raise UsageError(f"cannot find logits in the model's output ({type(output).__name__})",
+                     hint="the model should return a tensor of shape [N, classes]")
+
+
+def evaluate(model: nn.Module, data: Mapping[str, Any] | str, *, input_shape: Sequence[int],
+             num_classes: int, device: str | torch.device = "auto",
+             max_batches: int | None = None) -> float:
+    """Top-1 accuracy in percent on the test split of ``data`` (a ``[data]``
+    table or a dataset text), over at most ``max_batches`` batches.
+
+    Runs under ``torch.no_grad`` in eval mode with inputs in the model's
+    dtype (a half model gets half inputs) on ``device`` ("auto": CUDA when
+    available); the model goes back to its device and training flags after.
+    """
+    table = {"dataset": data} if isinstance(data, str) else data
+    text = _dataset_text(table)
+    dataset = load_dataset(text, False, input_shape=input_shape, num_classes=num_classes)
+    _check_classes(dataset, num_classes, text)
+    loader = DataLoader(dataset, batch_size=table.get("batch_size", DEFAULT_BATCH_SIZE),
+                        num_workers=table.get("workers", 0), generator=torch.Generator().manual_seed(0))
+    return top1(model, loader, device=device, max_batches=max_batches)
+
+
+def top1(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
+         device: str | torch.device = "auto", max_batches: int | None = None) -> float:
+    """Top-1 accuracy in percent of ``model`` over the batches of ``loader``
+    (at most ``max_batches``), as :func:`evaluate` computes it."""
+    target, home = resolve_device(device), model_device(model)
+    dtype = model_dtype(model)
+    correct = total = 0
+    model.to(target)
+    try:
+        with eval_mode(model), torch.no_grad():
+            for index, (x, y) in enumerate(loader):
+                if max_batches is not None and index >= max_batches:
+                    break
+                predicted = logits_of(model(x.to(target, dtype))).argmax(dim=1).cpu()
+                correct += int((predicted == y).sum())
+                total += len(y)
+    finally:
+        model.to(home)
+    if total == 0:
+        raise UsageError("no test examples to evaluate on")
+    return 100.0 * correct / total
+
+
+# ------------------------------------------------------------------ mixing
+
+
+def mix_batch(x: Tensor, y: Tensor, num_classes: int, *, mixup: float = 0.0,
+              cutmix: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Mixup or CutMix on a batch; returns (inputs, targets).
+
+    With both alphas 0 the batch is returned as is (integer labels). Else a
+    mixing weight ``lam ~ Beta(alpha, alpha)`` pairs each example with one of
+    a random permutation of the batch: mixup blends the images, CutMix pastes
+    a box covering ``1 - lam`` of the image (``lam`` then recomputed from the
+    clipped box); with both on, each batch uses one of them at random. The
+    targets are then class probabilities ``lam * onehot(y) + (1 - lam) *
+    onehot(y[perm])``, which ``F.cross_entropy`` accepts. Randomness comes
+    from the global torch RNG.
+    """
+    if mixup <= 0 and cutmix <= 0:
+        return x, y
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    if use_cutmix:
+        x, lam = _cutmix(x, perm, lam)
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    onehot = F.one_hot(y, num_classes).to(torch.float32)
+    return x, lam * onehot + (1 - lam) * onehot[perm]
+
+
+def _cutmix(x: Tensor, perm: Tensor, lam: float) -> tuple[Tensor, float]:
+    # x: [N, C, H, W]; a box of about (1 - lam) of the area, centred anywhere, clipped
+    height, width = x.shape[-2:]
+    ratio = math.sqrt(1 - lam)
+    cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
+    half_h, half_w = int(height * ratio) // 2, int(width * ratio) // 2
+    top, bottom = max(cy - half_h, 0), min(cy + half_h, height)
+    left, right = max(cx - half_w, 0), min(cx + half_w, width)
+    x = x.clone()
+    x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    return x, 1 - (bottom - top) * (right - left) / (height * width)

@@ -1,0 +1,376 @@
+"""One trainer for fine-tuning, distillation and quantization-aware training.
+
+:func:`fit` trains a model in place on a ``[data]`` table (see
+:mod:`micronet.data`) with the settings of a frozen :class:`TrainConfig`:
+SGD (momentum, Nesterov), Adam or AdamW; a cosine or step schedule stepped
+once per epoch; label smoothing; mixup / CutMix from the table; a
+checkpoint per epoch, written atomically, and ``resume``.
+
+What a compressed model carries stays in force: after every optimizer step
+``micronet.plugins.masks.apply_masks(model)`` (when that module exists)
+re-zeroes each parameter that has a ``<name>_mask`` buffer, and fake-quant
+modules train through their straight-through estimators. The model's dtype
+is left alone (inputs are cast to it), so a half model trains in half.
+
+Distillation (``teacher=``) minimises, with student logits ``s``, teacher
+logits ``t``, temperature ``T`` and weight ``alpha``::
+
+    loss = alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, y)
+
+the KL divergence of the student's softened distribution from the
+teacher's (Hinton et al. 2015; ``T**2`` keeps the soft gradients' scale
+independent of ``T``), averaged over the batch, plus the usual cross-entropy
+with the (smoothed, mixed) labels. The teacher runs in eval mode under
+``torch.no_grad``.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import (eval_mode, loaders, logits_of, mix_batch, model_device, model_dtype, resolve_device,
+                   top1)
+from .errors import MicronetError, UsageError
+from .fileio import atomic_write_bytes
+
+__all__ = ["TrainConfig", "fit", "distillation_loss", "latest_checkpoint", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "none")
+CHECKPOINT = re.compile(r"epoch-(\d{3,})\.pt")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`fit` trains.
+
+    ``epochs``: epochs in all (with ``resume``, counting those already run);
+    ``batch_size``: None = the ``[data]`` table's (128); ``optimizer``: sgd,
+    adam or adamw, with ``lr``, ``weight_decay`` (L2 for sgd/adam, decoupled
+    for adamw), ``momentum`` and ``nesterov`` (sgd only); ``schedule``:
+    cosine (to 0 over ``epochs``), step (``lr *= gamma`` every ``step_size``
+    epochs; 0 = a third of the epochs) or none, stepped after each epoch;
+    ``label_smoothing`` for the cross-entropy; ``device``: auto (CUDA when
+    available), cpu, cuda, cuda:N; ``checkpoint_dir``: where ``epoch-NNN.pt``
+    goes after each epoch (None = nowhere); ``resume``: continue from the
+    newest checkpoint there (weights, optimizer, schedule, RNG states and
+    data order, so an interrupted run ends as an uninterrupted one would;
+    a larger ``epochs`` extends it, recomputing the schedule's remaining
+    rates for the new length); ``max_batches_per_epoch``: cut epochs (and
+    evaluations) short, for tests and smoke runs; ``progress``: the batch
+    counter on a terminal; ``seed``: the data order; ``evaluate``: top-1 on
+    the test split after each epoch.
+    """
+
+    epochs: int = 1
+    batch_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    step_size: int = 0
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    device: str = "auto"
+    checkpoint_dir: str | Path | None = None
+    resume: bool = False
+    max_batches_per_epoch: int | None = None
+    progress: bool = True
+    seed: int = 0
+    evaluate: bool = True
+
+    def __post_init__(self):
+        problem = self.problem()
+        if problem:
+            raise UsageError(f"training: {problem}")
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings (None when nothing)."""
+        checks = [
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (not (self.nesterov and self.optimizer == "sgd" and self.momentum == 0),
+             "nesterov needs momentum > 0"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.step_size >= 0 and self.gamma > 0, "step_size must be >= 0 and gamma > 0"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (not self.resume or self.checkpoint_dir, "resume needs a checkpoint_dir"),
+            (self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
+             f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}"),
+        ]
+        return next((message for ok, message in checks if not ok), None)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, target: Tensor, *, temperature: float,
+                      alpha: float, label_smoothing: float = 0.0) -> Tensor:
+    """``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, target)``.
+
+    ``student``, ``teacher``: logits [N, classes]; ``target``: class indices
+    [N] or class probabilities [N, classes] (mixup). The KL term is summed
+    over classes and averaged over the batch (``reduction="batchmean"``).
+    """
+    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
+                    reduction="batchmean", log_target=True)
+    hard = F.cross_entropy(student, target, label_smoothing=label_smoothing)
+    return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+
+
+def _mask_function() -> Callable[[nn.Module], Any] | None:
+    """``micronet.plugins.masks.apply_masks`` when that module exists."""
+    try:
+        from micronet.plugins.masks import apply_masks
+    except ModuleNotFoundError as error:
+        if error.name in ("micronet.plugins.masks", "micronet.plugins"):
+            return None
+        raise
+    return apply_masks
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UsageError("the model has no trainable parameters", hint="nothing to fine-tune")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov and config.momentum > 0,
+                               weight_decay=config.weight_decay)
+    kind = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _lr_factor(config: TrainConfig) -> Callable[[int], float]:
+    """The schedule in closed form: the learning rate of the epoch after
+    ``done`` epochs, as a fraction of ``lr``."""
+    if config.schedule == "cosine":
+        epochs = max(config.epochs, 1)
+        return lambda done: 0.5 * (1 + math.cos(math.pi * min(done, epochs) / epochs))
+    if config.schedule == "step":
+        step = config.step_size or max(config.epochs // 3, 1)
+        return lambda done: config.gamma ** (done // step)
+    return lambda done: 1.0
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.schedule == "none":
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The ``epoch-NNN.pt`` with the highest epoch in ``folder`` (None when none)."""
+    path = Path(folder)
+    found = [(int(m.group(1)), f) for f in path.glob("epoch-*.pt") if (m := CHECKPOINT.fullmatch(f.name))]
+    return max(found)[1] if found else None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class _Run:
+    """Everything one :func:`fit` call trains with."""
+
+    model: nn.Module
+    config: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train: Any
+    test: Any
+    data: Mapping[str, Any]
+    input_shape: Sequence[int]
+    num_classes: int
+    device: torch.device
+    teacher: nn.Module | None
+    temperature: float
+    alpha: float
+    log: Callable[[str], None]
+    masks: Callable[[nn.Module], Any] | None
+    history: dict[str, Any]
+
+
+def _save_checkpoint(run: _Run, epoch: int) -> Path:
+    state = {"epoch": epoch, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+             "rng": _rng_state(), "data_rng": run.train.generator.get_state(),
+             "history": run.history, "config": {k: str(v) if isinstance(v, Path) else v
+                                                for k, v in asdict(run.config).items()}}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(Path(run.config.checkpoint_dir) / f"epoch-{epoch:03d}.pt", buffer.getvalue())
+
+
+def _reschedule(run: _Run, done: int) -> None:
+    """The learning rate of epoch ``done + 1`` under this run's schedule (a
+    resumed run may have more epochs, hence another cosine, than the saved one)."""
+    factor = _lr_factor(run.config)(done)
+    for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
+        group["lr"] = base * factor
+
+
+def _resume(run: _Run) -> int:
+    """Load the newest checkpoint; the epoch it ended (0 when there is none)."""
+    path = latest_checkpoint(run.config.checkpoint_dir)
+    if path is None:
+        run.log(f"no checkpoint in {run.config.checkpoint_dir}: starting from epoch 1")
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.scheduler is not None and state["scheduler"] is not None:
+            run.scheduler.load_state_dict(state["scheduler"])
+            _reschedule(run, int(state["epoch"]))
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"cannot resume from {path}: {type(error).__name__}: {error}",
+                         hint="resume with the model, optimizer and schedule that wrote it, "
+                              "or empty the checkpoint folder") from error
+    _set_rng_state(state["rng"])
+    run.train.generator.set_state(state["data_rng"])
+    run.history.update(state["history"])
+    run.log(f"resumed from {path} (epoch {state['epoch']})")
+    return int(state["epoch"])
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def _loss(run: _Run, x: Tensor, target: Tensor) -> Tensor:
+    student = logits_of(run.model(x)).float()
+    if run.teacher is None:
+        return F.cross_entropy(student, target, label_smoothing=run.config.label_smoothing)
+    with torch.no_grad():
+        teacher = logits_of(run.teacher(x.to(model_dtype(run.teacher)))).float()
+    return distillation_loss(student, teacher, target, temperature=run.temperature, alpha=run.alpha,
+                             label_smoothing=run.config.label_smoothing)
+
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    total, count = 0.0, 0
+    limit = run.config.max_batches_per_epoch
+    batches = len(run.train) if limit is None else min(limit, len(run.train))
+    counter = run.config.progress and sys.stdout.isatty()
+    dtype = model_dtype(run.model)
+    mixup, cutmix = float(run.data.get("mixup", 0.0)), float(run.data.get("cutmix", 0.0))
+    for index, (x, y) in enumerate(run.train):
+        if index >= batches:
+            break
+        x, y = x.to(run.device), y.to(run.device)
+        x, target = mix_batch(x, y, run.num_classes, mixup=mixup, cutmix=cutmix)
+        loss = _loss(run, x.to(dtype), target)
+        if not torch.isfinite(loss):
+            raise MicronetError(f"training diverged: the loss is {float(loss)} at epoch {epoch}, "
+                                f"batch {index + 1}", hint="lower the learning rate")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        if run.masks is not None:
+            run.masks(run.model)
+        total, count = total + float(loss.detach()) * len(y), count + len(y)
+        if counter:
+            print(f"\r  epoch {epoch} batch {index + 1}/{batches}  loss {total / count:.4f}",
+                  end="", flush=True)
+    if counter:
+        print("\r" + " " * 60 + "\r", end="", flush=True)
+    return total / count if count else float("nan")
+
+
+def _epoch(run: _Run, epoch: int) -> None:
+    started = time.perf_counter()
+    lr = run.optimizer.param_groups[0]["lr"]
+    with ExitStack() as stack:
+        for module in (run.model, run.teacher):
+            if module is not None:  # the student trains, the teacher is evaluated
+                stack.enter_context(eval_mode(module))
+        run.model.train()
+        loss = _train_epoch(run, epoch)
+    if run.scheduler is not None:
+        run.scheduler.step()
+    line = f"epoch {epoch}/{run.config.epochs}  loss {loss:.4f}  lr {lr:.3g}"
+    run.history["epochs"].append(epoch)
+    run.history["loss"].append(loss)
+    run.history["lr"].append(lr)
+    if run.config.evaluate:
+        accuracy = top1(run.model, run.test, device=run.device, max_batches=run.config.max_batches_per_epoch)
+        run.history["accuracy"].append(accuracy)
+        line += f"  top-1 {accuracy:.2f}%"
+    if run.config.checkpoint_dir is not None:
+        _save_checkpoint(run, epoch)
+    run.log(f"{line}  {time.perf_counter() - started:.1f} s")
+
+
+def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = TrainConfig(), *,
+        input_shape: Sequence[int], num_classes: int, teacher: nn.Module | None = None,
+        temperature: float = 4.0, alpha: float = 0.9,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``model`` in place; return its history.
+
+    :param data: a ``[data]`` table (``dataset`` and optional ``batch_size``,
+        ``workers``, ``augment``, ``mixup``, ``cutmix``); None = ``fake``.
+    :param input_shape: the model's input (batch first), for the dataset's
+        image size; ``num_classes``: the model's outputs.
+    :param teacher: distil from this model (see the module docstring for the
+        loss, ``temperature`` and ``alpha``); it is not trained or modified.
+    :param log: receives one line per epoch (loss, learning rate, top-1, time).
+    :returns: ``{"epochs": [...], "loss": [...], "lr": [...], "accuracy": [...]}``,
+        one entry per epoch, those before a resume included; ``loss`` is the
+        mean training loss, ``lr`` the rate the epoch ran with and
+        ``accuracy`` the top-1 (percent) on the test split (empty when
+        ``config.evaluate`` is false).
+
+    Runs on ``config.device`` (auto: CUDA when available); the model and the
+    teacher go back to their devices, and every module to its training flag,
+    at the end (also on errors).
+    """
+    if not 0 <= alpha <= 1 or temperature <= 0:
+        raise UsageError(f"distillation needs 0 <= alpha <= 1 and temperature > 0, got {alpha} and {temperature}")
+    data = dict(data) if data is not None else {"dataset": "fake"}
+    train, test = loaders(data, input_shape, num_classes, batch_size=config.batch_size, seed=config.seed)
+    device = resolve_device(config.device)
+    homes = [(m, model_device(m)) for m in (model, teacher) if m is not None]
+    try:
+        for module, _ in homes:
+            module.to(device)
+        optimizer = _optimizer(model, config)
+        run = _Run(model, config, optimizer, _scheduler(optimizer, config), train, test, data, input_shape,
+                   num_classes, device, teacher, temperature, alpha, log, _mask_function(),
+                   {"epochs": [], "loss": [], "lr": [], "accuracy": []})
+        start = _resume(run) if config.resume else 0
+        for epoch in range(start + 1, config.epochs + 1):
+            _epoch(run, epoch)
+    finally:
+        for module, home in homes:
+            module.to(home)
+    return run.history
