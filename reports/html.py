@@ -198,10 +198,13 @@ def render_audit_html(result, *, what_if=None, sections: Mapping[str, Any] | Non
 
     ``what_if`` is a :class:`~micronet.whatif.WhatIfGrid` (shown as a heat
     map), ``sections`` plugins' report sections, ``accuracy`` the measured
-    top-1 in percent (shown against the track's bar; "not measured" when None).
+    top-1 in percent (shown against the track's bar; defaults to
+    ``result.accuracy``; "not measured" when None).
     """
     rows = result.rows()
     nav = [("summary", "Score"), ("charts", "Charts"), ("layers", "Layers")]
+    if accuracy is None:
+        accuracy = getattr(result, "accuracy", None)
     body = [_score_card(result, accuracy), _charts(result, "t"), _table_section(result, "t")]
     if what_if is not None:
         body.append(_what_if_section(result, what_if))

@@ -50,6 +50,7 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
         f"rulebook   {result.rulebook.name}, track {track.name} (reference {track.reference_model}: "
         f"{si(track.reference_params)} params, {si(track.reference_ops)} ops; bar top-1 >= {track.quality_bar:g}%)",
         f"freebie    {'applied: 32-bit params and mults counted at 16 bits' if score.freebie else 'not applied'}",
+        _accuracy_line(result),
         f"score      {score.total:.4f} = storage {score.storage_term:.4f} + ops {score.ops_term:.4f}",
     ]
     uncounted = [r for r in result.rows() if r["status"] == UNCOUNTED]
@@ -62,6 +63,14 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
     for title, lines in render_sections(result, sections or {}):
         out += ["", title] + [f"  {label}: {value}" for label, value in lines]
     return "\n".join(out)
+
+
+def _accuracy_line(result) -> str:
+    accuracy = getattr(result, "accuracy", None)
+    if accuracy is None:
+        return f"accuracy   not measured (--data DATASET measures top-1; the bar is {result.track.quality_bar:g}%)"
+    verdict = "meets the bar" if result.meets_bar else "BELOW the bar: the score does not count"
+    return f"accuracy   top-1 {accuracy:.2f}% on {result.track.dataset}: {verdict} ({result.track.quality_bar:g}%)"
 
 
 def render_what_if(grid) -> str:

@@ -177,3 +177,32 @@ def test_plugins_set_bits_through_module_attributes():
     fc = next(x for x in r.records if x.name == "fc")
     assert (conv.weight_bits, conv.input_bits) == (4, 8) and fc.accumulator_bits == 16
     assert not r.score.freebie  # 4-bit weights lose it
+
+
+class ConstantClass(nn.Module):
+    """Always predicts class 0 (a conv so that there is something to count)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 1)
+
+    def forward(self, x):
+        logits = self.conv(x).mean((2, 3)) * 0
+        return logits + torch.nn.functional.one_hot(torch.tensor([0]), 10).to(x.dtype)
+
+
+def test_accuracy_is_measured_and_checked_against_the_bar():
+    from micronet.data import load_dataset
+
+    labels = load_dataset("fake", False, input_shape=(1, 3, 8, 8), num_classes=10).targets
+    expected = 100 * labels.count(0) / len(labels)
+    r = micronet.audit(ConstantClass(), (1, 3, 8, 8), track="cifar10", data="fake")
+    assert r.accuracy == pytest.approx(expected)
+    assert r.meets_bar is False  # far below 90%
+    assert r.to_dict()["accuracy"] == {"top1": r.accuracy, "quality_bar": 90.0, "meets_bar": False}
+    assert micronet.audit(ConstantClass(), (1, 3, 8, 8)).meets_bar is None
+
+
+def test_accuracy_needs_weights():
+    with pytest.raises(UsageError, match="needs the model's weights"):
+        micronet.audit("micronet:resnet18_cifar", data="fake")

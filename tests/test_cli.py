@@ -63,3 +63,27 @@ def test_missing_subcommand_is_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
+
+
+def test_data_flag_measures_accuracy(capsys, tmp_path):
+    import torch
+
+    (tmp_path / "tiny.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_for_cli", tmp_path / "tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.make().state_dict(), tmp_path / "w.pt")
+    code, out, err = run(capsys, "audit", f"{tmp_path / 'tiny.py'}:make", "--input", "1x3x8x8",
+                         "--track", "cifar10", "--data", "fake", "--weights", str(tmp_path / "w.pt"),
+                         "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert "accuracy   top-1" in out and "BELOW the bar" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert 0 <= doc["accuracy"]["top1"] <= 100 and doc["accuracy"]["meets_bar"] is False
+    code, out, err = run(capsys, "audit", f"{tmp_path / 'tiny.py'}:make", "--input", "1x3x8x8", "--data", "fake")
+    assert code == 2 and "--weights" in err

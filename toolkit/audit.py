@@ -42,7 +42,22 @@ class Result:
     captured_via: str = "fx"
     unused_params: int = 0
     warnings: tuple[str, ...] = ()
+    accuracy: float | None = None
     _prepared: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def meets_bar(self) -> bool | None:
+        """Whether the measured top-1 accuracy reaches the track's quality bar
+        (None when accuracy was not measured): the score only counts if so."""
+        return None if self.accuracy is None else self.accuracy >= self.track.quality_bar
+
+    @property
+    def num_classes(self) -> int | None:
+        """Size of the model's output (its last dimension), from the graph."""
+        for record in reversed(self.records):
+            if record.status != "free" and record.output_shapes:
+                return record.output_shapes[0][-1]
+        return None
 
     @property
     def score(self) -> Score:
@@ -113,6 +128,8 @@ class Result:
             "reference": {"model": self.track.reference_model, "params": self.track.reference_params,
                           "ops": self.track.reference_ops, "quality_bar_top1": self.track.quality_bar},
             "totals": dict(self.totals),
+            "accuracy": None if self.accuracy is None else {
+                "top1": self.accuracy, "quality_bar": self.track.quality_bar, "meets_bar": self.meets_bar},
             "unused_params": self.unused_params,
             "captured_via": self.captured_via,
             "notes": list(score.notes),
@@ -175,6 +192,7 @@ def audit(
     accumulator_bits: int = 32,
     freebie: bool = True,
     strict: bool = False,
+    data: str | Mapping[str, Any] | None = None,
     registries: Registries | None = None,
 ) -> Result:
     """Audit a model under a rulebook and track; returns a :class:`Result`.
@@ -186,7 +204,10 @@ def audit(
     ``act_bits`` are glob overrides (``'features.*=8'`` or ``{"features.*": 8}``).
     Nothing is run for real: shapes are propagated and weights only read for
     their zeros. Scores are in MicroNet units (storage and ops relative to the
-    track's reference model).
+    track's reference model). With ``data`` (``"cifar10:PATH"``, ``"fake"``
+    or a recipe's ``[data]`` table) the model's top-1 accuracy (percent) on
+    the test split is measured too, and ``result.meets_bar`` says whether it
+    reaches the track's quality bar; that needs real weights.
     """
     from .resolve import resolve_model
 
@@ -221,8 +242,25 @@ def audit(
     scoring = book.evaluate(prepared, track_obj, options, True)
     reached = sum(r.params for r in records)
     total_params = sum(p.numel() for p in module.parameters())
-    return Result(resolved.name, shape, tuple(records), scoring, book, track_obj, options, cap.via,
-                  max(total_params - reached, 0), tuple(messages), prepared)
+    result = Result(resolved.name, shape, tuple(records), scoring, book, track_obj, options, cap.via,
+                    max(total_params - reached, 0), tuple(messages), None, prepared)
+    if data is not None:
+        result = measure_accuracy(result, module, data)
+    return result
+
+
+def measure_accuracy(result: Result, model: nn.Module, data: str | Mapping[str, Any]) -> Result:
+    """``result`` with the top-1 accuracy (percent) of ``model`` on ``data``'s test split."""
+    from dataclasses import replace
+
+    from .data import evaluate
+
+    if any(p.is_meta for p in model.parameters()):
+        raise UsageError("measuring accuracy needs the model's weights, and this one was built "
+                         "without them (on the meta device)", hint="pass --weights FILE")
+    accuracy = evaluate(model, data, input_shape=result.input_shape,
+                        num_classes=result.num_classes or result.track.num_classes)
+    return replace(result, accuracy=accuracy)
 
 
 def _overrides(value, what: str):

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--no-freebie", dest="freebie", action="store_false",
                        help="do not count unquantized params and mults at 16 bits")
     audit.add_argument("--strict", action="store_true", help="fail on any node without a counter")
+    audit.add_argument("--data", metavar="DATASET",
+                       help="measure top-1 on the test split: cifar10:PATH, cifar100:PATH, "
+                       "imagefolder:PATH or fake (needs --weights or a model with weights)")
     audit.add_argument("--what-if", metavar="GRID",
                        help="re-score under uniform levels, e.g. 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
     audit.add_argument("--json", metavar="FILE", help="write the audit as JSON")
@@ -80,7 +83,8 @@ def run_audit(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
         result = audit(args.spec, args.input, args.track, args.rulebook, weights=args.weights,
                        trust=args.trust, bits=args.bits, act_bits=args.act_bits,
-                       accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict)
+                       accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
+                       data=args.data)
     grid = result.what_if(args.what_if) if args.what_if else None
     sections = default_registries().report_sections
     if args.quiet:

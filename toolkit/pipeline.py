@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import fx, nn
 
-from .audit import Result, audit
+from .audit import Result, audit, measure_accuracy
 from .capture import trace_fx
 from .errors import CompressionError, UsageError
 from .fileio import atomic_write_text
@@ -124,7 +124,7 @@ def compress(
     current = _input_model(recipe, model, registries)
     original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
-    first = audit(current, recipe.input_shape, **score)
+    first = _measured(audit(current, recipe.input_shape, **score), current, recipe)
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
@@ -140,7 +140,7 @@ def compress(
             produced = step.run(working, options, context)
             if not isinstance(produced, nn.Module):
                 raise TypeError(f"returned {type(produced).__name__}, expected an nn.Module")
-            result = audit(produced, first.input_shape, **score)
+            result = _measured(audit(produced, first.input_shape, **score), produced, recipe)
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             history.steps.append(StepRecord(index, step.name, plugin, options, None, message,
@@ -182,6 +182,13 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
                                hint="make the forward traceable, or register a counter for the "
                                     "offending module so it becomes a leaf") from error
     return fx.GraphModule(module, capture.graph, type(module).__name__)
+
+
+def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:
+    """The result with its accuracy when the recipe has a ``[data]`` table."""
+    if recipe.data is None or "dataset" not in recipe.data:
+        return result
+    return measure_accuracy(result, model, recipe.data)
 
 
 def _device() -> str:
