@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.models",
     "micronet.plugins.imta",
     "micronet.plugins.half",
+    "micronet.plugins.prune",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.

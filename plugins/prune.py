@@ -1,0 +1,410 @@
+"""Built-in step ``prune``: structured channel pruning through Torch-Pruning.
+
+Channels are removed, not masked: Torch-Pruning's dependency graph (built
+from autograd on one example input) groups every layer coupled to a channel
+(a conv's output, its BatchNorm, the next layers' inputs, the other inputs
+of a residual sum, the slices of a ``torch.cat``) and the step deletes whole
+groups, so the model shrinks in parameters and ops and still runs.
+
+Options:
+
+- ``ratio``: the fraction of channels removed in each group (``0.5``), or a
+  mapping ``{layer glob = ratio}`` (``{"features.*" = 0.3}``; a glob naming a
+  container covers its layers; layers no glob names are not pruned; the last
+  matching glob wins). Each in [0, 1).
+- ``importance``: ``magnitude`` (L2 norm of the group's weights), ``taylor``
+  (|weight x gradient| over a few batches), ``lamp``, ``bn-scale`` (|gamma|
+  of the group's BatchNorms), ``random``.
+- ``global``: rank channels across the whole model (or across the layers of
+  one glob of a mapping) instead of layer by layer.
+- ``iterative_steps``: reach the ratio in that many pruning steps (a linear
+  schedule); with ``taylor`` the gradients are recomputed before each.
+- ``ignore``: globs over ``named_modules()`` names of layers to keep whole.
+- ``round_to``: keep channel counts multiples of this (0: no rounding).
+
+The layers producing the model's output (found by walking the graph back
+from its output to the nearest conv / linear layers) are always kept whole,
+so the output shape does not change; the step checks that, and that the
+pruned model runs. A glob matching no layer is a :class:`PruneWarning` and a
+note.
+
+Taylor importance needs gradients: the cross-entropy loss of a few batches
+(the model stays in eval mode, so BatchNorm statistics do not move). They
+come from ``micronet.data.batches``: the recipe's ``[data]`` table
+(``calibration_batches`` batches of ``batch_size`` from the train split;
+``fake`` is that module's synthetic problem) or, without a table, 4 batches
+of 8 standard normal inputs with random labels. Without ``micronet.data``
+the step makes those synthetic batches itself (a warning when the recipe
+names a real dataset). The note ``importance_data`` says which. Notes also
+hold the importance, the parameters before and after (and after each
+iterative step), the layers whose widths fell most, and the layers kept whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import fx, nn
+from torch.utils._pytree import tree_leaves
+
+from micronet.errors import CompressionError
+from micronet.manager import hookimpl
+from micronet.steps import CompressionStep, StepContext, StepOption
+
+__all__ = ["PRUNE", "PruneWarning", "prune", "output_layers", "micronet_register_steps"]
+
+#: Importance name -> (Torch-Pruning estimator factory, what the note says).
+IMPORTANCES: dict[str, tuple[Callable[[], Any], str]] = {
+    "magnitude": (lambda: tp.importance.MagnitudeImportance(p=2), "MagnitudeImportance(p=2)"),
+    "taylor": (lambda: tp.importance.TaylorImportance(), "TaylorImportance()"),
+    "lamp": (lambda: tp.importance.LAMPImportance(), "LAMPImportance()"),
+    "bn-scale": (lambda: tp.importance.BNScaleImportance(), "BNScaleImportance()"),
+    "random": (lambda: tp.importance.RandomImportance(), "RandomImportance()"),
+}
+
+#: Layers whose output channels a pruning group is rooted at (Torch-Pruning's defaults).
+ROOT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM)
+
+SYNTHETIC_BATCHES = 4
+SYNTHETIC_BATCH_SIZE = 8
+CHANGES_NOTED = 8  # how many layers the ``channels`` note lists
+
+
+class PruneWarning(UserWarning):
+    """A ``prune`` option that had no effect (a glob matching no layer)."""
+
+
+# ------------------------------------------------------------------ options
+
+
+def flatten_ratios(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{glob: ratio}`` with nested tables joined by dots: TOML reads the
+    unquoted key ``layer1.0.conv1 = 0.3`` as ``{"layer1": {"0": {"conv1": 0.3}}}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_ratios(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _ratio_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number in [0, 1), got {type(value).__name__} {value!r}"
+    if not 0 <= value < 1:
+        return f"expected a fraction of channels in [0, 1), got {value!r}"
+    return None
+
+
+def check_ratio(value: Any) -> str | None:
+    """An error message for a ratio (or mapping of ratios) out of [0, 1)."""
+    if not isinstance(value, Mapping):
+        return _ratio_problem(value)
+    ratios = flatten_ratios(value)
+    if not ratios:
+        return "an empty mapping prunes nothing; give {layer glob = ratio} pairs or one number"
+    for glob, ratio in ratios.items():
+        problem = _ratio_problem(ratio)
+        if problem:
+            return f"glob {glob!r}: {problem}"
+    return None
+
+
+def check_globs(value: list) -> str | None:
+    bad = [g for g in value if not isinstance(g, str)]
+    return f"expected a list of layer-name globs (strings), got {bad[0]!r}" if bad else None
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    return lambda value: None if value >= minimum else f"expected an integer >= {minimum}, got {value}"
+
+
+# ------------------------------------------------------------------ layers
+
+
+def _matching(model: nn.Module, globs: Iterable[str], what: str,
+              context: StepContext) -> dict[str, list[nn.Module]]:
+    """glob -> the modules whose ``named_modules()`` name it matches (the root
+    excluded); a glob matching nothing is warned about and noted."""
+    named = [(name, module) for name, module in model.named_modules() if name]
+    found = {glob: [m for name, m in named if fnmatchcase(name, glob)] for glob in globs}
+    unmatched = [glob for glob, modules in found.items() if not modules]
+    for glob in unmatched:
+        warnings.warn(f"prune: {what} glob {glob!r} matches no layer; it has no effect",
+                      PruneWarning, stacklevel=3)
+    if unmatched:
+        context.note(f"unmatched_{what}_globs", unmatched)
+    return {glob: modules for glob, modules in found.items() if modules}
+
+
+def output_layers(model: nn.Module) -> list[str]:
+    """Names of the conv / linear layers nearest the model's output: walking
+    the fx graph back from ``output`` through every other node (activations,
+    pooling, BatchNorm, flatten, sums, concatenations) to the first such layer
+    on each path. Keeping them whole keeps the output shape. A model fx cannot
+    trace falls back to its last conv / linear module."""
+    try:
+        graph = model.graph if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model).graph
+    except Exception:  # untraceable: the module order is the best guess left
+        roots = [name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES)]
+        return roots[-1:]
+    modules = dict(model.named_modules())
+    found: list[str] = []
+    stack = [n for n in graph.nodes if n.op == "output"]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "call_module" and isinstance(modules.get(node.target), ROOT_TYPES):
+            found.append(node.target)
+            continue
+        stack.extend(node.all_input_nodes)
+    return sorted(found)
+
+
+def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """name -> (input, output) channels of every conv and linear layer."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            widths[name] = (m.in_channels, m.out_channels)
+        elif isinstance(m, nn.Linear):
+            widths[name] = (m.in_features, m.out_features)
+    return widths
+
+
+def _changes(before: Mapping[str, tuple[int, int]], after: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+    """The layers whose widths fell most: {name: {"in": [before, after], "out": [...]}}."""
+    removed = {name: sum(b - a for b, a in zip(before[name], after[name]))
+               for name in before if name in after and after[name] != before[name]}
+    largest = sorted(removed, key=lambda name: (-removed[name], name))[:CHANGES_NOTED]
+    return {name: {"in": [before[name][0], after[name][0]], "out": [before[name][1], after[name][1]]}
+            for name in largest}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ running
+
+
+def _example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    """A standard normal input of ``shape`` on the model's device, in its
+    floating-point dtype."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return torch.randn(shape)
+    return torch.randn(shape, device=param.device, dtype=param.dtype)
+
+
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        return [tuple(t.shape) for t in tree_leaves(model(example)) if isinstance(t, torch.Tensor)]
+
+
+@contextlib.contextmanager
+def _autograd(model: nn.Module) -> Iterator[None]:
+    """Gradients on for every floating parameter (Torch-Pruning traces the
+    dependency graph through autograd; Taylor needs ``.grad``); afterwards
+    the flags are restored by name (pruning replaces the Parameter objects)
+    and the gradients dropped."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        if p.is_floating_point():
+            p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags.get(name, p.requires_grad))
+
+
+def _pruner(model: nn.Module, example: torch.Tensor, options: Mapping[str, Any],
+            ignored: list[nn.Module], ratio_dict: dict[tuple[nn.Module, ...], float],
+            default_ratio: float) -> tp.pruner.BasePruner:
+    factory, _ = IMPORTANCES[options["importance"]]
+    try:
+        return tp.pruner.BasePruner(
+            model, example, importance=factory(), global_pruning=options["global"],
+            pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None,
+            iterative_steps=options["iterative_steps"], ignored_layers=ignored,
+            round_to=options["round_to"] or None)
+    except Exception as error:
+        raise CompressionError(f"Torch-Pruning could not build the dependency graph of "
+                               f"{type(model).__name__}: {type(error).__name__}: {error}",
+                               hint="the model must run forward under autograd on a "
+                                    "standard normal input of the recipe's shape") from error
+
+
+# ------------------------------------------------------------------ taylor data
+
+
+def _data_module() -> Any | None:
+    """``micronet.data`` when it exists and has ``batches`` (the training issue's loaders)."""
+    try:
+        module = importlib.import_module("micronet.data")
+    except ModuleNotFoundError as error:
+        if error.name in ("micronet.data", "micronet"):
+            return None
+        raise
+    return module if hasattr(module, "batches") else None
+
+
+def _calibration(model: nn.Module, context: StepContext,
+                 output: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) batches for Taylor importance, on the model's device
+    and dtype; the note ``importance_data`` says where they came from."""
+    if len(output) != 2:
+        raise CompressionError(f"Taylor importance takes a cross-entropy loss over an output of "
+                               f"shape [N, classes], got {list(output)}",
+                               hint="use importance = 'magnitude' for this model")
+    data, loader = context.data, _data_module()
+    dataset = (data or {}).get("dataset")
+    if loader is not None and data is not None:
+        found = loader.batches(data, context.input_shape, None, num_classes=output[1])
+        source = ("synthetic: dataset 'fake' (micronet.data.batches)" if dataset == "fake" else
+                  f"dataset {dataset!r} (micronet.data.batches, train split)")
+    elif loader is not None:
+        found = loader.batches(None, context.input_shape, SYNTHETIC_BATCHES, num_classes=output[1],
+                               batch_size=SYNTHETIC_BATCH_SIZE)
+        source = "synthetic (micronet.data.batches without a [data] table)"
+    else:
+        found = _synthetic(context.input_shape, (data or {}).get("calibration_batches"), output[1])
+        source = "synthetic (" + _why_synthetic(dataset) + ")"
+    if not found:
+        raise CompressionError(f"Taylor importance got no batches from {source}",
+                               hint="set [data] calibration_batches >= 1")
+    plural = "batch" if len(found) == 1 else "batches"
+    context.note("importance_data", f"{source}: {len(found)} {plural} of {len(found[0][0])}")
+    return [_to_model(model, x, y) for x, y in found]
+
+
+def _why_synthetic(dataset: str | None) -> str:
+    if dataset is None or dataset == "fake":
+        return "no micronet.data; the recipe names no real dataset"
+    warnings.warn(f"prune: Taylor importance uses synthetic batches: [data] dataset = {dataset!r} but "
+                  f"micronet.data is not available", PruneWarning, stacklevel=4)
+    return f"micronet.data is not available to read [data] dataset = {dataset!r}"
+
+
+def _synthetic(shape: tuple[int, ...], count: int | None,
+               classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Standard normal inputs and uniform random labels, from a generator seeded with 0."""
+    generator = torch.Generator().manual_seed(0)
+    size = (SYNTHETIC_BATCH_SIZE, *shape[1:])
+    return [(torch.randn(size, generator=generator),
+             torch.randint(classes, (SYNTHETIC_BATCH_SIZE,), generator=generator))
+            for _ in range(count or SYNTHETIC_BATCHES)]
+
+
+def _to_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    param = next(p for p in model.parameters() if p.is_floating_point())
+    return x.to(param.device, param.dtype), y.to(param.device)
+
+
+def _gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Fresh ``.grad`` of the cross-entropy loss summed over ``batches``."""
+    model.zero_grad(set_to_none=True)
+    for inputs, labels in batches:
+        F.cross_entropy(model(inputs), labels).backward()
+
+
+# ------------------------------------------------------------------ the step
+
+
+def _plan(model: nn.Module, options: Mapping[str, Any], context: StepContext):
+    """(ignored modules, {module tuple: ratio}, default ratio), noting the layers kept whole."""
+    modules = dict(model.named_modules())
+    kept = output_layers(model)
+    ignored = [modules[name] for name in kept]
+    matched = _matching(model, options["ignore"], "ignore", context)
+    for found in matched.values():
+        ignored.extend(found)
+    context.note("kept_whole", {"output_layers": kept,
+                                "ignore": {glob: len(found) for glob, found in matched.items()}})
+    ratio = options["ratio"]
+    if not isinstance(ratio, Mapping):
+        return ignored, {}, float(ratio)
+    ratios = flatten_ratios(ratio)
+    scopes = _matching(model, ratios, "ratio", context)
+    return ignored, {tuple(mods): float(ratios[glob]) for glob, mods in scopes.items()}, 0.0
+
+
+def prune(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
+    """Remove channels from ``model`` in place (the pipeline's copy) and return it."""
+    ignored, ratio_dict, default_ratio = _plan(model, options, context)
+    example = _example_input(model, context.input_shape)
+    shapes = _output_shapes(model, example)
+    widths, params = _widths(model), [_params(model)]
+    taylor = options["importance"] == "taylor"
+    with _autograd(model):
+        pruner = _pruner(model, example, options, ignored, ratio_dict, default_ratio)
+        batches = _calibration(model, context, shapes[0]) if taylor else []
+        for _ in range(options["iterative_steps"]):
+            if taylor:
+                _gradients(model, batches)
+            pruner.step()
+            params.append(_params(model))
+    _verify(model, example, shapes)
+    name = options["importance"]
+    context.note("importance", f"{name}: tp.importance.{IMPORTANCES[name][1]}")
+    context.note("params", {"before": params[0], "after": params[-1]})
+    if len(params) > 2:
+        context.note("params_per_step", params)
+    changes = _changes(widths, _widths(model))
+    context.note("channels", changes)
+    if not changes:
+        warnings.warn("prune: no channel was removed (ratio too small for the layers' widths, "
+                      "or every group kept whole)", PruneWarning, stacklevel=2)
+    return model
+
+
+def _verify(model: nn.Module, example: torch.Tensor, shapes: list[tuple[int, ...]]) -> None:
+    """The pruned model runs and its outputs keep their shapes."""
+    try:
+        after = _output_shapes(model, example)
+    except Exception as error:
+        raise CompressionError(f"the pruned model no longer runs: {type(error).__name__}: {error}",
+                               hint="a forward that hard-codes channel counts cannot be pruned; "
+                                    "list those layers in `ignore`") from error
+    if after != shapes:
+        raise CompressionError(f"pruning changed the output shapes: expected {shapes}, got {after}",
+                               hint="list the layers producing the output in `ignore`")
+
+
+PRUNE = CompressionStep(
+    name="prune",
+    description="structured channel pruning with Torch-Pruning's dependency graph "
+                "(channels removed, not masked)",
+    run=prune,
+    options=(
+        StepOption("ratio", (float, dict), 0.5,
+                   "fraction of channels removed, in [0, 1), or {layer glob = ratio}", check=check_ratio),
+        StepOption("importance", (str,), "magnitude", "how channels are ranked",
+                   choices=tuple(IMPORTANCES)),
+        StepOption("global", (bool,), False, "rank channels across layers instead of within each"),
+        StepOption("iterative_steps", (int,), 1, "pruning steps to reach the ratio (>= 1)",
+                   check=_at_least(1)),
+        StepOption("ignore", (list,), [], "globs of layer names kept whole", check=check_globs),
+        StepOption("round_to", (int,), 0, "keep channel counts multiples of this (0: no rounding)",
+                   check=_at_least(0)),
+    ),
+)
+
+
+@hookimpl
+def micronet_register_steps():
+    return [PRUNE]

@@ -1,0 +1,284 @@
+"""The ``prune`` step: exact costs after pruning, the options, the zoo, errors."""
+import sys
+import types
+
+import pytest
+import torch
+from torch import fx, nn
+
+from micronet.errors import UsageError
+from micronet.models import densenet_cifar
+from micronet.pipeline import compress
+from micronet.plugins.prune import PRUNE, PruneWarning, output_layers
+from micronet.steps import StepContext, check_options
+
+CIFAR100_PARAMS, CIFAR100_OPS = 36.5e6, 10.49e9
+
+
+class Tiny(nn.Module):
+    """conv 3->a, BN, ReLU, conv a->b, BN, ReLU, global pool, linear b->10:
+    two pruning groups (conv1 with bn1 and conv2's input; conv2 with bn2 and
+    fc's input) whose costs are easy to write by hand."""
+
+    def __init__(self, a: int = 8, b: int = 16):
+        super().__init__()
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(3, a, 3, padding=1), nn.BatchNorm2d(a), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(b, 10)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        return self.fc(self.pool(self.relu2(self.bn2(self.conv2(x)))).flatten(1))
+
+
+class FullyConv(nn.Module):
+    """Its output comes from a conv (then pooling and flatten), not a linear
+    layer: the step must find that conv and keep its 10 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Conv2d(8, 10, 1)
+
+    def forward(self, x):
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(self.body(x)), 1), 1)
+
+
+def tiny_params(a, b):
+    # conv1 3*9*a + a, bn1 2a, conv2 a*9*b + b, bn2 2b, fc 10*b + 10
+    return 27 * a + a + 2 * a + 9 * a * b + b + 2 * b + 10 * b + 10
+
+
+def tiny_storage(a, b):
+    # BatchNorm's scale folds into the conv before it: a + b parameters are not stored
+    return tiny_params(a, b) - a - b
+
+
+def tiny_ops(a, b):
+    # 8x8 maps, fp32 without the freebie: every mult and add is one op
+    conv1 = 64 * a * (27 + 26 + 1)  # 27 mults, 26 adds, 1 bias add per output
+    bn1 = relu1 = 64 * a
+    conv2 = 64 * b * (9 * a + 9 * a - 1 + 1)
+    bn2 = relu2 = 64 * b
+    pool = b + 63 * b  # one division (a mult) and 63 adds per channel
+    fc = 10 * (b + b - 1 + 1)
+    return conv1 + bn1 + relu1 + conv2 + bn2 + relu2 + pool + fc
+
+
+def recipe(*steps, shape=(1, 3, 8, 8), spec="unused", track="cifar100"):
+    return {"model": {"spec": spec, "input": list(shape)}, "score": {"track": track, "freebie": False},
+            "step": [{"use": "prune", **step} for step in steps]}
+
+
+def widths(model):
+    return model.conv1.out_channels, model.conv2.out_channels
+
+
+def test_hand_costs_of_the_tiny_model():
+    assert tiny_params(8, 16) == 1610 and tiny_ops(8, 16) == 179520  # as audited before pruning
+
+
+@pytest.mark.parametrize("ratio, a, b", [
+    ({"conv1": 0.5}, 4, 16),   # conv1 keeps 8 * (1 - 0.5) = 4; conv2 loses 4 inputs
+    (0.5, 4, 8),               # every group halves; fc keeps its 10 outputs
+    ({"conv2": 0.25}, 8, 12),  # 16 * 0.75 = 12
+    ({"conv*": 0.5, "conv2": 0.25}, 4, 12),  # the last matching glob wins
+])
+def test_the_score_falls_by_the_hand_computed_amount(registries, ratio, a, b):
+    history = compress(recipe({"ratio": ratio}), model=Tiny(), registries=registries)
+    before, after = history.input, history.final
+    assert (before.totals["params"], before.score.ops) == (tiny_params(8, 16), tiny_ops(8, 16))
+    assert widths(history.model) == (a, b)
+    assert history.model.conv2.in_channels == a and history.model.fc.in_features == b
+    assert after.totals["params"] == tiny_params(a, b)
+    assert after.score.storage == tiny_storage(a, b)
+    assert after.score.ops == tiny_ops(a, b)
+    expected = tiny_storage(a, b) / CIFAR100_PARAMS + tiny_ops(a, b) / CIFAR100_OPS
+    assert after.score.total == pytest.approx(expected)
+    assert after.records[-1].output_shapes == ((1, 10),)
+    assert history.model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    step = history.steps[0]
+    assert (step.name, step.plugin, step.error) == ("prune", "micronet.plugins.prune", None)
+    assert step.notes["params"] == {"before": tiny_params(8, 16), "after": tiny_params(a, b)}
+    assert step.notes["kept_whole"]["output_layers"] == ["fc"]
+    assert step.notes["importance"].startswith("magnitude")
+
+
+@pytest.mark.parametrize("round_to, a, b", [(0, 5, 11), (4, 4, 8)])
+def test_round_to(registries, round_to, a, b):
+    # ratio 0.3 keeps int(8 * 0.7) = 5 and int(16 * 0.7) = 11; round_to 4 rounds down to 4 and 8
+    history = compress(recipe({"ratio": 0.3, "round_to": round_to}), model=Tiny(), registries=registries)
+    assert widths(history.model) == (a, b)
+    assert history.final.totals["params"] == tiny_params(a, b)
+
+
+def test_iterative_steps_follow_a_linear_schedule(registries):
+    history = compress(recipe({"ratio": 0.5, "iterative_steps": 2}), model=Tiny(), registries=registries)
+    # step 1 at ratio 0.25: (6, 12); step 2 at 0.5: (4, 8)
+    assert history.steps[0].notes["params_per_step"] == [tiny_params(8, 16), tiny_params(6, 12),
+                                                         tiny_params(4, 8)]
+    assert widths(history.model) == (4, 8)
+
+
+def test_global_pruning_ranks_channels_across_layers(registries):
+    history = compress(recipe({"ratio": 0.5, "global": True}), model=Tiny(), registries=registries)
+    a, b = widths(history.model)
+    assert a + b == 12  # 24 channels, half of them kept, wherever they rank
+    assert history.final.totals["params"] == tiny_params(a, b)
+
+
+def test_ignored_layers_keep_their_channels(registries):
+    history = compress(recipe({"ratio": 0.5, "ignore": ["conv1"]}), model=Tiny(), registries=registries)
+    assert widths(history.model) == (8, 8)
+    assert history.steps[0].notes["kept_whole"] == {"output_layers": ["fc"], "ignore": {"conv1": 1}}
+
+
+def test_a_conv_producing_the_output_keeps_its_channels(registries):
+    assert output_layers(fx.symbolic_trace(FullyConv())) == ["head"]
+    history = compress(recipe({"ratio": 0.5}), model=FullyConv(), registries=registries)
+    assert history.model.get_submodule("body.0").out_channels == 4
+    assert history.model.head.out_channels == 10
+    assert history.final.records[-1].output_shapes == ((1, 10),)
+
+
+# ------------------------------------------------------------------ importances
+
+
+def small_densenet():
+    return densenet_cifar(growth_rate=4, nblocks=(2, 2, 2, 2))
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor", "lamp", "bn-scale", "random"])
+def test_each_importance_prunes_a_densenet(registries, importance):
+    history = compress(recipe({"importance": importance}, shape=(1, 3, 32, 32)), model=small_densenet(),
+                       registries=registries)
+    before, after = history.input, history.final
+    assert after.totals["params"] < 0.5 * before.totals["params"]
+    assert after.score.ops < 0.5 * before.score.ops
+    assert history.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    notes = history.steps[0].notes
+    assert notes["importance"].startswith(importance)
+    assert ("importance_data" in notes) == (importance == "taylor")
+
+
+def test_taylor_says_its_batches_are_synthetic(registries):
+    history = compress(recipe({"importance": "taylor"}), model=Tiny(), registries=registries)
+    assert history.steps[0].notes["importance_data"].startswith("synthetic")
+    assert history.steps[0].notes["importance_data"].endswith("4 batches of 8")
+    assert all(p.grad is None for p in history.model.parameters())
+
+
+def run_step(model, options, data=None, shape=(1, 3, 8, 8)):
+    """The step on a traced copy, outside the pipeline; returns (model, notes)."""
+    context = StepContext(shape, None, data=data)
+    pruned = PRUNE.run(fx.symbolic_trace(model), check_options(PRUNE, options, "test"), context)
+    return pruned, context.notes
+
+
+def test_taylor_takes_the_recipes_batches_from_micronet_data(monkeypatch):
+    calls = []
+
+    def batches(data, input_shape, n, **kwargs):
+        calls.append((dict(data), tuple(input_shape), n, kwargs))
+        return [(torch.randn(5, *input_shape[1:]), torch.randint(10, (5,))) for _ in range(3)]
+
+    module = types.ModuleType("micronet.data")
+    module.batches = batches
+    monkeypatch.setitem(sys.modules, "micronet.data", module)
+    model, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
+    assert calls == [({"dataset": "cifar10:/data"}, (1, 3, 8, 8), None, {"num_classes": 10})]
+    assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.data.batches, train split): "
+                                        "3 batches of 5")
+    assert widths(model) == (4, 8)
+
+
+def test_taylor_on_the_fake_dataset_recomputes_gradients_each_step():
+    data = {"dataset": "fake", "calibration_batches": 2, "batch_size": 4}
+    model, notes = run_step(Tiny(), {"importance": "taylor", "iterative_steps": 2}, data=data)
+    assert notes["importance_data"] == "synthetic: dataset 'fake' (micronet.data.batches): 2 batches of 4"
+    assert notes["params_per_step"] == [tiny_params(8, 16), tiny_params(6, 12), tiny_params(4, 8)]
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_taylor_without_micronet_data_warns_and_uses_synthetic_batches(monkeypatch):
+    monkeypatch.setitem(sys.modules, "micronet.data", None)  # as if the module did not exist
+    with pytest.warns(PruneWarning, match="micronet.data is not available"):
+        _, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
+    assert notes["importance_data"].startswith("synthetic (micronet.data is not available")
+    _, notes = run_step(Tiny(), {"importance": "taylor"}, data=None)
+    assert notes["importance_data"] == ("synthetic (no micronet.data; the recipe names no real "
+                                        "dataset): 4 batches of 8")
+
+
+# ------------------------------------------------------------------ the zoo
+
+
+def smoke(registries, spec, shape, **options):
+    history = compress(recipe(options, shape=shape, spec=spec, track="cifar10"), registries=registries)
+    before, after = history.input, history.final
+    assert after.totals["params"] < before.totals["params"]
+    assert after.score.ops < before.score.ops
+    assert after.uncounted == ()
+    assert after.records[-1].output_shapes == before.records[-1].output_shapes
+    assert history.steps[0].notes["params"]["after"] == after.totals["params"]  # channels are gone
+    output = history.model(torch.randn(shape))
+    assert tuple(output.shape) == before.records[-1].output_shapes[0]
+    return history
+
+
+@pytest.mark.parametrize("spec", ["micronet:densenet_cifar?growth_rate=4", "micronet:resnet18_cifar",
+                                  "micronet:mobilenet_v2_cifar"])
+def test_builtin_models_prune(registries, spec):
+    history = smoke(registries, spec, (1, 3, 32, 32))
+    # ratio 0.5 halves both sides of most convs: about a quarter of their weights is left
+    assert history.final.totals["params"] < 0.3 * history.input.totals["params"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["resnet18", "densenet121"])
+def test_torchvision_models_prune(registries, spec):
+    smoke(registries, spec, (1, 3, 64, 64))
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"ratio": 1.5}, r"option 'ratio': expected a fraction of channels in \[0, 1\), got 1.5"),
+    ({"ratio": -0.1}, r"option 'ratio': expected a fraction of channels in \[0, 1\), got -0.1"),
+    ({"ratio": {"conv1": 1.0}}, r"glob 'conv1': expected a fraction of channels in \[0, 1\), got 1.0"),
+    ({"ratio": {}}, "an empty mapping prunes nothing"),
+    ({"ratio": "half"}, "option 'ratio' must be float or dict, got str"),
+    ({"importance": "l1"}, "option 'importance' must be one of 'magnitude', 'taylor', 'lamp', "
+                           "'bn-scale', 'random', got 'l1'"),
+    ({"iterative_steps": 0}, "expected an integer >= 1, got 0"),
+    ({"round_to": -8}, "expected an integer >= 0, got -8"),
+    ({"ignore": ["conv1", 2]}, "expected a list of layer-name globs"),
+    ({"global": 1}, "option 'global' must be bool, got int"),
+])
+def test_bad_options_fail_before_any_work(registries, monkeypatch, options, message):
+    def no_work(*args, **kwargs):
+        raise AssertionError("audited before validating")
+
+    monkeypatch.setattr("micronet.pipeline.audit", no_work)
+    with pytest.raises(UsageError, match=message):
+        compress(recipe(options), model=Tiny(), registries=registries)
+
+
+def test_nested_toml_keys_are_dotted_layer_names(registries):
+    # TOML reads the unquoted key body.0 = 0.5 as nested tables: {"body": {"0": 0.5}}
+    history = compress(recipe({"ratio": {"body": {"0": 0.5}}}), model=FullyConv(), registries=registries)
+    assert history.model.get_submodule("body.0").out_channels == 4
+
+
+def test_a_glob_matching_nothing_warns_and_is_noted(registries):
+    with pytest.warns(PruneWarning, match="ignore glob 'classifier.*' matches no layer"):
+        history = compress(recipe({"ignore": ["classifier.*"]}), model=Tiny(), registries=registries)
+    assert history.steps[0].notes["unmatched_ignore_globs"] == ["classifier.*"]
+    assert widths(history.model) == (4, 8)  # the rest of the step still ran
+    with pytest.warns(PruneWarning) as caught:
+        history = compress(recipe({"ratio": {"layer9": 0.5}}), model=Tiny(), registries=registries)
+    assert [str(w.message) for w in caught] == [
+        "prune: ratio glob 'layer9' matches no layer; it has no effect",
+        "prune: no channel was removed (ratio too small for the layers' widths, or every group kept whole)"]
+    assert widths(history.model) == (8, 16)
