@@ -96,7 +96,7 @@ class SyntheticProblem(Dataset):
     """
 
     def __init__(self, shape: Sequence[int], num_classes: int, size: int, *, seed: int,
-                 signal: float = 0.3):
+                 signal: float = 0.5):
         self.shape = tuple(int(s) for s in shape)
         self.num_classes = num_classes
         self.size = size

@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.plugins.imta",
     "micronet.plugins.half",
     "micronet.plugins.prune",
+    "micronet.plugins.finetune",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.

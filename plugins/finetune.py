@@ -1,0 +1,158 @@
+"""Built-in steps ``finetune`` and ``distill``: train the compressed model.
+
+Both train the pipeline's copy in place with :func:`micronet.train.fit` on
+the recipe's ``[data]`` table (without one: the synthetic ``fake`` problem,
+said in a note), keeping pruning masks and fake quantization in force, and
+note the loss per epoch and, when the recipe names its data, the final
+top-1 on its test split. ``distill`` adds a teacher: ``"original"`` (the
+pipeline's input model, before any compression) or a model spec with
+``teacher_weights``; its loss is ``alpha * T^2 * KL(teacher || student) +
+(1 - alpha) * CE`` at temperature ``T`` (see :mod:`micronet.train`).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from micronet.data import eval_mode, logits_of, model_device, model_dtype
+from micronet.errors import UsageError
+from micronet.manager import hookimpl
+from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
+
+
+def _at_least(low: float, strict: bool = False):
+    def check(value):
+        bad = value <= low if strict else value < low
+        return f"must be {'>' if strict else '>='} {low}, got {value}" if bad else None
+    return check
+
+
+def _within(low: float, high: float, closed: bool = True):
+    def check(value):
+        ok = low <= value <= high if closed else low <= value < high
+        return None if ok else f"must be in [{low}, {high}{']' if closed else ')'}, got {value}"
+    return check
+
+
+TRAIN_OPTIONS = (
+    StepOption("epochs", (int,), 1, "epochs to train (0: evaluate only)", check=_at_least(0)),
+    StepOption("lr", (float,), 0.01, "learning rate at the start", check=_at_least(0, strict=True)),
+    StepOption("optimizer", (str,), "sgd", "sgd (momentum, nesterov), adam or adamw", choices=OPTIMIZERS),
+    StepOption("momentum", (float,), 0.9, "sgd momentum", check=_within(0, 1, closed=False)),
+    StepOption("nesterov", (bool,), True, "Nesterov momentum (sgd)"),
+    StepOption("weight_decay", (float,), 5e-4, "L2 (sgd, adam) or decoupled (adamw) decay",
+               check=_at_least(0)),
+    StepOption("schedule", (str,), "cosine", "cosine, step or none (stepped once per epoch)",
+               choices=SCHEDULES),
+    StepOption("step_size", (int,), 0, "epochs between steps of the step schedule (0: a third of them)",
+               check=_at_least(0)),
+    StepOption("gamma", (float,), 0.1, "factor of the step schedule", check=_at_least(0, strict=True)),
+    StepOption("label_smoothing", (float,), 0.0, "label smoothing of the cross-entropy",
+               check=_within(0, 1, closed=False)),
+    StepOption("batch_size", (int,), 0, "0: the [data] table's (default 128)", check=_at_least(0)),
+    StepOption("max_batches", (int,), 0, "batches per epoch and per evaluation (0: all)",
+               check=_at_least(0)),
+    StepOption("checkpoint_dir", (str,), "", "write epoch-NNN.pt there after each epoch (\"\": none)"),
+    StepOption("resume", (bool,), False, "continue from the newest checkpoint in checkpoint_dir"),
+)
+
+DISTILL_OPTIONS = (
+    StepOption("teacher", (str,), "original",
+               "\"original\" (the pipeline's input model) or a model spec"),
+    StepOption("teacher_weights", (str,), "", "a state dict for a teacher spec (\"\": none)"),
+    StepOption("temperature", (float,), 4.0, "softmax temperature T", check=_at_least(0, strict=True)),
+    StepOption("alpha", (float,), 0.9, "weight of the soft (teacher) loss; 1 - alpha goes to the labels",
+               check=_within(0, 1)),
+)
+
+
+def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool) -> TrainConfig:
+    if options["resume"] and not options["checkpoint_dir"]:
+        raise UsageError("resume = true needs a checkpoint_dir")
+    return TrainConfig(
+        epochs=options["epochs"], batch_size=options["batch_size"] or None, optimizer=options["optimizer"],
+        lr=options["lr"], momentum=options["momentum"],
+        nesterov=options["nesterov"] and options["optimizer"] == "sgd" and options["momentum"] > 0,
+        weight_decay=options["weight_decay"], schedule=options["schedule"], step_size=options["step_size"],
+        gamma=options["gamma"], label_smoothing=options["label_smoothing"], device=context.device,
+        checkpoint_dir=options["checkpoint_dir"] or None, resume=options["resume"],
+        max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate)
+
+
+def _num_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The width of the model's output (one forward pass at batch 1)."""
+    with eval_mode(model), torch.no_grad():
+        x = torch.zeros(input_shape, dtype=model_dtype(model), device=model_device(model))
+        return int(logits_of(model(x)).shape[-1])
+
+
+def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
+           teacher: nn.Module | None = None, **distill: float) -> nn.Module:
+    data = context.data
+    if data is None:
+        context.note("data", "fake (the recipe has no [data] table)")
+    else:
+        context.note("data", data.get("dataset"))
+    config = _config(options, context, evaluate=data is not None)
+    history = fit(model, data, config, input_shape=context.input_shape,
+                  num_classes=_num_classes(model, context.input_shape), teacher=teacher,
+                  log=context.log, **distill)
+    context.note("loss", [round(loss, 6) for loss in history["loss"]])
+    if history["accuracy"]:
+        context.note("top1", round(history["accuracy"][-1], 4))
+    model.eval()
+    return model
+
+
+def run_finetune(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
+    """The ``finetune`` step: train the copy in place and return it."""
+    return _train(model, options, context)
+
+
+def _teacher(options: Mapping[str, Any], context: StepContext) -> nn.Module:
+    spec, weights = options["teacher"], options["teacher_weights"]
+    if spec == "original":
+        if weights:
+            raise UsageError("teacher_weights applies to a teacher spec, not to 'original'",
+                             hint="drop teacher_weights, or name the teacher's spec")
+        if context.original is None:
+            raise UsageError("teacher = 'original' needs the pipeline's input model, and there is none")
+        return context.original
+    from micronet.resolve import resolve_model
+
+    return resolve_model(spec, weights=weights or None, meta=False).model
+
+
+def run_distill(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
+    """The ``distill`` step: train the copy against a teacher and return it."""
+    teacher = _teacher(options, context)
+    student, taught = _num_classes(model, context.input_shape), _num_classes(teacher, context.input_shape)
+    if student != taught:
+        raise UsageError(f"the teacher outputs {taught} classes, the student {student}",
+                         hint="distil from a teacher trained on the same classes")
+    context.note("teacher", options["teacher"])
+    return _train(model, options, context, teacher, temperature=options["temperature"],
+                  alpha=options["alpha"])
+
+
+FINETUNE = CompressionStep(
+    name="finetune",
+    description="train the model on the recipe's [data] (masks and fake quantization kept)",
+    run=run_finetune,
+    options=TRAIN_OPTIONS,
+)
+
+DISTILL = CompressionStep(
+    name="distill",
+    description="knowledge distillation from a teacher (the original model or a spec)",
+    run=run_distill,
+    options=TRAIN_OPTIONS + DISTILL_OPTIONS,
+)
+
+
+@hookimpl
+def micronet_register_steps():
+    return [FINETUNE, DISTILL]

@@ -1,0 +1,129 @@
+"""The ``finetune`` and ``distill`` steps through ``compress``: training on the
+recipe's data, the notes they leave, teachers, masks, option errors."""
+import pytest
+import torch
+from torch import nn
+
+from micronet.data import evaluate
+from micronet.errors import CompressionError, UsageError
+from micronet.pipeline import compress
+from micronet.plugins.finetune import DISTILL, FINETUNE
+from micronet.steps import check_options
+
+SHAPE = [1, 3, 8, 8]
+
+
+class Net(nn.Module):
+    """conv -> BN -> ReLU -> max pool -> linear on 8x8 inputs: traceable, and
+    learns the fake problem in an epoch."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
+        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(width * 16, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
+
+
+def recipe(*steps, data=None):
+    document = {"model": {"spec": "unused", "input": SHAPE}, "score": {"track": "cifar10", "freebie": False},
+                "step": [dict(step) for step in steps]}
+    if data is not None:
+        document["data"] = data
+    return document
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_finetune_trains_on_the_recipes_data_and_notes_it(registries):
+    model = Net()
+    before = weights(model)
+    history = compress(recipe({"use": "finetune", "epochs": 2, "lr": 0.05, "max_batches": 8},
+                              data={"dataset": "fake", "batch_size": 32}), model=model, registries=registries)
+    notes = history.steps[0].notes
+    assert notes["data"] == "fake"
+    assert len(notes["loss"]) == 2 and notes["loss"][1] < notes["loss"][0]
+    top1 = evaluate(history.model, {"dataset": "fake", "batch_size": 32}, input_shape=SHAPE, num_classes=10,
+                    max_batches=8)
+    assert notes["top1"] == pytest.approx(top1, abs=1e-4) and top1 > 50
+    assert history.final.score.total == pytest.approx(history.input.score.total)  # same architecture
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input is untouched
+    assert not any(m.training for m in history.model.modules())
+
+
+def test_finetune_without_data_uses_the_fake_problem_and_says_so(registries, tmp_path):
+    history = compress(recipe({"use": "finetune", "max_batches": 2, "checkpoint_dir": str(tmp_path)}),
+                       model=Net(), registries=registries)
+    notes = history.steps[0].notes
+    assert notes["data"] == "fake (the recipe has no [data] table)"
+    assert len(notes["loss"]) == 1 and "top1" not in notes
+    assert (tmp_path / "epoch-001.pt").is_file()
+
+
+def test_distill_from_the_original_model(registries):
+    teacher = Net()
+    history = compress(recipe({"use": "half"}, {"use": "distill", "epochs": 1, "max_batches": 4, "alpha": 0.5,
+                                                "temperature": 2.0}, data={"dataset": "fake"}),
+                       model=teacher, registries=registries)
+    notes = history.steps[1].notes
+    assert notes["teacher"] == "original" and len(notes["loss"]) == 1 and "top1" in notes
+    assert history.steps[1].options["alpha"] == 0.5
+    assert next(history.model.parameters()).dtype == torch.float16  # the half student stays half
+
+
+def test_distill_from_a_spec_with_weights(registries, tmp_path):
+    (tmp_path / "teachers.py").write_text("from torch import nn\n\n\ndef wide():\n"
+                                          "    return nn.Sequential(nn.Flatten(), nn.Linear(192, 10))\n")
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(192, 10))
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    step = {"use": "distill", "teacher": f"{tmp_path / 'teachers.py'}:wide",
+            "teacher_weights": str(tmp_path / "teacher.pt"), "max_batches": 2}
+    history = compress(recipe(step, data={"dataset": "fake"}), model=Net(), registries=registries)
+    assert history.steps[0].notes["teacher"].endswith("teachers.py:wide")
+
+
+def test_distill_refuses_a_teacher_of_other_classes(registries, tmp_path):
+    (tmp_path / "teachers.py").write_text("from torch import nn\n\n\ndef narrow():\n"
+                                          "    return nn.Sequential(nn.Flatten(), nn.Linear(192, 4))\n")
+    step = {"use": "distill", "teacher": f"{tmp_path / 'teachers.py'}:narrow", "max_batches": 1}
+    with pytest.raises(CompressionError, match="the teacher outputs 4 classes, the student 10"):
+        compress(recipe(step), model=Net(), registries=registries)
+    with pytest.raises(CompressionError, match="teacher_weights applies to a teacher spec"):
+        compress(recipe({"use": "distill", "teacher_weights": "x.pt"}), model=Net(), registries=registries)
+
+
+def test_masks_stay_in_force_through_the_pipeline(registries):
+    masks = pytest.importorskip("micronet.plugins.masks")
+    model = Net()
+    masks.set_mask(model.conv, "weight", torch.rand(model.conv.weight.shape) < 0.5)
+    zeros = int((model.conv.weight == 0).sum())
+    history = compress(recipe({"use": "finetune", "lr": 0.1, "max_batches": 4}, data={"dataset": "fake"}),
+                       model=model, registries=registries)
+    trained = history.model.get_submodule("conv").weight
+    assert int((trained == 0).sum()) == zeros
+    assert not torch.equal(trained, model.conv.weight)
+
+
+@pytest.mark.parametrize("step, given, message", [
+    (FINETUNE, {"epochs": -1}, "'epochs': must be >= 0"),
+    (FINETUNE, {"optimizer": "rmsprop"}, "must be one of 'sgd', 'adam', 'adamw'"),
+    (FINETUNE, {"schedule": "linear"}, "must be one of 'cosine', 'step', 'none'"),
+    (FINETUNE, {"label_smoothing": 1.0}, "must be in \\[0, 1\\)"),
+    (FINETUNE, {"lr": 0}, "must be > 0"),
+    (DISTILL, {"alpha": 1.5}, "must be in \\[0, 1\\]"),
+    (DISTILL, {"temperature": 0}, "must be > 0"),
+    (FINETUNE, {"teacher": "original"}, "unknown option 'teacher'"),
+])
+def test_option_errors(step, given, message):
+    with pytest.raises(UsageError, match=message):
+        check_options(step, given, "step 1")
+
+
+def test_defaults():
+    options = check_options(DISTILL, {}, "step 1")
+    assert options["epochs"] == 1 and options["optimizer"] == "sgd" and options["schedule"] == "cosine"
+    assert options["teacher"] == "original" and options["temperature"] == 4.0 and options["alpha"] == 0.9
+    assert options["batch_size"] == 0 and options["checkpoint_dir"] == "" and options["resume"] is False
