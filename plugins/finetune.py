@@ -38,7 +38,7 @@ def _within(low: float, high: float, closed: bool = True):
 
 
 TRAIN_OPTIONS = (
-    StepOption("epochs", (int,), 1, "epochs to train (0: evaluate only)", check=_at_least(0)),
+    StepOption("epochs", (int,), 1, "epochs to train (0: none)", check=_at_least(0)),
     StepOption("lr", (float,), 0.01, "learning rate at the start", check=_at_least(0, strict=True)),
     StepOption("optimizer", (str,), "sgd", "sgd (momentum, nesterov), adam or adamw", choices=OPTIMIZERS),
     StepOption("momentum", (float,), 0.9, "sgd momentum", check=_within(0, 1, closed=False)),
@@ -75,7 +75,7 @@ def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool) ->
     return TrainConfig(
         epochs=options["epochs"], batch_size=options["batch_size"] or None, optimizer=options["optimizer"],
         lr=options["lr"], momentum=options["momentum"],
-        nesterov=options["nesterov"] and options["optimizer"] == "sgd" and options["momentum"] > 0,
+        nesterov=options["nesterov"],
         weight_decay=options["weight_decay"], schedule=options["schedule"], step_size=options["step_size"],
         gamma=options["gamma"], label_smoothing=options["label_smoothing"], device=context.device,
         checkpoint_dir=options["checkpoint_dir"] or None, resume=options["resume"],

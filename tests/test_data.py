@@ -369,3 +369,8 @@ def test_cutmix_pastes_a_box_of_the_stated_area():
         mixed, target = mix_batch(x, y, 8, cutmix=1.0)
         own = (mixed[:, 0] == torch.arange(8.0)[:, None, None]).float().mean((1, 2))
         assert torch.allclose(own, target[torch.arange(8), y])  # own pixels = own label weight
+
+
+def test_cutmix_needs_images():
+    with pytest.raises(UsageError, match="cutmix needs image batches"):
+        mix_batch(torch.randn(4, 16), torch.arange(4), 4, cutmix=1.0)

@@ -437,6 +437,9 @@ def mix_batch(x: Tensor, y: Tensor, num_classes: int, *, mixup: float = 0.0,
     """
     if mixup <= 0 and cutmix <= 0:
         return x, y
+    if cutmix > 0 and x.dim() != 4:
+        raise UsageError(f"cutmix needs image batches [N, C, H, W], got shape {tuple(x.shape)}",
+                         hint="use mixup for other inputs")
     use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand(()) < 0.5))
     alpha = cutmix if use_cutmix else mixup
     lam = float(torch.distributions.Beta(alpha, alpha).sample())

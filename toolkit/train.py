@@ -58,7 +58,8 @@ class TrainConfig:
     ``epochs``: epochs in all (with ``resume``, counting those already run);
     ``batch_size``: None = the ``[data]`` table's (128); ``optimizer``: sgd,
     adam or adamw, with ``lr``, ``weight_decay`` (L2 for sgd/adam, decoupled
-    for adamw), ``momentum`` and ``nesterov`` (sgd only); ``schedule``:
+    for adamw), ``momentum`` and ``nesterov`` (sgd only; Nesterov
+    only with momentum > 0); ``schedule``:
     cosine (to 0 over ``epochs``), step (``lr *= gamma`` every ``step_size``
     epochs; 0 = a third of the epochs) or none, stepped after each epoch;
     ``label_smoothing`` for the cross-entropy; ``device``: auto (CUDA when
@@ -106,8 +107,6 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (not (self.nesterov and self.optimizer == "sgd" and self.momentum == 0),
-             "nesterov needs momentum > 0"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.step_size >= 0 and self.gamma > 0, "step_size must be >= 0 and gamma > 0"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
