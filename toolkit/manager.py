@@ -53,6 +53,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.plugins.imta",
     "micronet.plugins.half",
     "micronet.plugins.prune",
+    "micronet.plugins.sparsify",
+    "micronet.plugins.factorise",
     "micronet.plugins.finetune",
 )
 
