@@ -56,6 +56,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.plugins.sparsify",
     "micronet.plugins.factorise",
     "micronet.plugins.finetune",
+    "micronet.plugins.quantize",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.

@@ -1,0 +1,482 @@
+"""Built-in step ``quantize``: fake quantization of weights and activations.
+
+What it does to the model it is handed (a ``torch.fx.GraphModule``):
+
+1. **Layers**: every ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (subclasses
+   included) the graph calls, whose name matches a glob of ``layers``
+   (default ``["*"]``) and none of ``ignore``. Transposed convolutions,
+   functional convolutions and layers the forward never calls are left alone.
+2. **Bits per layer**: ``weight_bits`` (1 to 16) for weights, biases included,
+   ``activation_bits`` (2 to 16, or 32 = activations stay float) for the
+   layer's input. ``overrides`` maps a layer-name glob to bits, the last
+   matching glob winning: an integer ``b`` sets the weights to ``b`` bits and,
+   when activations are quantized and ``b >= 2``, the input too (so
+   ``overrides = {"conv1" = 16, "fc" = 16}`` keeps the first conv and the
+   classifier at 16 bits); a table ``{weight_bits = 4, activation_bits = 8}``
+   sets either one.
+3. **Weights**, per output channel, symmetric (see
+   :mod:`micronet.plugins.fakequant`; 1 bit is ``sign(w) * mean|w|``). The
+   weight keeps its float dtype and holds the dequantized values, so the
+   model stays an ordinary float model whose weights lie exactly on the grid
+   (at most ``2^b`` distinct values per output channel). The bias is rounded
+   to a per-tensor grid of the same width, because the rules charge every
+   parameter of a layer at the layer's bits (as the reference counter does).
+   The layer gets ``micronet_weight_bits`` and ``micronet_accumulator_bits``
+   module attributes, which the audit reads (they survive copies and
+   re-tracing). 16 bits is a 16-bit integer grid, like every other width.
+4. **Activations**: the graph is rewritten so that a quantized layer's input
+   goes through an :class:`~micronet.plugins.fakequant.ActivationQuant`
+   module, a sibling of the layer named ``<layer>_input_quant`` (one per
+   producer and width: a tensor feeding two layers at the same bits is
+   quantized once); the layer gets ``micronet_input_bits``. Only the inputs
+   of quantized layers are quantized: every other op (BatchNorm, ReLU,
+   additions, pooling) still reads float values and is charged at 32 bits.
+   Running the step again replaces earlier quantizers rather than stacking.
+5. **Calibration**: with the weights already on their grid, the model runs
+   the recipe's ``calibration_batches`` (``[data]``; default 8) through
+   ``micronet.data.batches``: the recipe's dataset, or standard-normal
+   batches when the recipe has no ``[data]`` table (the step notes which).
+   The observer (``minmax``, ``percentile``, ``mse``) sets each quantizer's
+   range.
+6. **QAT** (``qat = true``): the calibrated model trains for ``qat_epochs`` at
+   ``qat_lr`` with ``micronet.train.fit`` while each weight is re-quantized
+   in every forward (a ``torch.nn.utils.parametrize`` parametrization,
+   straight-through gradient; activation ranges stay frozen). Afterwards the
+   weights are baked onto their grid and the parametrizations removed.
+7. **Pruned weights** (a ``<name>_mask`` buffer, :mod:`micronet.plugins.masks`)
+   stay pruned: the mask applies before rounding, and 0 is on every grid of
+   2 bits or more. Binary weights have no zero: a 1-bit layer loses its
+   masks and its zeros (under the rules a sparse 1-bit weight never pays:
+   its bitmask alone costs as much as the dense weight).
+
+How the rules price the result (RULES.md section 1, rulebook ``micronet-2019``):
+a quantized layer's parameters cost ``b/32`` each; its multiplies cost
+``max(weight bits, input bits)/32``; its additions (bias adds included) the
+accumulator's ``accumulator_bits/32`` (default 32). The freebie is lost as
+soon as anything is below 16 bits; a step at 16 bits only keeps it. Weights
+that round to zero are real zeros: the audit measures them, and the rules
+let fixed zeros shrink the dot products. Binary weights (1 bit) with b-bit
+inputs cost ``max(1, b)/32`` a multiply; the rules' 1/32 for a sign bit
+times +-1 needs 1-bit activations, which this step does not make.
+
+Conventions where the rules are silent (named choices):
+
+- ``ActivationQuant`` is *free*: it stands for the conversion of the layer's
+  input to the integer format the layer computes in, a format exactly
+  representable in fp32 (free by the rules); the reference counter charges
+  nothing for it. Its scale and zero point (two values per quantizer) are
+  not charged either.
+- The per-channel weight scales are not charged: per-channel symmetric
+  quantization commutes with a per-channel factor, so they fold into the
+  following BatchNorm's scale, which the rules make free. Layers with no
+  BatchNorm after them (a classifier) get their ``cout`` scales for free
+  too, a small undercharge the reference counter shares.
+- The accumulator is not simulated: ``accumulator_bits < 32`` is a claim
+  about the hardware. The step notes (``accumulator_may_overflow``) the layers
+  whose worst-case dot product needs more bits than that (``wb + ab +
+  ceil(log2 L)``).
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import torch
+from torch import fx, nn
+from torch.nn.utils import parametrize
+
+from micronet.counters._common import aten_ops, first_tensor, lenient
+from micronet.errors import CompressionError
+from micronet.manager import hookimpl
+from micronet.records import TensorInfo
+from micronet.registry import OpCall, collect, free, shape_rule
+from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.plugins.fakequant import OBSERVERS, ActivationQuant, WeightQuant
+
+__all__ = ["QuantConfig", "LayerPlan", "plan_layers", "quantize_model", "attach_weight_quant",
+           "bake_weights", "QUANTIZE", "FLOAT_BITS"]
+
+#: ``activation_bits`` meaning "leave activations in float".
+FLOAT_BITS = 32
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+FALLBACK_CALIBRATION_BATCHES, FALLBACK_BATCH = 8, 32  # as micronet.data's defaults
+
+
+# ------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """The step's options, as Python values (see the module docstring)."""
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    accumulator_bits: int = 32
+    observer: str = "minmax"
+    percentile: float = 99.99
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[str, ...] = ("*",)
+    ignore: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "QuantConfig":
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in options.items() if k in names}
+        values["layers"] = tuple(values.get("layers", cls.layers))
+        values["ignore"] = tuple(values.get("ignore", cls.ignore))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer to quantize: its module path and bit widths
+    (``input_bits == FLOAT_BITS``: the input stays float)."""
+
+    name: str
+    weight_bits: int
+    input_bits: int
+
+
+def _override(value: Any, weight_bits: int, input_bits: int) -> tuple[int, int]:
+    if isinstance(value, Mapping):
+        return value.get("weight_bits", weight_bits), value.get("activation_bits", input_bits)
+    quantized_input = input_bits != FLOAT_BITS and value >= 2
+    return value, value if quantized_input else input_bits
+
+
+def plan_layers(gm: fx.GraphModule, config: QuantConfig) -> dict[str, LayerPlan]:
+    """Layer name -> plan, for every quantizable layer the graph calls."""
+    modules = dict(gm.named_modules())
+    plans = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target in plans:
+            continue
+        name = node.target
+        if not isinstance(modules.get(name), QUANTIZABLE) or not _selected(name, config):
+            continue
+        bits = config.weight_bits, config.activation_bits
+        for pattern, value in config.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                bits = _override(value, *bits)
+        plans[name] = LayerPlan(name, *bits)
+    return plans
+
+
+def _selected(name: str, config: QuantConfig) -> bool:
+    return (any(fnmatch.fnmatchcase(name, p) for p in config.layers)
+            and not any(fnmatch.fnmatchcase(name, p) for p in config.ignore))
+
+
+# ------------------------------------------------------------------- weights
+
+
+def attach_weight_quant(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bits: int) -> None:
+    """Parametrize each planned layer's weight (per channel) and bias (per
+    tensor) with its fake quantizer and set its bit-width attributes."""
+    modules = dict(gm.named_modules())
+    for plan in plans.values():
+        module = modules[plan.name]
+        for name, per_channel in (("weight", True), ("bias", False)):
+            if getattr(module, name, None) is None or parametrize.is_parametrized(module, name):
+                continue
+            mask = _mask(module, name, plan.weight_bits)
+            parametrize.register_parametrization(module, name, WeightQuant(plan.weight_bits, per_channel, mask))
+        module.micronet_weight_bits = plan.weight_bits
+        module.micronet_accumulator_bits = accumulator_bits
+        if plan.input_bits != FLOAT_BITS:
+            module.micronet_input_bits = plan.input_bits
+
+
+def _mask(module: nn.Module, name: str, bits: int) -> torch.Tensor | None:
+    """The pruning mask of ``module.<name>`` (the ``<name>_mask`` bool buffer
+    of micronet.plugins.masks), dropped at 1 bit: binary values have no zero."""
+    key = f"{name}_mask"
+    mask = module._buffers.get(key)
+    if mask is None or mask.dtype != torch.bool:
+        return None
+    if bits == 1:
+        del module._buffers[key]
+        return None
+    return mask
+
+
+def bake_weights(gm: nn.Module) -> None:
+    """Store every parametrized parameter's quantized value and remove the
+    parametrizations (the modules get their own classes back)."""
+    with torch.no_grad():
+        for module in list(gm.modules()):
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+
+# --------------------------------------------------------------- activations
+
+
+def insert_activation_quant(gm: fx.GraphModule, plans: Mapping[str, LayerPlan],
+                            config: QuantConfig) -> list[ActivationQuant]:
+    """Route each planned layer's input through an ActivationQuant (one per
+    producer and width); returns the new quantizers."""
+    modules = dict(gm.named_modules())
+    made: dict[tuple[fx.Node, int], fx.Node] = {}
+    for node in list(gm.graph.nodes):
+        plan = plans.get(node.target) if node.op == "call_module" else None
+        if plan is None or plan.input_bits == FLOAT_BITS or not node.args:
+            continue
+        source = node.args[0]
+        if not isinstance(source, fx.Node):
+            continue
+        if source.op == "call_module" and isinstance(modules.get(source.target), ActivationQuant):
+            source = source.args[0]  # an earlier quantize step's: replaced, not stacked
+        key = (source, plan.input_bits)
+        if key not in made:
+            path = _free_name(modules, f"{plan.name}_input_quant")
+            quantizer = ActivationQuant(plan.input_bits, config.observer, config.percentile)
+            gm.add_submodule(path, quantizer)
+            modules[path] = quantizer
+            with gm.graph.inserting_after(source):
+                made[key] = gm.graph.call_module(path, (source,))
+        node.replace_input_with(node.args[0], made[key])
+    _drop_unused_quantizers(gm, modules)
+    gm.recompile()
+    return [modules[n.target] for n in made.values()]
+
+
+def _free_name(modules: Mapping[str, nn.Module], path: str) -> str:
+    candidate, number = path, 1
+    while candidate in modules:
+        number += 1
+        candidate = f"{path}{number}"
+    return candidate
+
+
+def _drop_unused_quantizers(gm: fx.GraphModule, modules: Mapping[str, nn.Module]) -> None:
+    for node in list(gm.graph.nodes):
+        if (node.op == "call_module" and not node.users
+                and isinstance(modules.get(node.target), ActivationQuant)):
+            gm.graph.erase_node(node)
+            gm.delete_submodule(node.target)
+
+
+@torch.no_grad()
+def calibrate(gm: nn.Module, quantizers: list[ActivationQuant], batches: Iterable[torch.Tensor]) -> int:
+    """Run ``batches`` through ``gm`` (eval mode) with every quantizer
+    observing, then freeze them; returns the number of batches run."""
+    for quantizer in quantizers:
+        quantizer.start_calibration()
+    gm.eval()
+    count = 0
+    device = _device(gm)
+    for batch in batches:
+        gm(batch.to(device))
+        count += 1
+    for quantizer in quantizers:
+        quantizer.freeze()
+    return count
+
+
+# --------------------------------------------------------------------- model
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(iter(module.parameters()), torch.empty(0)).device
+
+
+def quantize_model(gm: fx.GraphModule, config: QuantConfig, calibration: Iterable[torch.Tensor],
+                   *, train: Any = None) -> dict[str, LayerPlan]:
+    """Quantize ``gm`` in place (see the module docstring): plan, weights on
+    their grid, activation quantizers calibrated on ``calibration``, then
+    ``train(gm)`` with the fake quantization in place when given, then the
+    weights baked. Returns the plans."""
+    plans = plan_layers(gm, config)
+    attach_weight_quant(gm, plans, config.accumulator_bits)
+    try:
+        quantizers = insert_activation_quant(gm, plans, config)
+        if quantizers:
+            calibrate(gm, quantizers, calibration)
+        if train is not None:
+            train(gm)
+    finally:
+        bake_weights(gm)
+    return plans
+
+
+def overflow_risk(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bits: int) -> list[str]:
+    """Layers whose worst-case dot product needs more than ``accumulator_bits``
+    bits: ``weight bits + input bits + ceil(log2 L)`` (float inputs: none)."""
+    modules = dict(gm.named_modules())
+    risky = []
+    for plan in plans.values():
+        if plan.input_bits == FLOAT_BITS:
+            continue
+        module = modules[plan.name]
+        if isinstance(module, nn.Linear):
+            length = module.in_features
+        else:
+            length = module.in_channels // module.groups * math.prod(module.kernel_size)
+        if plan.weight_bits + plan.input_bits + math.ceil(math.log2(max(length, 1))) > accumulator_bits:
+            risky.append(plan.name)
+    return risky
+
+
+# ---------------------------------------------------------------------- step
+
+
+def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
+    """Calibration inputs: ``micronet.data.batches`` (the recipe's data, or
+    standard-normal batches without a ``[data]`` table), noted."""
+    count = (context.data or {}).get("calibration_batches")
+    if importlib.util.find_spec("micronet.data") is None:  # a trimmed installation
+        count = count or FALLBACK_CALIBRATION_BATCHES
+        context.note("calibration", f"{count} standard-normal batches of {FALLBACK_BATCH} "
+                                    "(micronet.data is not available)")
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn((FALLBACK_BATCH, *context.input_shape[1:]), generator=generator)
+                for _ in range(count))
+    from micronet import data
+
+    batches = data.batches(context.data, context.input_shape, count)
+    source = "standard-normal batches (no [data] in the recipe)" if context.data is None \
+        else f"batches of {context.data.get('dataset')}"
+    context.note("calibration", f"{len(batches)} {source}")
+    return (x for x, _ in batches)
+
+
+def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.Module], None]:
+    """``train(gm)``: ``micronet.train.fit`` with the QAT options."""
+    if importlib.util.find_spec("micronet.train") is None:
+        raise CompressionError("qat = true needs micronet.train (the trainer), which this "
+                               "installation lacks", hint="set qat = false for post-training quantization")
+    from micronet.train import TrainConfig, fit
+
+    def train(gm: nn.Module) -> None:
+        with torch.no_grad():
+            classes = gm.eval()(torch.zeros(context.input_shape, device=_device(gm))).shape[-1]
+        config = TrainConfig(epochs=options["qat_epochs"], lr=options["qat_lr"], device=context.device,
+                             progress=False)
+        history = fit(gm, context.data, config, input_shape=context.input_shape, num_classes=classes,
+                      log=context.log)
+        context.note("qat", {"epochs": options["qat_epochs"], "lr": options["qat_lr"],
+                             "loss": history["loss"], "accuracy": history["accuracy"]})
+        gm.eval()
+
+    return train
+
+
+def run_quantize(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
+    """The ``quantize`` step: quantize the pipeline's copy in place and return it."""
+    if not isinstance(model, fx.GraphModule):
+        raise TypeError(f"quantize needs a torch.fx.GraphModule, got {type(model).__name__}")
+    config = QuantConfig.from_options(options)
+    home = _device(model)
+    model.to(context.device)
+    train = _trainer(options, context) if options.get("qat") else None
+    plans = quantize_model(model, config, _calibration_batches(context), train=train)
+    model.to(home).eval()
+    context.note("quantized_layers", len(plans))
+    mixed = {p.name: [p.weight_bits, p.input_bits] for p in plans.values()
+             if (p.weight_bits, p.input_bits) != (config.weight_bits, config.activation_bits)}
+    if mixed:
+        context.note("mixed_precision", mixed)
+    risky = overflow_risk(model, plans, config.accumulator_bits)
+    if risky:
+        context.note("accumulator_may_overflow", risky)
+        context.log(f"quantize: {len(risky)} layers may overflow a {config.accumulator_bits}-bit "
+                    f"accumulator: {', '.join(risky[:5])}{' ...' if len(risky) > 5 else ''}")
+    return model
+
+
+# ------------------------------------------------------------ option checks
+
+
+def _bits_check(low: int, high: int, also: tuple[int, ...] = ()):
+    def check(value: Any) -> str | None:
+        if not isinstance(value, int) or not (low <= value <= high or value in also):
+            extra = "".join(f" or {v}" for v in also)
+            return f"expected a whole number from {low} to {high}{extra}, got {value!r}"
+        return None
+    return check
+
+
+_weight_bits = _bits_check(1, 16)
+_activation_bits = _bits_check(2, 16, (FLOAT_BITS,))
+
+
+def _check_overrides(value: Mapping[str, Any]) -> str | None:
+    for pattern, bits in value.items():
+        if isinstance(bits, Mapping):
+            unknown = set(bits) - {"weight_bits", "activation_bits"}
+            if unknown:
+                return f"{pattern!r}: unknown keys {sorted(unknown)}; use weight_bits, activation_bits"
+            problem = ((_weight_bits(bits["weight_bits"]) if "weight_bits" in bits else None)
+                       or (_activation_bits(bits["activation_bits"]) if "activation_bits" in bits else None))
+        elif isinstance(bits, bool):
+            problem = f"expected bits, got {bits!r}"
+        else:
+            problem = _weight_bits(bits)
+        if problem:
+            return f"{pattern!r}: {problem}"
+    return None
+
+
+def _check_globs(value: list) -> str | None:
+    bad = [v for v in value if not isinstance(v, str)]
+    return f"expected layer-name globs (strings), got {bad!r}" if bad else None
+
+
+QUANTIZE = CompressionStep(
+    name="quantize",
+    description="fake quantization: per-channel symmetric weights, calibrated per-tensor activations",
+    run=run_quantize,
+    options=(
+        StepOption("weight_bits", (int,), 8, "bits of weights and biases, 1 (binary) to 16",
+                   check=_weight_bits),
+        StepOption("activation_bits", (int,), 8, "bits of quantized layers' inputs, 2 to 16; 32 = float",
+                   check=_activation_bits),
+        StepOption("accumulator_bits", (int,), 32, "bits the dot products accumulate in, 8 to 32",
+                   check=_bits_check(8, 32)),
+        StepOption("observer", (str,), "minmax", "how activation ranges are calibrated",
+                   choices=tuple(OBSERVERS)),
+        StepOption("percentile", (float,), 99.99, "the percentile observer's percentile",
+                   check=lambda p: None if 50 < p <= 100 else f"expected 50 < p <= 100, got {p}"),
+        StepOption("overrides", (dict,), {}, "layer-name glob -> bits, or {weight_bits, activation_bits}",
+                   check=_check_overrides),
+        StepOption("layers", (list,), ["*"], "layer-name globs to quantize", check=_check_globs),
+        StepOption("ignore", (list,), [], "layer-name globs to leave in float", check=_check_globs),
+        StepOption("qat", (bool,), False, "train with the fake quantization in place (micronet.train)"),
+        StepOption("qat_epochs", (int,), 1, "epochs of quantization-aware training",
+                   check=lambda n: None if n >= 1 else f"expected at least 1, got {n}"),
+        StepOption("qat_lr", (float,), 1e-3, "learning rate of quantization-aware training",
+                   check=lambda lr: None if lr > 0 else f"expected a positive rate, got {lr}"),
+    ),
+)
+
+
+# ---------------------------------------------------------- counting rules
+
+#: The activation quantizer is free (see the module docstring), in the aten
+#: form a ``torch.export`` archive of the quantized model holds too.
+activation_quant = free(ActivationQuant, *aten_ops(
+    "fake_quantize_per_tensor_affine", "fake_quantize_per_tensor_affine_cachemask",
+    "_fake_quantize_per_tensor_affine_cachemask_tensor_qparams"), op="fake_quant")
+
+
+@shape_rule(ActivationQuant)
+@lenient
+def shape_activation_quant(call: OpCall) -> TensorInfo:
+    """ActivationQuant returns a tensor of its input's shape and dtype."""
+    return first_tensor(call)
+
+
+@hookimpl
+def micronet_register_counters():
+    return collect(sys.modules[__name__])
+
+
+@hookimpl
+def micronet_register_steps():
+    return [QUANTIZE]
