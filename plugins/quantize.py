@@ -79,7 +79,6 @@ Conventions where the rules are silent (named choices):
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import math
 import sys
 from dataclasses import dataclass, field
@@ -89,13 +88,14 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from micronet import data
 from micronet.counters._common import aten_ops, first_tensor, lenient
-from micronet.errors import CompressionError
 from micronet.manager import hookimpl
 from micronet.records import TensorInfo
 from micronet.registry import OpCall, collect, free, shape_rule
 from micronet.steps import CompressionStep, StepContext, StepOption
 from micronet.plugins.fakequant import OBSERVERS, ActivationQuant, WeightQuant
+from micronet.train import TrainConfig, fit
 
 __all__ = ["QuantConfig", "LayerPlan", "plan_layers", "quantize_model", "attach_weight_quant",
            "bake_weights", "QUANTIZE", "FLOAT_BITS"]
@@ -103,7 +103,6 @@ __all__ = ["QuantConfig", "LayerPlan", "plan_layers", "quantize_model", "attach_
 #: ``activation_bits`` meaning "leave activations in float".
 FLOAT_BITS = 32
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-FALLBACK_CALIBRATION_BATCHES, FALLBACK_BATCH = 8, 32  # as micronet.data's defaults
 
 
 # ------------------------------------------------------------- configuration
@@ -327,19 +326,9 @@ def overflow_risk(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bit
 
 
 def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
-    """Calibration inputs: ``micronet.data.batches`` (the recipe's data, or
-    standard-normal batches without a ``[data]`` table), noted."""
-    count = (context.data or {}).get("calibration_batches")
-    if importlib.util.find_spec("micronet.data") is None:  # a trimmed installation
-        count = count or FALLBACK_CALIBRATION_BATCHES
-        context.note("calibration", f"{count} standard-normal batches of {FALLBACK_BATCH} "
-                                    "(micronet.data is not available)")
-        generator = torch.Generator().manual_seed(0)
-        return (torch.randn((FALLBACK_BATCH, *context.input_shape[1:]), generator=generator)
-                for _ in range(count))
-    from micronet import data
-
-    batches = data.batches(context.data, context.input_shape, count)
+    """Calibration inputs from ``micronet.data.batches`` (the recipe's data,
+    or standard-normal batches without a ``[data]`` table), noted."""
+    batches = data.batches(context.data, context.input_shape)
     source = "standard-normal batches (no [data] in the recipe)" if context.data is None \
         else f"batches of {context.data.get('dataset')}"
     context.note("calibration", f"{len(batches)} {source}")
@@ -348,10 +337,6 @@ def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
 
 def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.Module], None]:
     """``train(gm)``: ``micronet.train.fit`` with the QAT options."""
-    if importlib.util.find_spec("micronet.train") is None:
-        raise CompressionError("qat = true needs micronet.train (the trainer), which this "
-                               "installation lacks", hint="set qat = false for post-training quantization")
-    from micronet.train import TrainConfig, fit
 
     def train(gm: nn.Module) -> None:
         with torch.no_grad():

@@ -1,5 +1,4 @@
 """The quantize step: grids, prices, freebie, overrides, observers, accuracy, QAT."""
-import importlib.util
 import math
 
 import pytest
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import micronet
-from micronet.errors import CompressionError, UsageError
+from micronet.errors import UsageError
 from micronet.pipeline import compress
 from micronet.plugins.fakequant import ActivationQuant, fake_quant
 from micronet.plugins.quantize import QuantConfig, quantize_model
@@ -306,7 +305,6 @@ def test_qat_trains_latent_weights_through_the_grid_and_keeps_masks():
     assert torch.all(conv.weight[~keep] == 0)  # pruned weights stayed pruned
 
 
-@pytest.mark.skipif(importlib.util.find_spec("micronet.train") is None, reason="needs micronet.train")
 def test_qat_through_the_trainer():
     data = {"dataset": "fake", "batch_size": 128, "calibration_batches": 2}
     history = compress(recipe({"weight_bits": 4, "activation_bits": 8, "qat": True, "qat_epochs": 1},
@@ -316,14 +314,6 @@ def test_qat_through_the_trainer():
     assert notes["calibration"] == "2 batches of fake"
     assert max(channel_values(history.model.conv.weight)) <= 2 ** 4
     assert not history.final.score.freebie
-
-
-def test_qat_without_a_trainer_says_so(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "micronet.train"
-                        else real(name, *a))
-    with pytest.raises(CompressionError, match="needs micronet.train"):
-        compress(recipe({"qat": True}), model=Small())
 
 
 # ----------------------------------------------------------------- torchvision
