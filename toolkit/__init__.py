@@ -10,15 +10,18 @@ from .audit import Result, UncountedWarning, audit, parse_input_shape
 from .errors import (CompressionError, CounterError, MicronetError, PluginError, SpecError,
                      TraceError, UsageError)
 from .manager import Registries, get_plugin_manager, hookimpl
+from .pipeline import History, compress
 from .records import Counts, LayerRecord, TensorInfo
 from .registry import Method, OpCall, counter, free, shape_rule
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Track
+from .steps import CompressionStep, StepContext, StepOption
 from .whatif import WhatIfGrid
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "audit", "Result", "UncountedWarning", "parse_input_shape",
+    "compress", "History", "CompressionStep", "StepOption", "StepContext",
     "hookimpl", "get_plugin_manager", "Registries",
     "Counts", "LayerRecord", "TensorInfo", "Method", "OpCall", "counter", "free", "shape_rule",
     "Rulebook", "Track", "Score", "ScoreOptions", "LayerCost", "WhatIfGrid",
