@@ -352,6 +352,7 @@ FACTORISE = CompressionStep(
         StepOption("energy", (float,), 0.0, "kept fraction of singular-value energy (method low-rank; "
                    "0 = unset)", check=_check_energy),
     ),
+    validate=_method,  # option combinations fail before any work starts
 )
 
 

@@ -73,13 +73,19 @@ class StepContext:
 
 @dataclass(frozen=True)
 class CompressionStep:
-    """A registered compression step (see ``micronet_register_steps``)."""
+    """A registered compression step (see ``micronet_register_steps``).
+
+    ``validate(options)`` (optional) checks combinations of options that a
+    single :class:`StepOption` cannot, raising UsageError; the pipeline calls
+    it for every step before any work starts.
+    """
 
     name: str
     description: str
     run: Callable[[nn.Module, Mapping[str, Any], StepContext], nn.Module]
     options: tuple[StepOption, ...] = ()
     replace: bool = False
+    validate: Callable[[Mapping[str, Any]], None] | None = None
 
     def option(self, name: str) -> StepOption | None:
         return next((o for o in self.options if o.name == name), None)
@@ -127,4 +133,9 @@ def check_options(step: CompressionStep, given: Mapping[str, Any], where: str) -
             raise UsageError(f"{where}: option {name!r}: {problem}")
         options[name] = float(value) if float in option.types and isinstance(value, int) \
             and int not in option.types else value
+    if step.validate is not None:
+        try:
+            step.validate(options)
+        except UsageError as error:
+            raise UsageError(f"{where}: {error}") from error
     return options

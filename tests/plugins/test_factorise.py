@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from micronet.errors import CompressionError, UsageError
+from micronet.errors import UsageError
 from micronet.pipeline import compress
 from micronet.plugins.factorise import depthwise_separable, energy_rank, factorise, low_rank, thin_svd
 from micronet.steps import StepContext
@@ -280,8 +280,8 @@ def test_bad_options_fail_before_any_work(options, message):
     ({"method": "groups"}, "needs groups >= 2, got 0"),
     ({"method": "groups", "groups": 2, "rank": 3}, r"option\(s\) rank do not apply to method 'groups'"),
 ])
-def test_inconsistent_options_fail_the_step_with_the_reason(options, message):
-    with pytest.raises(CompressionError, match=rf"step 1 \('factorise'.*UsageError: factorise: .*{message}"):
+def test_inconsistent_options_fail_before_any_work_with_the_reason(options, message):
+    with pytest.raises(UsageError, match=rf"step 1 \(factorise\): factorise: .*{message}"):
         run(Mlp(), (1, 16), **options)
 
 
@@ -306,3 +306,17 @@ def test_zoo_smoke_resnet18(options):
     assert history.steps[0].notes["replaced"]
     with torch.no_grad():
         assert history.model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_option_combinations_fail_before_any_work(monkeypatch):
+    from micronet.manager import Registries, get_plugin_manager
+    from micronet.pipeline import compress
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("audited before validating")
+
+    monkeypatch.setattr("micronet.pipeline.audit", no_work)
+    registries = Registries.from_manager(get_plugin_manager(entry_points=False))
+    recipe = {"model": {"spec": "unused"}, "step": [{"use": "factorise", "method": "low-rank"}]}
+    with pytest.raises(UsageError, match="step 1 \\(factorise\\): .*exactly one of rank or energy"):
+        compress(recipe, model=nn.Linear(4, 4), registries=registries)
