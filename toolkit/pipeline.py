@@ -27,6 +27,7 @@ from .manager import Registries, default_registries
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model
 from .steps import CompressionStep, StepContext, check_options
+from .walk import BITS_FILE, module_bits
 
 __all__ = ["compress", "History", "StepRecord"]
 
@@ -234,7 +235,9 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None]) -> N
     try:
         exported = torch.export.export(model, example, strict=False)
         buffer = io.BytesIO()
-        torch.export.save(exported, buffer)
+        # bit widths live on modules, which an archive does not keep: carry them beside the graph
+        bits = {name: module_bits(m) for name, m in model.named_modules() if module_bits(m)}
+        torch.export.save(exported, buffer, extra_files={BITS_FILE: json.dumps(bits)})
     except Exception as error:  # the weights are saved; say why the archive is not
         log(f"torch.export could not save the final model ({type(error).__name__}: {error}); "
             "state_dict.pt holds its weights")

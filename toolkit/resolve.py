@@ -31,6 +31,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import sys
@@ -542,14 +543,36 @@ def _is_export_archive(path: Path) -> bool:
 
 
 def _from_export(spec: str, path: Path) -> ResolvedModel:
+    from .walk import BITS_FILE
+
+    extra = {BITS_FILE: ""}
     try:
-        exported = torch.export.load(path)
+        exported = torch.export.load(path, extra_files=extra)
     except Exception as error:
         raise SpecError(f"cannot load the torch.export archive {path.name}: {_describe(error)}",
                         hint="expected a file written by torch.export.save") from error
-    return ResolvedModel(model=exported.module(), spec=spec, name=path.name, source="export",
+    module = exported.module()
+    _restore_bits(module, extra[BITS_FILE])
+    return ResolvedModel(model=module, spec=spec, name=path.name, source="export",
                          kwargs=MappingProxyType({}), on_meta=False,
                          input_shape=_export_input_shape(exported), exported=exported)
+
+
+def _restore_bits(module: nn.Module, text: str | bytes) -> None:
+    """Put back the bit-width attributes micronet saved beside the graph."""
+    if not text:
+        return
+    try:
+        saved = json.loads(text)
+    except ValueError:
+        return  # not ours: an archive is still usable without it
+    for path, attrs in saved.items():
+        try:
+            target = module.get_submodule(path)
+        except AttributeError:
+            continue
+        for name, bits in attrs.items():
+            setattr(target, name, bits)
 
 
 def _export_input_shape(exported) -> tuple[int, ...] | None:

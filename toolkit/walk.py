@@ -395,10 +395,7 @@ class Walker(fx.Interpreter):
     def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
                 params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
                 reason="", via="fx", attrs=None, call_kind="", module_classes=(), module=None) -> None:
-        precision, meta = self.settings.precision, n.meta
-        if module is not None and _BIT_ATTRS & vars(module).keys():
-            meta = {**meta, **{f"micronet.{k.removeprefix('micronet_')}": v
-                               for k, v in vars(module).items() if k in _BIT_ATTRS}}
+        precision, meta = self.settings.precision, with_module_bits(n.meta, module)
         record = LayerRecord(
             name=name, node=n.name, op=op, status=status, target=target, module_path=module_path,
             input_shapes=_shapes(inputs), output_shapes=_shapes((out,)), counts=counts,
@@ -422,7 +419,24 @@ class Walker(fx.Interpreter):
 _UNKNOWN = object()
 #: Module attributes through which a plugin sets a layer's bit widths
 #: (``module.micronet_weight_bits = 4``); they survive copies and re-tracing.
+#: Extra file of a torch.export archive holding {module path: bit attributes}.
+BITS_FILE = "micronet_bits.json"
 _BIT_ATTRS = frozenset({"micronet_weight_bits", "micronet_input_bits", "micronet_accumulator_bits"})
+
+
+def module_bits(module: nn.Module | None) -> dict[str, int]:
+    """The bit-width attributes a plugin set on ``module`` (attribute -> bits)."""
+    if module is None:
+        return {}
+    return {k: v for k, v in vars(module).items() if k in _BIT_ATTRS}
+
+
+def with_module_bits(meta: dict, module: nn.Module | None) -> dict:
+    """Node metadata with the module's bit-width attributes as ``micronet.*`` keys."""
+    bits = module_bits(module)
+    if not bits:
+        return meta
+    return {**meta, **{f"micronet.{k.removeprefix('micronet_')}": v for k, v in bits.items()}}
 
 
 def _on_meta(module: nn.Module) -> bool:
@@ -526,7 +540,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         status = UNCOUNTED if missing else (FREE if free_only else COUNTED)
         reason = ("no counter for " + ", ".join(sorted(missing))) if missing else ""
         first, last = nodes[0], nodes[-1]
-        meta = first.meta
+        meta = with_module_bits(first.meta, module if leaf else None)
         name = path or "(model)"
         in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
         record = LayerRecord(

@@ -334,3 +334,13 @@ def test_torchvision_models_through_compress(name):
     assert after.score.storage < before.score.storage - weights * 0.74  # 8/32 instead of 32/32
     assert after.totals["mults"] <= before.totals["mults"]
     assert not after.score.freebie
+
+
+def test_a_saved_archive_keeps_its_bit_widths(tmp_path):
+    history = compress(recipe({"weight_bits": 4, "activation_bits": 8}), model=Small(), out=tmp_path)
+    reloaded = micronet.audit(str(tmp_path / "model.pt2"), freebie=True)
+    assert reloaded.captured_via == "export"
+    conv = next(r for r in reloaded.records if r.name == "conv")
+    assert (conv.weight_bits, conv.input_bits) == (4, 8)
+    assert reloaded.score.storage == pytest.approx(history.final.score.storage, rel=1e-9)
+    assert not reloaded.score.freebie
