@@ -1,14 +1,36 @@
-"""Shared fixtures: a fresh plugin manager per test that asks for one."""
+"""Shared fixtures: a fresh plugin manager, and a small model, per test that asks for one."""
 import pytest
 import torch
+from torch import nn
 
 from micronet.manager import Registries, get_plugin_manager
+
+
+class Small(nn.Module):
+    """conv -> BN -> ReLU -> pool -> linear: every kind of layer, fast to audit."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
 
 
 @pytest.fixture
 def registries():
     """Registries of a fresh manager without third-party entry points."""
     return Registries.from_manager(get_plugin_manager(entry_points=False))
+
+
+@pytest.fixture
+def small_model():
+    """A fresh :class:`Small` (input 3xHxW, 10 classes) for the pipeline tests."""
+    return Small()
 
 
 @pytest.fixture(autouse=True)

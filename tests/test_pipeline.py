@@ -13,21 +13,6 @@ from micronet.pipeline import compress
 from micronet.steps import CompressionStep, StepOption
 
 
-class Small(nn.Module):
-    """conv -> BN -> ReLU -> pool -> linear: every kind of layer, fast to audit."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 10)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
-
-
 def recipe(*steps, freebie=False, track="cifar100"):
     return {"model": {"spec": "unused", "input": [1, 3, 16, 16]},
             "score": {"track": track, "freebie": freebie},
@@ -79,9 +64,9 @@ def recorder():
     return plugin, Registries.from_manager(get_plugin_manager(entry_points=False, extra=[plugin]))
 
 
-def test_half_changes_the_score_exactly_as_the_rules_say(recorder, tmp_path):
+def test_half_changes_the_score_exactly_as_the_rules_say(recorder, small_model, tmp_path):
     _, registries = recorder
-    model = Small()
+    model = small_model
     history = compress(recipe({"use": "half"}), model=model, registries=registries, out=tmp_path)
     before, after = history.input, history.final
     # fp16: every parameter and every multiply costs 16/32; additions stay at 32 bits
@@ -93,9 +78,9 @@ def test_half_changes_the_score_exactly_as_the_rules_say(recorder, tmp_path):
     assert with_freebie.final.score.total == pytest.approx(with_freebie.input.score.total)
 
 
-def test_outputs_history_tables_and_final_model(recorder, tmp_path):
+def test_outputs_history_tables_and_final_model(recorder, small_model, tmp_path):
     _, registries = recorder
-    history = compress(recipe({"use": "half"}, {"use": "widen", "classes": 4}), model=Small(),
+    history = compress(recipe({"use": "half"}, {"use": "widen", "classes": 4}), model=small_model,
                        registries=registries, out=tmp_path)
     entries = json.loads((tmp_path / "history.json").read_text())
     assert [e["step"] and e["step"]["name"] for e in entries] == [None, "half", "widen"]
@@ -110,9 +95,9 @@ def test_outputs_history_tables_and_final_model(recorder, tmp_path):
     assert history.final.records[-1].output_shapes == ((1, 4),)
 
 
-def test_a_failing_step_names_itself_keeps_history_and_the_input(recorder, tmp_path):
+def test_a_failing_step_names_itself_keeps_history_and_the_input(recorder, small_model, tmp_path):
     plugin, registries = recorder
-    model = Small()
+    model = small_model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CompressionError, match=r"step 2 \('explode', plugin '.*'\) failed: RuntimeError: boom"):
         compress(recipe({"use": "half"}, {"use": "explode"}, {"use": "half"}), model=model,
@@ -124,9 +109,9 @@ def test_a_failing_step_names_itself_keeps_history_and_the_input(recorder, tmp_p
     assert plugin.events[-2:] == [("done", 2, False), ("finished", 2)]
 
 
-def test_observers_see_every_event_in_order(recorder):
+def test_observers_see_every_event_in_order(recorder, small_model):
     plugin, registries = recorder
-    compress(recipe({"use": "half"}, {"use": "widen"}), model=Small(), registries=registries)
+    compress(recipe({"use": "half"}, {"use": "widen"}), model=small_model, registries=registries)
     kinds = [event[0] for event in plugin.events]
     assert kinds == ["started", "step", "done", "step", "done", "finished"]
 
@@ -137,7 +122,7 @@ def test_observers_see_every_event_in_order(recorder):
     ({"use": "widen", "colour": 1}, r"unknown option 'colour'; it takes: classes"),
     ({"use": "widen", "classes": True}, "must be int, got bool"),
 ])
-def test_bad_steps_fail_before_any_work(recorder, step, message, monkeypatch):
+def test_bad_steps_fail_before_any_work(recorder, small_model, step, message, monkeypatch):
     _, registries = recorder
 
     def no_work(*args, **kwargs):
@@ -145,7 +130,7 @@ def test_bad_steps_fail_before_any_work(recorder, step, message, monkeypatch):
 
     monkeypatch.setattr("micronet.pipeline.audit", no_work)
     with pytest.raises(UsageError, match=message):
-        compress(recipe({"use": "half"}, step), model=Small(), registries=registries)
+        compress(recipe({"use": "half"}, step), model=small_model, registries=registries)
 
 
 def test_compress_from_a_recipe_file_on_the_command_line(tmp_path, capsys):

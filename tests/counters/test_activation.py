@@ -12,6 +12,8 @@ from micronet.counters import activation
 from micronet.records import Counts, TensorInfo
 from micronet.registry import CounterRegistry, Method, OpCall, collect
 
+from torch_oracle import execute
+
 aten = torch.ops.aten
 #: torch warns about deprecated forms (x.T on 3-d, implicit softmax dims) that the tests run on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -19,35 +21,7 @@ X = TensorInfo((1, 8, 4, 4))
 E = 1 * 8 * 4 * 4  # 128 output elements
 
 
-# ---------------------------------------------------------------- real runs
-
-
-def real(value):
-    """A small CPU tensor for a TensorInfo, recursively."""
-    if isinstance(value, TensorInfo):
-        return torch.randn(value.shape, dtype=value.dtype)
-    if isinstance(value, (list, tuple)):
-        return type(value)(real(v) for v in value)
-    return value
-
-
-def info(value):
-    if isinstance(value, torch.Tensor):
-        return TensorInfo(tuple(value.shape), value.dtype)
-    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
-        return tuple(info(v) for v in value)
-    return value
-
-
-def execute(call: OpCall):
-    """Run the call for real and describe its output."""
-    args = real(call.args)
-    kwargs = {k: real(v) for k, v in call.kwargs.items()}
-    if call.kind == "module":
-        return info(call.module(*args, **kwargs))
-    if call.kind == "method":
-        return info(getattr(args[0], call.target.name)(*args[1:], **kwargs))
-    return info(call.target(*args, **kwargs))
+# ----------------------------------------------------------------- forms
 
 
 def make(form, x: TensorInfo) -> OpCall:

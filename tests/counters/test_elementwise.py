@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import operator
+from functools import partial
 
 import pytest
 import torch
@@ -12,72 +13,25 @@ from micronet.counters import elementwise as ew
 from micronet.records import Counts, TensorInfo
 from micronet.registry import CounterRegistry, Method, OpCall, collect
 
+import torch_oracle
+from torch_oracle import execute, kind_of, make
+
 aten = torch.ops.aten
 X = TensorInfo((1, 64, 56, 56))
 E = 1 * 64 * 56 * 56
+
+#: torch runs on ones (no division by zero); a rule refuses where it raises these
+check = partial(torch_oracle.check, fill=torch.ones, errors=(RuntimeError, TypeError, ValueError))
 
 
 # ---------------------------------------------------------------- real runs
 
 
-def real(value):
-    """A small CPU tensor of ones for a TensorInfo (no division by zero)."""
-    if isinstance(value, TensorInfo):
-        return torch.ones(value.shape, dtype=value.dtype)
-    if isinstance(value, (list, tuple)):
-        return type(value)(real(v) for v in value)
-    return value
-
-
-def info(value):
-    if isinstance(value, torch.Tensor):
-        return TensorInfo(tuple(value.shape), value.dtype)
-    return value
-
-
-def kind_of(target) -> str:
-    if isinstance(target, Method):
-        return "method"
-    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
-        return "aten"
-    return "function"
-
-
-def execute(call: OpCall):
-    args, kwargs = real(call.args), {k: real(v) for k, v in call.kwargs.items()}
-    if call.kind == "method":
-        return info(getattr(args[0], call.target.name)(*args[1:], **kwargs))
-    return info(call.target(*args, **kwargs))
-
-
-def make(target, *args, **kwargs) -> OpCall:
-    return OpCall(kind_of(target), target, args, kwargs)
-
-
 def counted(target, *args, **kwargs) -> Counts:
     """The counter registered for the target, on the call with torch's output."""
     call = make(target, *args, **kwargs)
-    call = OpCall(call.kind, target, args, kwargs, out=execute(call))
+    call = OpCall(call.kind, target, args, kwargs, out=execute(call, fill=torch.ones))
     return REGISTRY.counter(target).fn(call)
-
-
-def check(rule, call: OpCall, may_refuse: bool = False):
-    """torch's output exactly, or NotImplementedError where torch raises (or,
-    with ``may_refuse``, where the rule leaves a corner to meta execution)."""
-    try:
-        expected = execute(call)
-    except (RuntimeError, TypeError, ValueError):
-        with pytest.raises(NotImplementedError):
-            rule(call)
-        return
-    if may_refuse:
-        try:
-            got = rule(call)
-        except NotImplementedError:
-            return
-        assert got == expected
-        return
-    assert rule(call) == expected
 
 
 def has_bool(*operands) -> bool:

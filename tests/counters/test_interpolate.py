@@ -1,6 +1,8 @@
 """Resampling counters and shape rules: F.interpolate, nn.Upsample*, aten upsample ops."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,42 +14,20 @@ from micronet.counters import interpolate
 from micronet.records import Counts, TensorInfo
 from micronet.registry import CounterRegistry, OpCall, collect
 
+import torch_oracle
+
 aten = torch.ops.aten
 #: torch warns about deprecated forms (x.T on 3-d, implicit softmax dims) that the tests run on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 REGISTRY = CounterRegistry(collect(interpolate))
-
-
-def info(value):
-    if isinstance(value, torch.Tensor):
-        return TensorInfo(tuple(value.shape), value.dtype)
-    return value
-
-
-def execute(call: OpCall):
-    args = tuple(torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, TensorInfo) else a for a in call.args)
-    if call.kind == "module":
-        return info(call.module(*args))
-    return info(call.target(*args, **call.kwargs))
-
-
-def run(kind, target, *args, module=None, **kwargs) -> OpCall:
-    call = OpCall(kind, target, args, kwargs, module=module)
-    return OpCall(kind, target, args, kwargs, module=module, out=execute(call))
+#: torch runs on zeros; a rule refuses where it raises any of these
+check = partial(torch_oracle.check, fill=torch.zeros,
+                errors=(RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError))
+run = partial(torch_oracle.run, fill=torch.zeros)
 
 
 def counts(call: OpCall) -> Counts:
     return REGISTRY.counter(call.target).fn(call)
-
-
-def check(rule, call: OpCall):
-    try:
-        expected = execute(call)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError):
-        with pytest.raises(NotImplementedError):
-            rule(call)
-        return
-    assert rule(call) == expected
 
 
 # ------------------------------------------------------------ closed forms

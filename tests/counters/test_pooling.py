@@ -12,57 +12,11 @@ from micronet.counters import pooling
 from micronet.records import Counts, TensorInfo
 from micronet.registry import CounterRegistry, Method, OpCall, collect
 
+from torch_oracle import check, run
+
 aten = torch.ops.aten
 #: torch warns about deprecated forms (x.T on 3-d, implicit softmax dims) that the tests run on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-# ---------------------------------------------------------------- real runs
-
-
-def real(value):
-    if isinstance(value, TensorInfo):
-        return torch.randn(value.shape, dtype=value.dtype)
-    if isinstance(value, (list, tuple)):
-        return type(value)(real(v) for v in value)
-    return value
-
-
-def info(value):
-    """TensorInfo of tensors; tuples (structseqs too) become plain tuples."""
-    if isinstance(value, torch.Tensor):
-        return TensorInfo(tuple(value.shape), value.dtype)
-    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
-        return tuple(info(v) for v in value)
-    return value
-
-
-def execute(call: OpCall):
-    args = real(call.args)
-    kwargs = {k: real(v) for k, v in call.kwargs.items()}
-    if call.kind == "module":
-        return info(call.module(*args, **kwargs))
-    if call.kind == "method":
-        return info(getattr(args[0], call.target.name)(*args[1:], **kwargs))
-    return info(call.target(*args, **kwargs))
-
-
-def run(kind, target, *args, module=None, **kwargs) -> OpCall:
-    """The call with its output filled in by running it for real."""
-    call = OpCall(kind, target, args, kwargs, module=module)
-    return OpCall(kind, target, args, kwargs, module=module, out=execute(call))
-
-
-def check(rule, call: OpCall):
-    """The rule gives torch's output, or refuses (NotImplementedError) where torch raises."""
-    try:
-        expected = execute(call)
-    except (RuntimeError, ValueError, IndexError, TypeError):
-        with pytest.raises(NotImplementedError):
-            rule(call)
-        return
-    assert info(rule(call)) == expected
-
 
 # ---------------------------------------------------------- closed forms
 

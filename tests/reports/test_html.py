@@ -171,21 +171,6 @@ def test_plugin_sections_are_escaped(tiny):
 # ------------------------------------------------------------------ pipeline pages
 
 
-class Small(nn.Module):
-    """conv -> BN -> ReLU -> pool -> linear: every kind of layer, fast to audit."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 10)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
-
-
 class Steps:
     """A plugin: a step that widens the classifier, one that always fails
     (with markup in its message), and an observer keeping the history."""
@@ -222,9 +207,9 @@ def recipe(*steps):
             "step": [dict(step) for step in steps]}
 
 
-def test_pipeline_page_shows_each_step_before_after_and_layer_deltas(steps):
+def test_pipeline_page_shows_each_step_before_after_and_layer_deltas(steps, small_model):
     _, registries = steps
-    history = compress(recipe({"use": "half"}, {"use": "widen", "classes": 40}), model=Small(),
+    history = compress(recipe({"use": "half"}, {"use": "widen", "classes": 40}), model=small_model,
                        registries=registries)
     page = render_pipeline_html(history)
     first, half, widen = history.results
@@ -243,10 +228,10 @@ def test_pipeline_page_shows_each_step_before_after_and_layer_deltas(steps):
     assert re.findall(r'<tr id="ft-r(\d+)"', page) == [str(i) for i in range(len(widen.rows()))]
 
 
-def test_a_failed_pipeline_still_has_a_page_for_what_ran(steps):
+def test_a_failed_pipeline_still_has_a_page_for_what_ran(steps, small_model):
     plugin, registries = steps
     with pytest.raises(CompressionError):
-        compress(recipe({"use": "half"}, {"use": "explode"}), model=Small(), registries=registries)
+        compress(recipe({"use": "half"}, {"use": "explode"}), model=small_model, registries=registries)
     page = render_pipeline_html(plugin.history)
     assert '<section class="card step failed" id="step-2">' in page and "step 2 (explode) failed" in page
     assert "&lt;em&gt;boom&lt;/em&gt;" in page and "<em>" not in page
