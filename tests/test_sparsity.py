@@ -39,3 +39,12 @@ def test_whole_filters_pruned_give_one_bit_per_filter():
 def test_an_all_zero_weight_is_one_block():
     m = measure(torch.zeros(10, 3, 3, 3))
     assert (m.nonzero, m.block) == (0, (10, 27))
+
+
+def test_few_zeros_are_checked_by_position():
+    w = torch.ones(64, 64)
+    w[8:10, 4:8] = 0  # 8 zeros: a 2x4 patch is two 1x4 blocks and fits 2x2 too
+    m = measure(w)
+    assert m.nonzero == 64 * 64 - 8 and m.block == (1, 4)
+    w[20, 33] = 0  # one stray zero breaks every block
+    assert measure(w).block == (1,)

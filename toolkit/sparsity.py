@@ -69,24 +69,44 @@ def _block_shape(weight: torch.Tensor, zeros: int) -> tuple[int, ...]:
     cols = weight.numel() // max(rows, 1)
     if zeros == rows * cols:
         return (rows, cols)  # all zero: one block, one bit
+    candidates = [(1, cols)] if cols > 1 else []  # whole filters pruned: one bit per output channel
+    # zeros filling whole blocks come in multiples of the block size
+    candidates += [b for b in CANDIDATE_BLOCKS if b[0] * b[1] > 1]
+    candidates = [(br, bc) for br, bc in candidates
+                  if not rows % br and not cols % bc and not zeros % (br * bc)]
+    if not candidates:
+        return (1,)
     with torch.no_grad():
-        matrix = weight.detach().reshape(rows, cols) != 0
-    if cols > 1 and zeros % cols == 0 and _aligned(matrix, 1, cols):
-        return (1, cols)  # whole filters pruned: one bit per output channel
-    for br, bc in CANDIDATE_BLOCKS:
-        # zeros filling whole blocks come in multiples of the block size
-        if rows % br or cols % bc or br * bc == 1 or zeros % (br * bc):
-            continue
-        if _aligned(matrix, br, bc):
-            return (br, bc)
-    return (1,)
+        matrix = weight.detach().reshape(rows, cols)
+        # few zeros (a fresh or barely pruned weight): check their positions only
+        test = _zeros_fill_blocks(matrix, zeros) if zeros * 8 < rows * cols else _aligned(matrix != 0)
+        return next((block for block in candidates if test(*block)), (1,))
 
 
-def _aligned(nonzero: torch.Tensor, br: int, bc: int) -> bool:
-    """Whether every br x bc tile of the mask is all zero or all nonzero."""
+def _aligned(nonzero: torch.Tensor):
+    """Test of blocks over a dense mask: every tile all zero or all nonzero."""
     rows, cols = nonzero.shape
-    tiles = nonzero.reshape(rows // br, br, cols // bc, bc)
-    return bool(torch.equal(tiles.any(dim=3).any(dim=1), tiles.all(dim=3).all(dim=1)))
+
+    def test(br: int, bc: int) -> bool:
+        tiles = nonzero.reshape(rows // br, br, cols // bc, bc)
+        return bool(torch.equal(tiles.any(dim=3).any(dim=1), tiles.all(dim=3).all(dim=1)))
+
+    return test
+
+
+def _zeros_fill_blocks(matrix: torch.Tensor, zeros: int):
+    """Test of blocks from the zeros' positions: every block holding a zero
+    holds br*bc of them (cost grows with the zeros, not the weight)."""
+    rows, cols = matrix.shape
+    where = torch.nonzero(matrix == 0)
+    r, c = where[:, 0], where[:, 1]
+
+    def test(br: int, bc: int) -> bool:
+        block = (r // br) * (cols // bc) + c // bc
+        counts = torch.bincount(block)
+        return bool(((counts == 0) | (counts == br * bc)).all())
+
+    return test
 
 
 def block_elements(block: tuple[int, ...]) -> int:
