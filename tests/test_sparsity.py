@@ -48,3 +48,29 @@ def test_few_zeros_are_checked_by_position():
     assert m.nonzero == 64 * 64 - 8 and m.block == (1, 4)
     w[20, 33] = 0  # one stray zero breaks every block
     assert measure(w).block == (1,)
+
+
+def _sparse(shape, fraction, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g).to(dtype)
+    w[torch.rand(shape, generator=g) < fraction] = 0
+    return w
+
+
+def test_parallel_scan_equals_torch_count_nonzero():
+    from micronet.sparsity import PARALLEL_MIN_TENSOR, SCAN_CHUNK, count_nonzero_all
+
+    tensors = [
+        _sparse((3 * SCAN_CHUNK + 17,), 0.3, 0),             # cut into pieces, zeros in each
+        _sparse((SCAN_CHUNK // 1024, 1024), 0.0, 1),         # no zero: the fast path
+        _sparse((PARALLEL_MIN_TENSOR // 2,), 0.5, 2),        # small: read on the calling thread
+        _sparse((2 * PARALLEL_MIN_TENSOR,), 0.9, 3, torch.float16),
+        _sparse((4096, 1024), 0.2, 4).t(),                   # not contiguous
+        torch.zeros(5, dtype=torch.bool),
+        torch.empty(1 << 20, device="meta"),                 # no data: all counted nonzero
+    ]
+    tensors[1][-1, -1] = 0  # a single zero in the last piece
+    tensors.append(tensors[0])  # a shared tensor is counted once
+    expected = {id(t): (t.numel() if t.is_meta else int(torch.count_nonzero(t))) for t in tensors}
+    for threads in (1, 2, 3):
+        assert count_nonzero_all(tensors, threads) == expected

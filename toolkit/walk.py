@@ -33,7 +33,7 @@ from .errors import CounterError, TraceError
 from .precision import Precision
 from .records import COUNTED, FREE, UNCOUNTED, Counts, LayerRecord, TensorInfo
 from .registry import CounterRegistry, Method, OpCall, default_op, target_name
-from .sparsity import count_nonzero, measure
+from .sparsity import count_nonzero, count_nonzero_all, measure
 
 __all__ = ["Walker", "walk", "AtenCounter", "merge_counts", "to_info", "to_meta"]
 
@@ -186,7 +186,8 @@ class WalkSettings:
 class Walker(fx.Interpreter):
     """Propagates shapes through an fx graph and records one LayerRecord per node."""
 
-    def __init__(self, cap: Capture, registry: CounterRegistry, settings: WalkSettings):
+    def __init__(self, cap: Capture, registry: CounterRegistry, settings: WalkSettings,
+                 nonzero: dict[int, int] | None = None):
         super().__init__(cap.root, garbage_collect_values=False, graph=cap.graph)
         self.cap = cap
         self.registry = registry
@@ -195,7 +196,8 @@ class Walker(fx.Interpreter):
         self._seen_modules: set[int] = set()
         self._seen_params: set[int] = set()
         self._meta_state: dict[int, dict[str, torch.Tensor]] = {}
-        self._nonzero: dict[int, int] = {}  # tensor id -> nonzero count: each weight read once
+        # tensor id -> nonzero count (prefilled by a parallel scan): each weight read once
+        self._nonzero: dict[int, int] = dict(nonzero or {})
 
     # fx.Interpreter hook: everything goes through here
     def run_node(self, n: fx.Node) -> Any:
@@ -490,7 +492,8 @@ def _parameters(module: nn.Module) -> list[torch.Tensor]:
 def walk(cap: Capture, registry: CounterRegistry, input_info: TensorInfo,
          settings: WalkSettings | None = None) -> list[LayerRecord]:
     """Records of every node of an fx capture, in topological order."""
-    walker = Walker(cap, registry, settings or WalkSettings())
+    nonzero = count_nonzero_all(cap.root.parameters())  # all weights read up front, in parallel
+    walker = Walker(cap, registry, settings or WalkSettings(), nonzero)
     walker.run(input_info)
     return walker.records
 
@@ -513,6 +516,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         classes.setdefault(path, cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}")
     modules = dict(model.named_modules())
     group_of = {n: path for path, nodes in groups.items() for n in nodes}
+    nonzero = count_nonzero_all(model.parameters())
     records = []
     seen: set[int] = set()
     for path, nodes in groups.items():
@@ -535,7 +539,8 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         tensors = [p for p in (module.parameters() if leaf else ()) if id(p) not in seen]
         seen.update(id(p) for p in tensors)
         weight = getattr(module, "weight", None) if leaf else None
-        sparse = measure(weight) if isinstance(weight, torch.Tensor) and weight.dim() >= 2 \
+        sparse = measure(weight, nonzero.get(id(weight))) if isinstance(weight, torch.Tensor) \
+            and weight.dim() >= 2 \
             and counts.sparse_weight else None
         status = UNCOUNTED if missing else (FREE if free_only else COUNTED)
         reason = ("no counter for " + ", ".join(sorted(missing))) if missing else ""
@@ -549,7 +554,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             module_path=path.rpartition(".")[0] if leaf else path,
             input_shapes=_shapes((to_info(in_val),)), output_shapes=_shapes((to_info(last.meta.get("val")),)),
             counts=counts, params=sum(p.numel() for p in tensors),
-            nonzero_params=sum(count_nonzero(p) for p in tensors),
+            nonzero_params=sum(nonzero[id(p)] if id(p) in nonzero else count_nonzero(p) for p in tensors),
             weight_params=sparse.numel if sparse else 0, weight_nonzero=sparse.nonzero if sparse else 0,
             weight_block=sparse.block if sparse else (),
             weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
