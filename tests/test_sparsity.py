@@ -1,5 +1,7 @@
 """Measuring exact zeros and their block structure from real weights."""
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from micronet.sparsity import measure
 
@@ -43,11 +45,25 @@ def test_an_all_zero_weight_is_one_block():
 
 def test_few_zeros_are_checked_by_position():
     w = torch.ones(64, 64)
-    w[8:10, 4:8] = 0  # 8 zeros: a 2x4 patch is two 1x4 blocks and fits 2x2 too
+    w[8:12, 4:12] = 0  # 32 zeros: a 4x8 patch made of two aligned 4x4 blocks, no aligned 1x8
     m = measure(w)
-    assert m.nonzero == 64 * 64 - 8 and m.block == (1, 4)
+    assert m.nonzero == 64 * 64 - 32 and m.block == (4, 4)
     w[20, 33] = 0  # one stray zero breaks every block
     assert measure(w).block == (1,)
+
+
+def test_zeros_too_few_for_any_block_to_pay_are_unstructured():
+    # 8 zeros in a 1x8 block of 4096 elements: the cheapest mask (4096 / 8 bits
+    # = 16 words) costs more than the zeros save even at 64 bits (8 x 2 words),
+    # so the block search is skipped and storage stays dense
+    from micronet.precision import MAX_BITS
+
+    w = torch.ones(64, 64)
+    w[3, 8:16] = 0
+    assert 8 * 8 * MAX_BITS <= w.numel()
+    assert measure(w).block == (1,)
+    w[5, 8:16] = 0  # 16 zeros: 16 * 16 * 64 > 4096, the blocks are searched
+    assert measure(w).block == (1, 8)
 
 
 def _sparse(shape, fraction, seed, dtype=torch.float32):
@@ -74,3 +90,34 @@ def test_parallel_scan_equals_torch_count_nonzero():
     expected = {id(t): (t.numel() if t.is_meta else int(torch.count_nonzero(t))) for t in tensors}
     for threads in (1, 2, 3):
         assert count_nonzero_all(tensors, threads) == expected
+
+
+def _storage_words(numel, nonzero, block, bits):
+    """The rules' charge in 32-bit words: the cheaper of dense and bitmask-sparse."""
+    from micronet.sparsity import block_elements
+
+    dense = numel * bits / 32
+    if nonzero == numel:
+        return dense
+    return min(dense, nonzero * bits / 32 + numel / block_elements(block) / 32)
+
+
+@given(rows=st.sampled_from([4, 8, 16, 32]), cols=st.sampled_from([4, 8, 16, 32, 64]),
+       zeros=st.integers(1, 40), tiled=st.booleans(), seed=st.integers(0, 2**16),
+       bits=st.sampled_from([1, 4, 8, 16, 32, 64]))
+@settings(max_examples=200, deadline=None)
+def test_skipping_the_block_search_never_changes_the_charge(rows, cols, zeros, tiled, seed, bits):
+    from micronet.sparsity import _block_shape
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.ones(rows, cols)
+    if tiled:  # zeros in whole 1x4 tiles, where a block mask can pay
+        tiles = w.view(rows, cols // 4, 4)
+        picked = torch.randperm(rows * cols // 4, generator=g)[:min(zeros, rows * cols // 4 - 1)]
+        tiles.view(-1, 4)[picked] = 0
+    else:
+        w.view(-1)[torch.randperm(rows * cols, generator=g)[:min(zeros, rows * cols - 1)]] = 0
+    numel, nonzero = w.numel(), int(torch.count_nonzero(w))
+    searched = _block_shape(w, numel - nonzero)
+    assert _storage_words(numel, nonzero, measure(w).block, bits) == \
+        _storage_words(numel, nonzero, searched, bits)

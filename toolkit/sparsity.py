@@ -16,6 +16,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .precision import MAX_BITS
+
 __all__ = ["WeightSparsity", "measure", "count_nonzero", "count_nonzero_all", "CANDIDATE_BLOCKS"]
 
 #: Elements per piece of work in a parallel scan: large enough that a thread's
@@ -149,7 +151,13 @@ def measure(weight: torch.Tensor, nonzero: int | None = None) -> WeightSparsity:
         nonzero = count_nonzero(weight)
     if nonzero == numel:
         return WeightSparsity(numel, nonzero, ())
-    return WeightSparsity(numel, nonzero, _block_shape(weight, numel - nonzero))
+    zeros = numel - nonzero
+    if zeros * zeros * MAX_BITS <= numel:
+        # Too few zeros for any block to matter: a block holds at most ``zeros``
+        # elements, so the mask costs at least numel / (32 * zeros) words, more
+        # than the zeros save at any bit width. Dense storage wins; no search.
+        return WeightSparsity(numel, nonzero, (1,))
+    return WeightSparsity(numel, nonzero, _block_shape(weight, zeros))
 
 
 def _block_shape(weight: torch.Tensor, zeros: int) -> tuple[int, ...]:
