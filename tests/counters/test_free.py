@@ -16,7 +16,7 @@ from micronet.counters import free
 from micronet.records import TensorInfo
 from micronet.registry import CounterRegistry, Method, OpCall, collect
 
-from torch_oracle import check_registered, execute, make
+from torch_oracle import check_free_groups, check_registered, execute, make
 
 aten = torch.ops.aten
 #: torch warns about deprecated forms (x.T on 3-d, implicit softmax dims) that the tests run on purpose
@@ -42,14 +42,7 @@ FREE_GROUPS = [free.VIEW, free.RESHAPE, free.AS, free.FLATTEN, free.UNFLATTEN, f
 
 
 def test_free_targets_are_free_and_have_shape_rules():
-    for group in FREE_GROUPS:
-        assert group
-        for target in group:
-            entry = REGISTRY.counter(target)
-            assert entry is not None and entry.free and entry.fn is None, target
-            assert REGISTRY.shape(target) is not None, target
-            if isinstance(target, Method):
-                assert hasattr(torch.Tensor, target.name), target
+    check_free_groups(REGISTRY, FREE_GROUPS)
     # the common ones the walker meets
     for target in (Method("view"), aten.view.default, aten._unsafe_view.default, torch.flatten, nn.Flatten,
                    Method("permute"), aten.permute.default, aten.t.default, Method("contiguous"), torch.cat,

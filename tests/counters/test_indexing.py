@@ -15,7 +15,7 @@ from micronet.counters import free, indexing
 from micronet.records import Counts, TensorInfo
 from micronet.registry import CounterRegistry, Method, OpCall, collect
 
-from torch_oracle import check_registered, make
+from torch_oracle import check_free_groups, check_registered, make
 
 aten = torch.ops.aten
 #: torch warns about deprecated forms that the tests run on purpose
@@ -33,14 +33,7 @@ INDEXING_GROUPS = [indexing.GETITEM, indexing.NARROW, indexing.SELECT, indexing.
 
 
 def test_indexing_targets_are_free_and_have_shape_rules():
-    for group in INDEXING_GROUPS:
-        assert group
-        for target in group:
-            entry = REGISTRY.counter(target)
-            assert entry is not None and entry.free and entry.fn is None, target
-            assert REGISTRY.shape(target) is not None, target
-            if isinstance(target, Method):
-                assert hasattr(torch.Tensor, target.name), target
+    check_free_groups(REGISTRY, INDEXING_GROUPS)
     # the common ones the walker meets
     for target in (operator.getitem, aten.select.int, aten.slice.Tensor):
         assert REGISTRY.counter(target).free, target

@@ -101,3 +101,16 @@ def check(rule: Callable[[OpCall], Any], call: OpCall, may_refuse: bool = False,
 def check_registered(registry: CounterRegistry, call: OpCall, may_refuse: bool = False, **options: Any):
     """:func:`check` with the shape rule the registry holds for the call's target."""
     check(registry.shape(call.target).fn, call, may_refuse, **options)
+
+
+def check_free_groups(registry: CounterRegistry, groups: list) -> None:
+    """Every target of every group is registered free (no counter function),
+    has a shape rule, and, for a method, is a real ``torch.Tensor`` method."""
+    for group in groups:
+        assert group
+        for target in group:
+            entry = registry.counter(target)
+            assert entry is not None and entry.free and entry.fn is None, target
+            assert registry.shape(target) is not None, target
+            if isinstance(target, Method):
+                assert hasattr(torch.Tensor, target.name), target
