@@ -17,8 +17,10 @@ Conventions (not in the rules; chosen here, one line each):
 
 Counts holds a single ``dot_length``, and the two activation products have
 different lengths (``E`` and ``S``), so both are booked in ``mults`` /
-``adds`` (dense, ``sparse_weight=False``): ``macs`` is 0 for SDPA, the
-``dense_mults`` / ``dense_adds`` totals are exact.
+``adds`` (dense, ``sparse_weight=False``), the ``dense_mults`` /
+``dense_adds`` totals exact; their ``L*S*E + L*S*Ev`` multiply-accumulates
+per head go to ``extra_macs``, so ``macs`` matches thop, fvcore and
+torchvision's published GFLOPS.
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def attention_core(heads: int, rows: int, keys: int, dim: int, dim_v: int, masks
     mults = scores * dim + scores + scores + outputs * keys
     adds = (scores * max(dim - 1, 0) + masks * scores + heads * rows * max(keys - 1, 0)
             + outputs * max(keys - 1, 0))
-    return Counts(mults=mults, adds=adds, other_ops=scores)
+    # the two products are multiply-accumulates in every other tool's count
+    return Counts(mults=mults, adds=adds, other_ops=scores, extra_macs=scores * dim + outputs * keys)
 
 
 def sdpa_counts(q: TensorInfo, k: TensorInfo, v: TensorInfo, out: TensorInfo, masked: bool) -> Counts:
@@ -188,7 +191,8 @@ def _projections(m: nn.MultiheadAttention, a: MHACall) -> Counts:
     bias = (q_out + 2 * kv if m.in_proj_bias is not None else 0) + (q_out if m.out_proj.bias is not None else 0)
     return Counts(dot_products=weighted, dot_length=e, sparse_weight=True,
                   mults=sum(n * length for n, length in extra),
-                  adds=bias + sum(n * (length - 1) for n, length in extra))
+                  adds=bias + sum(n * (length - 1) for n, length in extra),
+                  extra_macs=sum(n * length for n, length in extra))
 
 
 @counter(nn.MultiheadAttention)

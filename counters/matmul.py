@@ -303,7 +303,8 @@ def einsum_counts(plan: EinsumPlan) -> Counts:
             return Counts(dot_products=outputs, dot_length=length)
         return Counts(mults=outputs)  # outer or elementwise product
     return Counts(mults=sum(o * n for o, n, _ in steps),
-                  adds=sum(o * max(n - 1, 0) for o, n, _ in steps))
+                  adds=sum(o * max(n - 1, 0) for o, n, _ in steps),
+                  extra_macs=sum(o * n for o, n, contracted in steps if contracted))
 
 
 @counter(*EINSUM)

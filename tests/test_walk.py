@@ -174,3 +174,17 @@ def test_meta_fallback_agrees_with_shape_rules_on_the_zoo(registries):
             assert node.meta["micronet.value"] == by_meta, (name, node.name)
             checked += 1
         assert checked > 20, name
+
+
+def test_merged_dot_products_of_another_length_stay_multiply_accumulates():
+    from micronet.records import Counts
+    from micronet.walk import merge_counts
+
+    conv = Counts(dot_products=100, dot_length=27, sparse_weight=True, adds=100)  # 2700 MACs
+    scores = Counts(dot_products=10, dot_length=8)  # 80 MACs of another length
+    core = Counts(mults=5, adds=3, other_ops=2, extra_macs=4)
+    merged = merge_counts([conv, scores, core])
+    assert (merged.dot_products, merged.dot_length, merged.sparse_weight) == (100, 27, True)
+    assert merged.mults == 10 * 8 + 5 and merged.adds == 100 + 10 * 7 + 3  # folded in, dense
+    assert merged.macs == 2700 + 80 + 4 and merged.extra_macs == 84
+    assert (conv + core).macs == 2700 + 4

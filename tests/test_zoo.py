@@ -63,3 +63,24 @@ def test_conv_and_linear_macs_agree_with_thop(name):
     assert set(ours) == set(theirs)
     for layer, macs in ours.items():
         assert macs == theirs[layer], layer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_params_and_macs_match_torchvision_published_figures(name, registries):
+    """torchvision publishes each model's parameters and GFLOPS (multiply-accumulates,
+    attention's activation products included, at the weights' crop size, three
+    decimals) in its weights' metadata: no download needed. Every model agrees
+    exactly on parameters and within the rounding on MACs."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    published_params, published_gmacs = weights.meta["num_params"], weights.meta["_ops"]
+    size = weights.transforms().crop_size[0]
+    spec = f"torchvision:{name}"
+    if name.startswith("vit_") and size != 224:  # the SWAG ViT weights are for a larger image
+        spec += f"?image_size={size}"
+    result = micronet.audit(spec, (1, 3, size, size), track="imagenet", registries=registries)
+    # auxiliary heads are never called in eval: torchvision's figure includes inception_v3's
+    # (kept with its weights) and not googlenet's (dropped when its weights load)
+    unused = {"inception_v3": result.unused_params}.get(name, 0)
+    assert result.totals["params"] + unused == published_params
+    assert abs(result.totals["macs"] / 1e9 - published_gmacs) <= 0.0005 + 1e-3 * published_gmacs

@@ -103,7 +103,7 @@ class Result:
                 "other_ops": cost.other_ops,
                 "ops": cost.ops,
                 "macs": record.counts.dot_products * record.counts.dot_length * record.weight_density
-                if record.counts.sparse_weight else record.counts.macs,
+                + record.counts.extra_macs if record.counts.sparse_weight else record.counts.macs,
                 "weight_bits": record.weight_bits,
                 "input_bits": record.input_bits,
                 "accumulator_bits": record.accumulator_bits,

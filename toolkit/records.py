@@ -61,6 +61,11 @@ class Counts:
       flips), which cost 1 each whatever their precision.
     - ``folded_params``: parameters the rules make free (BatchNorm's scale
       folds into the preceding conv).
+    - ``extra_macs``: multiply-accumulates already booked in ``mults`` /
+      ``adds`` (activation-by-activation products such as attention's
+      ``Q K^T`` and ``attn @ V``, dot products of another length merged into
+      one record). They change no MicroNet count; they make ``macs`` the MAC
+      count thop, fvcore and torchvision's published GFLOPS report.
     """
 
     dot_products: int = 0
@@ -70,6 +75,7 @@ class Counts:
     adds: int = 0
     other_ops: int = 0
     folded_params: int = 0
+    extra_macs: int = 0
 
     @property
     def dense_mults(self) -> int:
@@ -83,8 +89,9 @@ class Counts:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates of the dot products (thop / fvcore convention)."""
-        return self.dot_products * self.dot_length
+        """Multiply-accumulates of every dot product, those booked in mults and
+        adds included (thop / fvcore / torchvision convention)."""
+        return self.dot_products * self.dot_length + self.extra_macs
 
     def __add__(self, other: "Counts") -> "Counts":
         if other.dot_length and self.dot_length and other.dot_length != self.dot_length:
@@ -97,6 +104,7 @@ class Counts:
             adds=self.adds + other.adds,
             other_ops=self.other_ops + other.other_ops,
             folded_params=self.folded_params + other.folded_params,
+            extra_macs=self.extra_macs + other.extra_macs,
         )
 
 

@@ -147,6 +147,7 @@ class _Columns:
     mults: np.ndarray
     adds: np.ndarray
     other_ops: np.ndarray
+    extra_macs: np.ndarray  # multiply-accumulates inside mults and adds
     params: np.ndarray
     nonzero_params: np.ndarray
     folded: np.ndarray
@@ -175,6 +176,7 @@ def _columns(records: Sequence[LayerRecord]) -> _Columns:
         dot_length=col((x.dot_length for x in c)),
         sparse=col((x.sparse_weight for x in c), bool),
         mults=mults, adds=adds, other_ops=other,
+        extra_macs=col((x.extra_macs for x in c)),
         params=params,
         nonzero_params=col((r.nonzero_params for r in records)),
         folded=col((x.folded_params for x in c)),
@@ -238,7 +240,7 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
         "adds": float(adds.sum()),
         "other_ops": float(cols.other_ops.sum()),
         "ops": total_ops,
-        "macs": float((cols.dot_products * length).sum()),
+        "macs": float((cols.dot_products * length + cols.extra_macs).sum()),
     }
     layers: tuple[LayerCost, ...] = ()
     if per_layer:

@@ -121,19 +121,21 @@ def merge_counts(parts: Iterable[Counts]) -> Counts:
         if part.dot_products:
             by_length[part.dot_length] = by_length.get(part.dot_length, 0) + part.macs
     main = max(by_length, key=by_length.get) if by_length else 0
-    dot_products = mults = adds = other = folded = 0
+    dot_products = mults = adds = other = folded = extra = 0
     sparse = False
     for part in parts:
         if part.dot_products and part.dot_length == main:
             dot_products += part.dot_products
             sparse = sparse or part.sparse_weight
             mults, adds = mults + part.mults, adds + part.adds
+            extra += part.extra_macs
         else:
             mults += part.dense_mults
             adds += part.dense_adds
+            extra += part.macs  # folded into mults and adds, still multiply-accumulates
         other += part.other_ops
         folded += part.folded_params
-    return Counts(dot_products, main if dot_products else 0, sparse, mults, adds, other, folded)
+    return Counts(dot_products, main if dot_products else 0, sparse, mults, adds, other, folded, extra)
 
 
 # ------------------------------------------------------------ aten fallback

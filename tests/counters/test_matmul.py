@@ -142,6 +142,7 @@ def test_einsum_three_operands_contract_left_to_right():
     assert counts.mults == 2 * 4 * 3 + 2 * 5 * 4
     assert counts.adds == 2 * 4 * (3 - 1) + 2 * 5 * (4 - 1)
     assert counts.dot_products == 0
+    assert counts.macs == counts.extra_macs == 2 * 4 * 3 + 2 * 5 * 4  # still multiply-accumulates
 
 
 def test_einsum_summed_label_of_one_operand_joins_the_dot_product():
