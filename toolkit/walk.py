@@ -21,6 +21,7 @@ What the walker learns is also left on the nodes, under documented keys:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -29,7 +30,7 @@ from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .capture import Capture
-from .errors import CounterError, TraceError
+from .errors import CounterError, TraceError, UsageError
 from .precision import Precision
 from .records import COUNTED, FREE, UNCOUNTED, Counts, LayerRecord, TensorInfo
 from .registry import CounterRegistry, Method, OpCall, default_op, target_name
@@ -191,6 +192,7 @@ class Walker(fx.Interpreter):
     def __init__(self, cap: Capture, registry: CounterRegistry, settings: WalkSettings,
                  nonzero: dict[int, int] | None = None):
         super().__init__(cap.root, garbage_collect_values=False, graph=cap.graph)
+        self.extra_traceback = False  # our errors name the node in one line; fx would append lines
         self.cap = cap
         self.registry = registry
         self.settings = settings
@@ -259,6 +261,13 @@ class Walker(fx.Interpreter):
         self._record_call(n, call, status, counts, op, reason, via)
         return out
 
+    def _input_shape(self) -> str:
+        """The first input's shape as ``1x3x224x224``, for messages."""
+        for node, value in self.env.items():
+            if node.op == "placeholder" and isinstance(value, TensorInfo):
+                return "x".join(map(str, value.shape))
+        return "?"
+
     def _python_value(self, n, kind, target, args, kwargs) -> Any:
         """A call on sizes and constants only: evaluate it for real, it is free."""
         try:
@@ -266,6 +275,12 @@ class Walker(fx.Interpreter):
                 value = getattr(args[0], target.name)(*args[1:], **kwargs)
             else:
                 value = target(*args, **kwargs)
+        except AssertionError as error:  # torch._assert: the model's own check of its input
+            raise UsageError(f"the model rejects input shape {self._input_shape()}: "
+                             f"{_PROXY.sub('another size', str(error)).strip() or 'a check in its forward failed'} "
+                             f"(node {n.name})",
+                             hint="pass the input size the model was built for (--input), "
+                             "or build it for this one") from error
         except Exception as error:
             raise TraceError(f"node {n.name} ({target_name(target)}) failed on constant "
                              f"arguments: {error}") from error
@@ -421,6 +436,8 @@ class Walker(fx.Interpreter):
 
 
 _UNKNOWN = object()
+#: How a traced size prints inside a message the model formatted while being traced.
+_PROXY = re.compile(r"Proxy\(\w+\)")
 #: Module attributes through which a plugin sets a layer's bit widths
 #: (``module.micronet_weight_bits = 4``); they survive copies and re-tracing.
 #: Extra file of a torch.export archive holding {module path: bit attributes}.
