@@ -389,7 +389,9 @@ class Walker(fx.Interpreter):
                 self._seen_params.update(id(p) for p in tensors)
                 params = sum(p.numel() for p in tensors)
                 nonzero_params = sum(self._count_nonzero(p) for p in tensors)
-            weight = getattr(module, "weight", None)
+            weight = module._parameters.get("weight")  # fast path; buffers and properties below
+            if weight is None:
+                weight = getattr(module, "weight", None)
             if isinstance(weight, torch.Tensor):
                 param_dtype = weight.dtype
                 if weight.dim() >= 2 and counts.sparse_weight:
@@ -449,7 +451,8 @@ def module_bits(module: nn.Module | None) -> dict[str, int]:
     """The bit-width attributes a plugin set on ``module`` (attribute -> bits)."""
     if module is None:
         return {}
-    return {k: v for k, v in vars(module).items() if k in _BIT_ATTRS}
+    fields = vars(module)
+    return {k: fields[k] for k in _BIT_ATTRS if k in fields}
 
 
 def with_module_bits(meta: dict, module: nn.Module | None) -> dict:
