@@ -97,7 +97,7 @@ def _to_float(dtype: torch.dtype) -> torch.dtype:
 # ------------------------------------------------------------------ the forms
 
 INPLACE_OPERATORS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                               operator.ifloordiv, operator.ipow})
+                               operator.ifloordiv, operator.ipow, operator.iand, operator.ior, operator.ixor})
 
 
 def is_inplace(target: Any) -> bool:
@@ -160,6 +160,13 @@ BITWISE = distinct(operator.neg, operator.abs, Method("__neg__"), Method("__abs_
                    *_forms("neg", "negative", "abs", "absolute", "sign", "floor", "ceil", "round",
                            "trunc"))
 SQUARE = _forms("square")
+#: bitwise and logical ops on masks and integers: 1 other op per element, as the rules price bitwise ops
+INVERT = distinct(operator.invert, Method("__invert__"), *_forms("bitwise_not"))
+LOGICAL_NOT = _forms("logical_not")
+BITWISE_BINARY = distinct(operator.and_, operator.or_, operator.xor, operator.iand, operator.ior,
+                          operator.ixor, *_forms("bitwise_and", "bitwise_or", "bitwise_xor"),
+                          *_dunders("and", "or", "xor"))
+LOGICAL_BINARY = _forms("logical_and", "logical_or", "logical_xor")
 CLAMP = _forms("clamp", "clip", "clamp_min", "clamp_max")
 MINMAX = _forms("minimum", "maximum", "fmin", "fmax")
 ADDC = _forms("addcmul", "addcdiv")
@@ -229,6 +236,45 @@ def shape_same_dtype(call: OpCall) -> TensorInfo:
     if call.x.dtype == torch.bool:
         raise NotImplementedError("unary op on bool")
     return binary_out(call, positional=1)
+
+
+@shape_rule(*INVERT)
+@lenient
+def shape_invert(call: OpCall) -> TensorInfo:
+    """``~x`` / ``bitwise_not``: same shape and dtype, bool or integer only."""
+    x = call.x
+    if x.dtype.is_floating_point or x.dtype.is_complex:
+        raise NotImplementedError("bitwise not of a float")  # torch refuses
+    return TensorInfo(x.shape, x.dtype)
+
+
+@shape_rule(*LOGICAL_NOT)
+@lenient
+def shape_logical_not(call: OpCall) -> TensorInfo:
+    """``logical_not(x)``: bool, or self's dtype in place."""
+    x = call.x
+    return TensorInfo(x.shape, x.dtype if is_inplace(call.target) else torch.bool)
+
+
+@shape_rule(*BITWISE_BINARY)
+@lenient
+def shape_bitwise_binary(call: OpCall) -> TensorInfo:
+    """``a & b`` / ``|`` / ``^`` and ``bitwise_*``: broadcast and promote, bool or integer only."""
+    out = binary_out(call)
+    if out.dtype.is_floating_point or out.dtype.is_complex:
+        raise NotImplementedError("bitwise op on floats")  # torch refuses
+    return out
+
+
+@shape_rule(*LOGICAL_BINARY)
+@lenient
+def shape_logical_binary(call: OpCall) -> TensorInfo:
+    """``logical_and / or / xor (a, b)``: two tensors; broadcast shape, bool (in place: self's)."""
+    if not all(isinstance(v, TensorInfo) for v in _operands(call, 2)):
+        raise NotImplementedError("logical op takes two tensors")  # torch raises a TypeError
+    if is_inplace(call.target):
+        return binary_out(call)
+    return TensorInfo(binary_out(call).shape, torch.bool)
 
 
 @shape_rule(*COMPARE)
@@ -344,10 +390,11 @@ def count_pow(call: OpCall) -> Counts:
     return _per_element(call, mults=mults, other_ops=other)
 
 
-@counter(*TRANSCENDENTAL, *BITWISE, op="")
+@counter(*TRANSCENDENTAL, *BITWISE, *INVERT, *LOGICAL_NOT, *BITWISE_BINARY, *LOGICAL_BINARY, op="")
 def count_one_other(call: OpCall) -> Counts:
-    """exp / log / sqrt / sin / erf ... (transcendentals) and neg / abs / sign /
-    floor / round ... (bitwise): 1 other op per element."""
+    """exp / log / sqrt / sin / erf ... (transcendentals), neg / abs / sign /
+    floor / round ... and not / and / or / xor, bitwise or logical (bitwise
+    ops): 1 other op per output element."""
     return _per_element(call, other_ops=1)
 
 

@@ -94,6 +94,8 @@ LP_POOL = {
 MEAN = distinct(torch.mean, Method("mean"), aten.mean)
 SUM = distinct(torch.sum, Method("sum"), aten.sum.default, aten.sum.dim_IntList)
 AMAX = distinct(torch.amax, torch.amin, Method("amax"), Method("amin"), aten.amax, aten.amin)
+CUMSUM = distinct(torch.cumsum, Method("cumsum"), Method("cumsum_"), aten.cumsum, aten.cumsum_)
+CUMPROD = distinct(torch.cumprod, Method("cumprod"), Method("cumprod_"), aten.cumprod, aten.cumprod_)
 MAX = distinct(torch.max, torch.min, Method("max"), Method("min"),
                aten.max.default, aten.max.dim, aten.max.other,
                aten.min.default, aten.min.dim, aten.min.other)
@@ -385,6 +387,32 @@ def shape_amax(call: OpCall) -> TensorInfo:
     return like(x, _reduce_shape(x, dims, keepdim))
 
 
+@shape_rule(*CUMSUM, *CUMPROD)
+@lenient
+def shape_cumulative(call: OpCall) -> TensorInfo:
+    """``cumsum / cumprod (input, dim, *, dtype=None)``: input's shape; integers
+    and bools accumulate in int64 unless ``dtype`` says otherwise (in place: self's)."""
+    x = call.x
+    _reduced_dims(call.arg(1, "dim"), x.ndim)  # checks the dim as torch does
+    dtype = call.kwargs.get("dtype")
+    target = call.target
+    if target.name.endswith("_") if isinstance(target, Method) else packet(target) in (aten.cumsum_, aten.cumprod_):
+        if dtype is not None and dtype != x.dtype or x.dtype == torch.bool:
+            raise unsupported("in-place scan to another dtype, or of bools")  # CPU has no bool kernel
+        return x
+    if dtype is None:
+        dtype = x.dtype if x.dtype.is_floating_point or x.dtype.is_complex else torch.int64
+    return like(x, dtype=dtype)
+
+
+def _scan_steps(call: OpCall) -> int:
+    """Steps of a running sum or product along ``dim``: (n - 1) per line of n."""
+    x = call.x
+    dim = _reduced_dims(call.arg(1, "dim"), x.ndim)[0] if x.ndim else 0
+    n = x.shape[dim] if x.ndim else 1
+    return (x.numel // n) * max(n - 1, 0) if n else 0
+
+
 def _max_form(call: OpCall) -> str:
     """'all' for max(x), 'dim' for max(x, dim, keepdim), 'binary' for max(x, other)."""
     other = call.arg(1, "dim", None) if "other" not in call.kwargs else call.kwargs["other"]
@@ -438,6 +466,18 @@ def count_amax(call: OpCall) -> Counts:
     """amax / amin: (k - 1) comparisons per output element, booked as adds."""
     e, k = _window(call)
     return Counts(adds=e * max(k - 1, 0))
+
+
+@counter(*CUMSUM, op="cumsum")
+def count_cumsum(call: OpCall) -> Counts:
+    """Running sum along ``dim``: (n - 1) adds per line of n elements."""
+    return Counts(adds=_scan_steps(call))
+
+
+@counter(*CUMPROD, op="cumprod")
+def count_cumprod(call: OpCall) -> Counts:
+    """Running product along ``dim``: (n - 1) mults per line of n elements."""
+    return Counts(mults=_scan_steps(call))
 
 
 @counter(*MAX, op="max")

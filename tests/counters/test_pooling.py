@@ -308,3 +308,32 @@ def test_sum_of_integers_is_int64_and_mean_of_integers_falls_back():
         pooling.shape_mean(OpCall("function", torch.mean, (x,)))
     assert pooling.shape_mean(OpCall("function", torch.mean, (TensorInfo((2, 3)),), {"dtype": torch.float64})) \
         == TensorInfo((), torch.float64)
+
+
+# ------------------------------------------------------------- running scans
+
+
+def test_cumulative_scans_closed_form():
+    x = TensorInfo((2, 3, 4, 5))
+    # along dim 1: 2*4*5 lines of 3 -> 2 steps each
+    for call in (run("function", torch.cumsum, x, 1), run("method", Method("cumsum"), x, dim=1),
+                 run("aten", aten.cumsum.default, x, 1)):
+        assert pooling.count_cumsum(call) == Counts(adds=2 * 4 * 5 * 2)
+    assert pooling.count_cumprod(run("function", torch.cumprod, x, -1)) == Counts(mults=2 * 3 * 4 * 4)
+    assert pooling.count_cumsum(run("function", torch.cumsum, TensorInfo(()), 0)) == Counts()  # 0-dim: a copy
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(0, 4), max_size=4).map(tuple), data=st.data())
+def test_cumulative_scan_shapes_match_torch(shape, data):
+    target = data.draw(st.sampled_from([torch.cumsum, Method("cumsum"), Method("cumsum_"), torch.cumprod,
+                                        Method("cumprod"), aten.cumsum.default]))
+    rank = max(len(shape), 1)
+    dim = data.draw(st.integers(-rank - 1, rank))  # out of range too: torch raises, the rule refuses
+    dtype = data.draw(st.sampled_from([torch.float32, torch.int32, torch.bool, torch.float64]))
+    kwargs = data.draw(st.sampled_from([{}, {"dtype": torch.float64}, {"dtype": torch.int64}]))
+    kind = "method" if isinstance(target, Method) else "aten" if isinstance(target, torch._ops.OpOverload) \
+        else "function"
+    # in place into another dtype: torch's own checks differ by kernel, so the rule may leave it to meta
+    check(pooling.shape_cumulative, OpCall(kind, target, (TensorInfo(shape, dtype), dim), kwargs),
+          may_refuse=target in (Method("cumsum_"), Method("cumprod_")), fill=torch.ones)
