@@ -124,7 +124,7 @@ TANHSHRINK = distinct(nn.Tanhshrink, F.tanhshrink)
 SOFTSHRINK = distinct(nn.Softshrink, F.softshrink, aten.softshrink)
 GLU = distinct(nn.GLU, F.glu, aten.glu)
 SOFTMAX = distinct(nn.Softmax, nn.Softmax2d, F.softmax, torch.softmax, Method("softmax"),
-                   aten._softmax, aten.softmax)
+                   aten._softmax, aten.softmax, getattr(aten, "_safe_softmax", None))  # SDPA's, on meta
 SOFTMIN = distinct(nn.Softmin, F.softmin)
 LOG_SOFTMAX = distinct(nn.LogSoftmax, F.log_softmax, torch.log_softmax, Method("log_softmax"),
                        aten._log_softmax, aten.log_softmax)

@@ -64,7 +64,9 @@ STACK = distinct(torch.stack, *aten_ops("stack"))
 CHUNK = distinct(torch.chunk, *methods("chunk"), *aten_ops("chunk"))
 SPLIT = distinct(torch.split, torch.split_with_sizes, *methods("split", "split_with_sizes"),
                  *aten_ops("split.Tensor", "split.sizes", "split.default", "split_with_sizes",
-                           "split_copy", "split_with_sizes_copy"))
+                           "split_copy", "split_with_sizes_copy", "unsafe_split", "unsafe_split_with_sizes"),
+                 *methods("unsafe_split", "unsafe_split_with_sizes"), torch.unsafe_split,
+                 torch.unsafe_split_with_sizes)
 UNBIND = distinct(torch.unbind, *methods("unbind"), *aten_ops("unbind", "unbind_copy"))
 SIZE = distinct(*methods("size"), *aten_ops("sym_size.int", "size.int"))
 DIM = distinct(*methods("dim", "ndimension"))

@@ -188,3 +188,119 @@ def test_merged_dot_products_of_another_length_stay_multiply_accumulates():
     assert merged.mults == 10 * 8 + 5 and merged.adds == 100 + 10 * 7 + 3  # folded in, dense
     assert merged.macs == 2700 + 80 + 4 and merged.extra_macs == 84
     assert (conv + core).macs == 2700 + 4
+
+
+class Conv2dSame(nn.Conv2d):
+    """TensorFlow's 'same' padding, as timm writes it: pads by the input size,
+    then convolves without padding. Its own forward computes something else
+    than nn.Conv2d's, so it must be traced through, not priced as a Conv2d."""
+
+    def forward(self, x):  # (sizes where the padding is not negative: no max() on traced sizes)
+        pad_h = (-(-x.shape[-2] // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - x.shape[-2]
+        pad_w = (-(-x.shape[-1] // self.stride[1]) - 1) * self.stride[1] + self.kernel_size[1] - x.shape[-1]
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class LazyLikeConv(nn.Conv2d):
+    """A subclass that keeps nn.Conv2d's forward: still priced as a Conv2d."""
+
+
+class SameNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.same = Conv2dSame(3, 8, 3, stride=2, padding=0)
+        self.plain = LazyLikeConv(8, 4, 1)
+
+    def forward(self, x):
+        return self.plain(self.same(x))
+
+
+def test_a_subclass_with_its_own_forward_is_traced_through(registries):
+    result = micronet.audit(SameNet(), (1, 3, 9, 9), registries=registries)
+    assert result.captured_via == "fx" and not result.uncounted
+    by_name = {r.name: r for r in result.records}
+    assert "same" not in by_name  # not one opaque Conv2d record: its insides were traced
+    conv = next(r for r in result.records if r.op == "conv2d" and r.name.startswith("same"))
+    assert conv.output_shapes == ((1, 8, 5, 5),)  # 'same': ceil(9 / 2), where padding=0 gives 4
+    assert conv.counts.dot_products == 8 * 5 * 5 and conv.counts.dot_length == 27
+    assert by_name["plain"].op == "conv2d" and by_name["plain"].call_kind == "module"
+    assert result.totals["params"] == sum(p.numel() for p in SameNet().parameters())
+    assert registries.counters.counter(Conv2dSame) is None
+    assert registries.counters.counter(LazyLikeConv) is registries.counters.counter(nn.Conv2d)
+
+
+def same_pad(x, stride):
+    """Control flow on sizes: fx alone cannot trace it (a library marks it untraceable)."""
+    if x.shape[-1] % stride:
+        return F.pad(x, [0, 1, 0, 1])
+    return x
+
+
+class Padded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 2, stride=2)
+
+    def forward(self, x):
+        return self.conv(same_pad(x, 2))
+
+
+def test_model_libraries_notrace_registries_are_honoured(registries, monkeypatch):
+    """A library that declares a function untraceable (timm's
+    ``register_notrace_function``) has it kept as one node, priced on meta."""
+    import sys
+    import types
+
+    assert micronet.audit(Padded(), (1, 3, 7, 7), registries=registries).captured_via == "export"
+    library = types.ModuleType("timm.layers._fx")
+    library.get_notrace_functions = lambda: [same_pad]
+    library.get_notrace_modules = lambda: []
+    monkeypatch.setitem(sys.modules, "timm.layers._fx", library)
+    result = micronet.audit(Padded(), (1, 3, 7, 7), registries=registries)
+    assert result.captured_via == "fx" and not result.uncounted
+    pad = [r for r in result.records if r.target.endswith("same_pad")]
+    assert len(pad) == 1 and pad[0].output_shapes == ((1, 3, 8, 8),)
+    assert {r.name: r for r in result.records}["conv"].output_shapes == ((1, 4, 4, 4),)
+
+
+class OwnParameter(nn.Module):
+    """A module using a parameter of its own next to a child (a class token),
+    with control flow that sends it through torch.export."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.token = nn.Parameter(torch.ones(1, 1, 6))
+
+    def forward(self, x):
+        x = torch.cat([self.token.expand(x.shape[0], -1, -1), self.proj(x)], dim=1)
+        if x.shape[1] > 2:
+            return x * 2
+        return x
+
+
+def test_export_walk_charges_a_modules_own_parameters():
+    result = micronet.audit(OwnParameter(), (2, 3, 6))
+    assert result.captured_via == "export"
+    assert result.totals["params"] == 6 * 6 + 6 + 6 and result.unused_params == 0
+
+
+class OptionalMask(nn.Module):
+    """``mask=None`` by default: traced with its default, not as a second input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, mask=None, scale: float = 2.0):
+        if mask is not None:  # a proxy would take this branch
+            x = x * mask.view(x.shape[0], 1)
+        return self.fc(x) * scale
+
+
+def test_optional_forward_arguments_keep_their_defaults(registries):
+    result = micronet.audit(OptionalMask(), (3, 4), registries=registries)
+    assert result.captured_via == "fx" and not result.uncounted
+    assert not any("view" in r.name for r in result.records)
+    assert sum(r.counts.mults for r in result.records if r.op == "mul") == 3 * 4  # only the scale

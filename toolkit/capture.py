@@ -9,6 +9,8 @@ aten graph, whose nodes carry the module stack they came from.
 """
 from __future__ import annotations
 
+import inspect
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,16 +44,40 @@ class Capture:
 
 
 class MicronetTracer(fx.Tracer):
-    """fx tracer that keeps every module with a registered counter as a leaf."""
+    """fx tracer that keeps every module with a registered counter as a leaf.
+
+    Model libraries that mark functions and modules as not traceable are
+    honoured: timm's ``register_notrace_function`` / ``register_notrace_module``
+    (dynamic "same" padding, window partitions) become single nodes, priced by
+    running them on meta tensors, as timm's own feature extractor treats them.
+    """
 
     def __init__(self, registry: CounterRegistry):
-        super().__init__()
+        functions, self._library_leaves = _library_notrace()
+        super().__init__(autowrap_functions=functions)
         self.registry = registry
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self.registry.knows_module(type(m)):
+        if self.registry.knows_module(type(m)) or type(m) in self._library_leaves:
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+
+def _library_notrace() -> tuple[tuple[Any, ...], frozenset[type]]:
+    """Functions and module classes a loaded model library declares untraceable.
+
+    Only libraries already imported (the model came from them) are asked;
+    none is imported here.
+    """
+    timm_fx = sys.modules.get("timm.layers._fx")
+    if timm_fx is None:
+        return (), frozenset()
+    try:
+        functions = tuple(f for f in timm_fx.get_notrace_functions() if callable(f))
+        modules = frozenset(timm_fx.get_notrace_modules())
+    except Exception:  # another timm version: trace as usual, export is the fallback
+        return (), frozenset()
+    return functions, modules
 
 
 def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
@@ -59,8 +85,22 @@ def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
     if isinstance(model, fx.GraphModule):
         return Capture(model.graph, model, "fx", modules=dict(model.named_modules()))
     tracer = MicronetTracer(registry)
-    graph = tracer.trace(model)
+    graph = tracer.trace(model, concrete_args=_defaults_after_input(model))
     return Capture(graph, model, "fx", modules=dict(model.named_modules()))
+
+
+def _defaults_after_input(model: nn.Module) -> dict[str, Any] | None:
+    """The forward's optional arguments bound to their defaults: the audit calls
+    ``forward(x)`` alone, so ``mask=None`` must stay None while tracing (as a
+    proxy, ``mask is not None`` would be true and the wrong branch traced)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    defaults = {p.name: p.default for p in parameters[1:]
+                if p.kind in kinds and p.default is not inspect.Parameter.empty}
+    return defaults or None
 
 
 def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:

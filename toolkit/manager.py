@@ -48,6 +48,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.embedding",
     "micronet.counters.free",
     "micronet.counters.indexing",
+    "micronet.counters.creation",
+    "micronet.counters.patches",
     "micronet.rules",
     "micronet.models",
     "micronet.plugins.imta",

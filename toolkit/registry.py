@@ -227,6 +227,20 @@ def _key(target: Any) -> Any:
     return target
 
 
+def _by_mro(table: dict, cls: type) -> Entry | None:
+    """The entry of ``cls`` or of the nearest registered base whose ``forward``
+    it still runs. A subclass that writes its own ``forward`` (timm's
+    ``Conv2dSame`` pads first, ``BatchNormAct2d`` adds an activation) computes
+    something else than its base: it gets no entry, so it is traced through
+    and its insides are counted, unless that subclass is registered itself."""
+    for klass in cls.__mro__:
+        if klass in table:
+            return table[klass]
+        if "forward" in vars(klass):
+            return None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A looked-up rule: the function (None for free ops), its op kind, its plugin."""
@@ -273,7 +287,8 @@ class CounterRegistry:
         self._module_cache.clear()
 
     def counter(self, target: Any) -> Entry | None:
-        """The counter (or free entry) of a target, module classes by MRO."""
+        """The counter (or free entry) of a target; a module class by its MRO,
+        up to the first class that defines its own ``forward`` (see :func:`_by_mro`)."""
         return self._lookup(self._counters, "counter", target)
 
     def shape(self, target: Any) -> Entry | None:
@@ -288,9 +303,7 @@ class CounterRegistry:
         if isinstance(target, type):
             cache_key = (which, target)
             if cache_key not in self._module_cache:
-                self._module_cache[cache_key] = next(
-                    (table[c] for c in target.__mro__ if c in table), None
-                )
+                self._module_cache[cache_key] = _by_mro(table, target)
             return self._module_cache[cache_key]
         try:
             entry = table.get(target)

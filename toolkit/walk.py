@@ -558,7 +558,10 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         counts = merge_counts(parts)
         module = modules.get(path)
         leaf = module is not None and next(module.children(), None) is None
-        tensors = [p for p in (module.parameters() if leaf else ()) if id(p) not in seen]
+        # a leaf owns its parameters; any other module those it uses itself (relative
+        # position tables, class tokens), not its children's
+        owned = module.parameters() if leaf else (module._parameters.values() if module is not None else ())
+        tensors = [p for p in owned if p is not None and id(p) not in seen]
         seen.update(id(p) for p in tensors)
         weight = getattr(module, "weight", None) if leaf else None
         sparse = measure(weight, nonzero.get(id(weight))) if isinstance(weight, torch.Tensor) \
