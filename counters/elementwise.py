@@ -97,7 +97,8 @@ def _to_float(dtype: torch.dtype) -> torch.dtype:
 # ------------------------------------------------------------------ the forms
 
 INPLACE_OPERATORS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                               operator.ifloordiv, operator.ipow, operator.iand, operator.ior, operator.ixor})
+                               operator.ifloordiv, operator.ipow, operator.imod, operator.iand, operator.ior,
+                               operator.ixor})
 
 
 def is_inplace(target: Any) -> bool:
@@ -153,6 +154,7 @@ DIV = distinct(operator.truediv, operator.itruediv, *_forms("div", "divide", "tr
 FLOOR_DIV = distinct(operator.floordiv, operator.ifloordiv, *_forms("floor_divide"),
                      *_dunders("floordiv"))
 POW = distinct(operator.pow, operator.ipow, *_forms("pow"), *_dunders("pow"))
+REMAINDER = distinct(operator.mod, operator.imod, *_forms("remainder", "fmod"), *_dunders("mod"))
 TRANSCENDENTAL = _forms("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                         "sin", "cos", "erf")
 RECIPROCAL = _forms("reciprocal")
@@ -179,7 +181,7 @@ COMPARE = distinct(operator.eq, operator.ne, operator.lt, operator.le, operator.
 # ------------------------------------------------------------------ shape rules
 
 
-@shape_rule(*ADD, *MUL, *FLOOR_DIV, *POW, *MINMAX)
+@shape_rule(*ADD, *MUL, *FLOOR_DIV, *POW, *MINMAX, *REMAINDER)
 @lenient
 def shape_binary(call: OpCall) -> TensorInfo:
     """``(a, b)`` with tensor or number operands: broadcast and promote."""
@@ -326,7 +328,7 @@ def _base_name(target: Any) -> str:
     return getattr(target, "__name__", "").rstrip("_")
 
 
-_DUNDER_BASES = frozenset({"add", "sub", "mul", "truediv", "floordiv", "pow"})
+_DUNDER_BASES = frozenset({"add", "sub", "mul", "truediv", "floordiv", "pow", "mod"})
 
 
 def _per_element(call: OpCall, mults: int = 0, adds: int = 0, other_ops: int = 0) -> Counts:
@@ -359,6 +361,13 @@ def count_div(call: OpCall) -> Counts:
 def count_floor_divide(call: OpCall) -> Counts:
     """floor_divide / ``//``: 1 mult (the division) + 1 other op (the floor)."""
     return _per_element(call, mults=1, other_ops=1)
+
+
+@counter(*REMAINDER, op="remainder")
+def count_remainder(call: OpCall) -> Counts:
+    """remainder / fmod / ``%``: ``a - round(a / b) * b``: 2 mults (the division
+    and the product), 1 add and 1 other op (the rounding)."""
+    return _per_element(call, mults=2, adds=1, other_ops=1)
 
 
 def _pow_operands(call: OpCall) -> tuple[Any, Any]:

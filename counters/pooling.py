@@ -94,6 +94,9 @@ LP_POOL = {
 MEAN = distinct(torch.mean, Method("mean"), aten.mean)
 SUM = distinct(torch.sum, Method("sum"), aten.sum.default, aten.sum.dim_IntList)
 AMAX = distinct(torch.amax, torch.amin, Method("amax"), Method("amin"), aten.amax, aten.amin)
+VAR = distinct(torch.var, Method("var"), aten.var, torch.var_mean, aten.var_mean)
+STD = distinct(torch.std, Method("std"), aten.std, torch.std_mean, aten.std_mean)
+ALL_ANY = distinct(torch.all, torch.any, Method("all"), Method("any"), aten.all, aten.any)
 CUMSUM = distinct(torch.cumsum, Method("cumsum"), Method("cumsum_"), aten.cumsum, aten.cumsum_)
 CUMPROD = distinct(torch.cumprod, Method("cumprod"), Method("cumprod_"), aten.cumprod, aten.cumprod_)
 MAX = distinct(torch.max, torch.min, Method("max"), Method("min"),
@@ -387,6 +390,36 @@ def shape_amax(call: OpCall) -> TensorInfo:
     return like(x, _reduce_shape(x, dims, keepdim))
 
 
+@shape_rule(*VAR, *STD)
+@lenient
+def shape_var(call: OpCall):
+    """``var / std (input, dim=None, *, correction=1, keepdim=False)`` and the
+    legacy ``(input, unbiased)`` / ``(input, dim, unbiased, keepdim)`` forms;
+    ``var_mean`` / ``std_mean`` return the pair. Floating inputs only."""
+    x = call.x
+    dims = call.arg(1, "dim", None)
+    if isinstance(dims, bool):  # (input, unbiased): every dim
+        dims = None
+    if isinstance(dims, (list, tuple)) and not dims:
+        dims = None
+    positional_keepdim = call.args[3] if len(call.args) > 3 else False
+    if len(call.args) > 2 and not isinstance(call.args[2], bool) or not isinstance(positional_keepdim, bool):
+        raise unsupported("var arguments")
+    keepdim = bool(call.kwargs.get("keepdim", positional_keepdim))
+    if not x.dtype.is_floating_point:
+        raise unsupported(f"var of {x.dtype}")  # torch refuses integers
+    out = like(x, _reduce_shape(x, _reduced_dims(dims, x.ndim), keepdim))
+    return (out, out) if bare_name(call.target).endswith("_mean") else out
+
+
+@shape_rule(*ALL_ANY)
+@lenient
+def shape_all_any(call: OpCall) -> TensorInfo:
+    """``all / any (input, dim=None, keepdim=False)``: bool (uint8 stays uint8)."""
+    x, dims, keepdim = _reduction(call, empty_means_all=True)
+    return TensorInfo(_reduce_shape(x, dims, keepdim), torch.uint8 if x.dtype == torch.uint8 else torch.bool)
+
+
 @shape_rule(*CUMSUM, *CUMPROD)
 @lenient
 def shape_cumulative(call: OpCall) -> TensorInfo:
@@ -466,6 +499,29 @@ def count_amax(call: OpCall) -> Counts:
     """amax / amin: (k - 1) comparisons per output element, booked as adds."""
     e, k = _window(call)
     return Counts(adds=e * max(k - 1, 0))
+
+
+@counter(*VAR, op="var")
+def count_var(call: OpCall) -> Counts:
+    """Variance of k values per output: the mean ((k - 1) adds + 1 mult), k
+    deviations (adds), k squares (mults), their sum (k - 1 adds) and one
+    division (mult): 3k - 2 adds and k + 2 mults (``var_mean`` shares the mean)."""
+    e, k = _window(call)
+    return Counts(mults=e * (k + 2), adds=e * max(3 * k - 2, 0))
+
+
+@counter(*STD, op="std")
+def count_std(call: OpCall) -> Counts:
+    """Standard deviation: the variance and one square root (other op) per output."""
+    e, k = _window(call)
+    return Counts(mults=e * (k + 2), adds=e * max(3 * k - 2, 0), other_ops=e)
+
+
+@counter(*ALL_ANY, op="all")
+def count_all_any(call: OpCall) -> Counts:
+    """all / any: (k - 1) logical ands or ors per output (bitwise: other ops)."""
+    e, k = _window(call)
+    return Counts(other_ops=e * max(k - 1, 0))
 
 
 @counter(*CUMSUM, op="cumsum")

@@ -304,3 +304,27 @@ def test_optional_forward_arguments_keep_their_defaults(registries):
     assert result.captured_via == "fx" and not result.uncounted
     assert not any("view" in r.name for r in result.records)
     assert sum(r.counts.mults for r in result.records if r.op == "mul") == 3 * 4  # only the scale
+
+
+class NoGradInside(nn.Module):
+    """A table computed under ``torch.no_grad`` (rotary embeddings do this):
+    torch.export wraps it in a higher-order op whose ops must still be counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("freq", torch.ones(4))
+
+    def forward(self, x):
+        with torch.no_grad():
+            table = torch.sin(self.freq * 3.0)  # 4 mults + 4 sines
+        y = x * table
+        if y.shape[0] > 1:
+            return y + 1
+        return y
+
+
+def test_export_counts_the_ops_inside_wrapped_subgraphs():
+    result = micronet.audit(NoGradInside(), (2, 4))
+    assert result.captured_via == "export" and not result.uncounted
+    assert result.totals["other_ops"] == 4  # the sines, found inside the wrapper
+    assert result.totals["mults"] == 4 + 8  # freq * 3 and x * table

@@ -31,7 +31,9 @@ def micronet_register_counters():
         :class:`~micronet.records.Counts` (mults, adds and other ops at full
         density, before precision); a shape rule maps it to the output's
         :class:`~micronet.records.TensorInfo`. A module class with a counter
-        is traced as a leaf.
+        is traced as a leaf, and so are its subclasses that keep its
+        ``forward``; a subclass that writes its own ``forward`` is traced
+        through unless it is registered itself.
     """
 
 

@@ -543,7 +543,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     seen: set[int] = set()
     for path, nodes in groups.items():
         parts, missing, free_only = [], set(), True
-        for n in nodes:
+        for n in _inline_subgraphs(nodes, cap.root):
             entry = registry.counter(n.target)
             if entry is None:
                 missing.add(str(getattr(n.target, "__name__", n.target)))
@@ -594,6 +594,21 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             raise CounterError(f"{name} is not counted: {reason}", hint="register a counter or drop --strict")
         records.append(record)
     return records
+
+
+def _inline_subgraphs(nodes: Iterable[fx.Node], root: nn.Module) -> Iterable[fx.Node]:
+    """The nodes, with each higher-order op that wraps a subgraph (export's
+    ``wrap_with_set_grad_enabled``, ``wrap_with_autocast``: code run under
+    ``torch.no_grad`` or autocast) replaced by the subgraph's own ops."""
+    for n in nodes:
+        subgraphs = [a for a in n.args if isinstance(a, fx.Node) and a.op == "get_attr"] \
+            if isinstance(n.target, torch._ops.HigherOrderOperator) else []
+        modules = [getattr(root, a.target, None) for a in subgraphs]
+        if not modules or not all(isinstance(m, fx.GraphModule) for m in modules):
+            yield n
+            continue
+        for module in modules:
+            yield from _inline_subgraphs((s for s in module.graph.nodes if s.op == "call_function"), module)
 
 
 def _export_classes(qualname: str) -> tuple[str, ...]:

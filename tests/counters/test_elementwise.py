@@ -210,7 +210,7 @@ def test_promotion_priorities(a, b, expected):
 
 # ---------------------------------------------------------- property tests
 
-BINARY = [t for t in ew.ADD + ew.MUL + ew.DIV + ew.FLOOR_DIV + ew.POW + ew.MINMAX
+BINARY = [t for t in ew.ADD + ew.MUL + ew.DIV + ew.FLOOR_DIV + ew.POW + ew.MINMAX + ew.REMAINDER
           if not isinstance(t, torch._ops.OpOverloadPacket) or t in (aten.add, aten.mul, aten.sub)]
 shapes = st.lists(st.integers(1, 3), max_size=3).map(tuple)
 small_dtypes = st.sampled_from([torch.bool, torch.int64, torch.int32, torch.float32, torch.float64, torch.float16])
@@ -323,3 +323,10 @@ def test_bitwise_and_logical_shapes_match_torch(target, base, data):
     # torch refuses float bitwise ops, in-place casts and bool/float mixes on CPU; the rule
     # refuses those too or leaves the corner to meta execution
     check(REGISTRY.shape(target).fn, make(target, *args), may_refuse=True)
+
+
+@pytest.mark.parametrize("target", [operator.mod, operator.imod, torch.remainder, torch.fmod, Method("__rmod__"),
+                                    Method("fmod_"), aten.remainder.Tensor])
+def test_remainder_costs_a_division_a_rounding_a_product_and_a_subtraction(target):
+    other = 3 if target is Method("__rmod__") else TensorInfo((1, 64, 1, 1))
+    assert counted(target, X, other) == Counts(mults=2 * E, adds=E, other_ops=E)

@@ -337,3 +337,41 @@ def test_cumulative_scan_shapes_match_torch(shape, data):
     # in place into another dtype: torch's own checks differ by kernel, so the rule may leave it to meta
     check(pooling.shape_cumulative, OpCall(kind, target, (TensorInfo(shape, dtype), dim), kwargs),
           may_refuse=target in (Method("cumsum_"), Method("cumprod_")), fill=torch.ones)
+
+
+# ------------------------------------------------------ variance, all / any
+
+
+def test_variance_and_std_closed_form():
+    x = TensorInfo((2, 8, 5))
+    k, e = 5, 2 * 8  # over the last dim: 16 outputs of 5 values
+    var = Counts(mults=e * (k + 2), adds=e * (3 * k - 2))
+    for call in (run("function", torch.var, x, -1), run("method", Method("var"), x, dim=2, keepdim=True),
+                 run("aten", aten.var.correction, x, [2], correction=0),
+                 run("function", torch.var_mean, x, 2)):
+        assert pooling.count_var(call) == var
+    std = run("function", torch.std, x, (1, 2))  # 2 outputs of 40 values
+    assert pooling.count_std(std) == Counts(mults=2 * 42, adds=2 * 118, other_ops=2)
+    every = run("function", torch.all, TensorInfo((3, 4), torch.bool), fill=torch.ones)
+    assert pooling.count_all_any(every) == Counts(other_ops=11)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple), data=st.data())
+def test_variance_and_all_shapes_match_torch(shape, data):
+    target = data.draw(st.sampled_from([torch.var, Method("std"), torch.var_mean, torch.std_mean,
+                                        torch.all, Method("any")]))
+    rank = max(len(shape), 1)
+    dim = data.draw(st.one_of(st.none(), st.integers(-rank, rank - 1), st.lists(st.integers(-rank, rank - 1),
+                                                                                 min_size=1, max_size=2)))
+    keepdim = data.draw(st.booleans())
+    kind = "method" if isinstance(target, Method) else "function"
+    variance = target not in (torch.all, Method("any"))
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64] if variance else [torch.bool, torch.float32]))
+    if not variance and isinstance(dim, list):
+        dim = dim[0]  # all / any take one dim
+    args = (TensorInfo(shape, dtype),) if dim is None else (TensorInfo(shape, dtype), dim)
+    check(pooling.shape_var if variance else pooling.shape_all_any,
+          OpCall(kind, target, args, {"keepdim": keepdim} if dim is not None else {}), fill=torch.ones)
+    if variance:  # the legacy (input, unbiased) form reduces every dim
+        check(pooling.shape_var, OpCall(kind, target, (TensorInfo(shape, dtype), False)), fill=torch.ones)
