@@ -513,8 +513,7 @@ def count_var(call: OpCall) -> Counts:
 @counter(*STD, op="std")
 def count_std(call: OpCall) -> Counts:
     """Standard deviation: the variance and one square root (other op) per output."""
-    e, k = _window(call)
-    return Counts(mults=e * (k + 2), adds=e * max(3 * k - 2, 0), other_ops=e)
+    return count_var(call) + Counts(other_ops=call.y.numel)
 
 
 @counter(*ALL_ANY, op="all")
