@@ -78,8 +78,10 @@ def count_nonzero_all(tensors: Iterable[torch.Tensor], threads: int | None = Non
     pieces: list[tuple[int, np.ndarray]] = []
     for key, tensor in unique.items():
         array = _numpy_view(tensor)
-        if array is None or array.size < PARALLEL_MIN_TENSOR:
+        if array is None:
             counts[key] = count_nonzero(tensor)
+        elif array.size < PARALLEL_MIN_TENSOR:  # most tensors: one NumPy call, no more
+            counts[key] = array.size if array.all() else int(torch.count_nonzero(torch.from_numpy(array)))
         else:
             counts[key] = 0
             flat = array.reshape(-1)
@@ -124,12 +126,9 @@ def _share_nonzero(share: list) -> list[int]:
 
 def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
     """A zero-copy NumPy view of a CPU tensor's data (None when there is none)."""
-    if tensor.is_meta or tensor.device.type != "cpu" or tensor.dtype not in _NUMPY_DTYPES:
-        return None
-    data = tensor.detach()
-    if not data.is_contiguous():
-        return None
-    return data.numpy()
+    if tensor.device.type != "cpu" or tensor.dtype not in _NUMPY_DTYPES or not tensor.is_contiguous():
+        return None  # meta tensors have device type "meta"
+    return tensor.detach().numpy()
 
 
 def _piece_nonzero(piece: np.ndarray) -> int:
