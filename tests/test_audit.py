@@ -206,3 +206,31 @@ def test_accuracy_is_measured_and_checked_against_the_bar():
 def test_accuracy_needs_weights():
     with pytest.raises(UsageError, match="needs the model's weights"):
         micronet.audit("micronet:resnet18_cifar", data="fake")
+
+
+class TokenClassifier(nn.Module):
+    """Token ids in: the audit must feed int64 ids, not floats."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(100, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        return self.fc(self.embed(ids).mean(1))
+
+
+def test_a_model_starting_with_an_embedding_gets_token_ids():
+    result = micronet.audit(TokenClassifier(), (2, 7))
+    assert not result.uncounted
+    embed = next(r for r in result.records if r.name == "embed")
+    assert embed.input_bits == 32 and embed.output_shapes == ((2, 7, 16),)
+    fc = next(r for r in result.records if r.name == "fc")
+    assert fc.counts.dot_products == 2 * 3 and fc.counts.dot_length == 16
+    half = micronet.audit(Tiny(), (1, 3, 8, 8), input_dtype="float16")
+    assert {r.input_bits for r in half.records if r.op == "conv2d"} == {16}
+
+
+def test_bad_input_dtype_is_a_usage_error():
+    with pytest.raises(UsageError, match="input dtype 'complex'.*int64"):
+        micronet.audit(Tiny(), (1, 3, 8, 8), input_dtype="complex")

@@ -45,6 +45,7 @@ def test_python_dash_m_works():
     (["audit", "resnet18", "--what-if", "bits=a,b"], "numbers"),
     (["audit", "no/such/file.py:make"], "file"),
     (["audit", "vit_b_16", "--input", "1x3x256x256"], "rejects input shape 1x3x256x256"),  # torch._assert
+    (["audit", "resnet18", "--input-dtype", "complex"], "input dtype"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)

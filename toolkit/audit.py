@@ -193,6 +193,7 @@ def audit(
     freebie: bool = True,
     strict: bool = False,
     data: str | Mapping[str, Any] | None = None,
+    input_dtype: str | torch.dtype | None = None,
     registries: Registries | None = None,
 ) -> Result:
     """Audit a model under a rulebook and track; returns a :class:`Result`.
@@ -200,7 +201,9 @@ def audit(
     ``model`` is an ``nn.Module`` or a spec (``resnet18``,
     ``torchvision:mobilenet_v2?width_mult=1.4``, ``micronet:wrn_28_10``,
     ``pkg.mod:factory``, ``file.py:factory``, a saved file). ``input_shape``
-    defaults to the model's own, else the track's (batch 1). ``bits`` /
+    defaults to the model's own, else the track's (batch 1); ``input_dtype``
+    to token ids (int64) for a model that starts with an embedding, else the
+    parameters' float dtype. ``bits`` /
     ``act_bits`` are glob overrides (``'features.*=8'`` or ``{"features.*": 8}``).
     Nothing is run for real: shapes are propagated and weights only read for
     their zeros. Scores are in MicroNet units (storage and ops relative to the
@@ -222,7 +225,7 @@ def audit(
     module = resolved.model
     if resolved.exported is None:  # an export archive's mode was fixed when it was exported
         module.eval()
-    dtype = _input_dtype(module)
+    dtype = input_dtype_of(module, input_dtype)
     settings = WalkSettings(precision=precision, strict=strict)
     info = TensorInfo(shape, dtype)
     if resolved.exported is not None:
@@ -230,8 +233,8 @@ def audit(
 
         cap = capture_exported(resolved.exported)
     else:
-        example = (torch.empty(shape, dtype=dtype, device=_device(module)),)
-        cap = capture(module, registries.counters, example)
+        # made only if torch.export is needed; zeros are valid token ids too
+        cap = capture(module, registries.counters, lambda: (torch.zeros(shape, dtype=dtype, device=_device(module)),))
     if cap.via == "fx":
         records = walk(cap, registries.counters, info, settings)
     else:
@@ -271,7 +274,30 @@ def _overrides(value, what: str):
     return parse_bits(value, what)
 
 
-def _input_dtype(module: nn.Module) -> torch.dtype:
+#: ``--input-dtype`` names.
+INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
+                "half": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+                "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+                "uint8": torch.uint8, "bool": torch.bool}
+
+
+def input_dtype_of(module: nn.Module, requested: str | torch.dtype | None = None) -> torch.dtype:
+    """The dtype of the example input: ``requested`` (a name of ``INPUT_DTYPES``
+    or a dtype), else token ids (int64) for a model whose first layer with
+    parameters is an embedding (text models), else its first floating
+    parameter's dtype."""
+    if isinstance(requested, torch.dtype):
+        return requested
+    if requested is not None:
+        if requested not in INPUT_DTYPES:
+            raise UsageError(f"input dtype {requested!r} is not one of: {', '.join(INPUT_DTYPES)}",
+                             hint="e.g. --input-dtype int64 for token ids")
+        return INPUT_DTYPES[requested]
+    for child in module.modules():
+        if child._parameters:
+            if isinstance(child, (nn.Embedding, nn.EmbeddingBag)):
+                return torch.int64
+            break
     for p in module.parameters():
         if p.dtype.is_floating_point:
             return p.dtype

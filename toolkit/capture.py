@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
@@ -115,14 +115,18 @@ def capture_exported(exported: Any) -> Capture:
     return Capture(gm.graph, gm, "export", modules=dict(gm.named_modules()))
 
 
-def capture(model: nn.Module, registry: CounterRegistry, example: tuple[torch.Tensor, ...]) -> Capture:
-    """fx when it can, torch.export when fx fails; one TraceError when both fail."""
+def capture(model: nn.Module, registry: CounterRegistry,
+            example: tuple[torch.Tensor, ...] | Callable[[], tuple[torch.Tensor, ...]]) -> Capture:
+    """fx when it can, torch.export when fx fails; one TraceError when both fail.
+
+    ``example`` is the input torch.export runs with, or a function making it
+    (called only when fx fails)."""
     try:
         return trace_fx(model, registry)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
         fx_reason = f"{type(fx_error).__name__}: {_first_line(fx_error)}"
         try:
-            result = export_graph(model, example)
+            result = export_graph(model, example() if callable(example) else example)
         except Exception as export_error:
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.fx failed ({fx_reason}) and "

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "micronet:wrn_28_10, pkg.module:factory, file.py:factory, or a saved file")
     audit.add_argument("--input", metavar="SHAPE", help="input shape, e.g. 1x3x32x32 "
                        "(default: the model's own, else the track's image size at batch 1)")
+    audit.add_argument("--input-dtype", metavar="DTYPE",
+                       help="dtype of the input: float32, float16, bfloat16, int64 (token ids), ... "
+                       "(default: int64 for a model starting with an embedding, else its parameters')")
     audit.add_argument("--track", default="cifar100", help="challenge track (default: cifar100)")
     audit.add_argument("--rulebook", default="micronet-2019", help="counting rules (default: micronet-2019)")
     audit.add_argument("--weights", metavar="FILE", help="state dict to load into the model")
@@ -84,7 +87,7 @@ def run_audit(args: argparse.Namespace) -> int:
         result = audit(args.spec, args.input, args.track, args.rulebook, weights=args.weights,
                        trust=args.trust, bits=args.bits, act_bits=args.act_bits,
                        accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
-                       data=args.data)
+                       data=args.data, input_dtype=args.input_dtype)
     grid = result.what_if(args.what_if) if args.what_if else None
     sections = default_registries().report_sections
     if args.quiet:
