@@ -230,8 +230,9 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None]) -> N
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     atomic_write_bytes(folder / "state_dict.pt", buffer.getvalue())
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    example = (torch.zeros(history.input.input_shape, dtype=dtype),)
+    from .audit import input_dtype_of
+
+    example = (torch.zeros(history.input.input_shape, dtype=input_dtype_of(model)),)
     try:
         exported = torch.export.export(model, example, strict=False)
         buffer = io.BytesIO()
