@@ -328,3 +328,12 @@ def test_export_counts_the_ops_inside_wrapped_subgraphs():
     assert result.captured_via == "export" and not result.uncounted
     assert result.totals["other_ops"] == 4  # the sines, found inside the wrapper
     assert result.totals["mults"] == 4 + 8  # freq * 3 and x * table
+
+
+def test_torch_own_subclasses_keep_their_base_counter(registries):
+    """QAT and quantized modules of torch.ao override forward but compute the same op."""
+    import torch.ao.nn.qat as qat
+
+    counters = registries.counters
+    assert counters.counter(qat.Conv2d) is counters.counter(nn.Conv2d)
+    assert counters.counter(qat.Linear) is counters.counter(nn.Linear)

@@ -232,11 +232,13 @@ def _by_mro(table: dict, cls: type) -> Entry | None:
     it still runs. A subclass that writes its own ``forward`` (timm's
     ``Conv2dSame`` pads first, ``BatchNormAct2d`` adds an activation) computes
     something else than its base: it gets no entry, so it is traced through
-    and its insides are counted, unless that subclass is registered itself."""
+    and its insides are counted, unless that subclass is registered itself.
+    torch's own subclasses (``torch.ao.nn`` quantized and QAT modules) compute
+    their base's function at other precisions: they keep the base's entry."""
     for klass in cls.__mro__:
         if klass in table:
             return table[klass]
-        if "forward" in vars(klass):
+        if "forward" in vars(klass) and not klass.__module__.startswith("torch."):
             return None
     return None
 
