@@ -234,3 +234,17 @@ def test_a_model_starting_with_an_embedding_gets_token_ids():
 def test_bad_input_dtype_is_a_usage_error():
     with pytest.raises(UsageError, match="input dtype 'complex'.*int64"):
         micronet.audit(Tiny(), (1, 3, 8, 8), input_dtype="complex")
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return self.fc(x) + y
+
+
+def test_a_forward_needing_two_inputs_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"TwoInputs.forward needs 2 inputs \(x, y\).*wrap"):
+        micronet.audit(TwoInputs(), (2, 4))

@@ -20,7 +20,7 @@ from torch import fx, nn
 from .errors import TraceError
 from .registry import CounterRegistry
 
-__all__ = ["Capture", "capture", "trace_fx", "export_graph"]
+__all__ = ["Capture", "capture", "trace_fx", "export_graph", "required_inputs"]
 
 
 @dataclass
@@ -87,6 +87,17 @@ def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
     tracer = MicronetTracer(registry)
     graph = tracer.trace(model, concrete_args=_defaults_after_input(model))
     return Capture(graph, model, "fx", modules=dict(model.named_modules()))
+
+
+def required_inputs(model: nn.Module) -> list[str]:
+    """Names of the forward's arguments that have no default (the audit passes one)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 def _defaults_after_input(model: nn.Module) -> dict[str, Any] | None:
