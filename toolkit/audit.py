@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .capture import capture, required_inputs
+from .capture import capture
 from .errors import UsageError
 from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
@@ -233,12 +233,6 @@ def audit(
 
         cap = capture_exported(resolved.exported)
     else:
-        needed = required_inputs(module)
-        if len(needed) > 1:
-            raise UsageError(f"{type(module).__name__}.forward needs {len(needed)} inputs "
-                             f"({', '.join(needed)}); an audit calls it with one tensor",
-                             hint="wrap the model in a module whose forward takes one input and "
-                             "builds the others")
         # made only if torch.export is needed; zeros are valid token ids too
         cap = capture(module, registries.counters, lambda: (torch.zeros(shape, dtype=dtype, device=_device(module)),))
     if cap.via == "fx":

@@ -17,10 +17,10 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
-from .errors import TraceError
+from .errors import TraceError, UsageError
 from .registry import CounterRegistry
 
-__all__ = ["Capture", "capture", "trace_fx", "export_graph", "required_inputs"]
+__all__ = ["Capture", "capture", "trace_fx", "export_graph"]
 
 
 @dataclass
@@ -89,29 +89,35 @@ def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
     return Capture(graph, model, "fx", modules=dict(model.named_modules()))
 
 
-def required_inputs(model: nn.Module) -> list[str]:
-    """Names of the forward's arguments that have no default (the audit passes one)."""
+def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
+    """The parameters of ``model.forward`` (none when it has no readable signature)."""
     try:
-        parameters = inspect.signature(model.forward).parameters.values()
+        return list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
         return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 def _defaults_after_input(model: nn.Module) -> dict[str, Any] | None:
     """The forward's optional arguments bound to their defaults: the audit calls
     ``forward(x)`` alone, so ``mask=None`` must stay None while tracing (as a
     proxy, ``mask is not None`` would be true and the wrong branch traced)."""
-    try:
-        parameters = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    defaults = {p.name: p.default for p in parameters[1:]
+    defaults = {p.name: p.default for p in _forward_parameters(model)[1:]
                 if p.kind in kinds and p.default is not inspect.Parameter.empty}
     return defaults or None
+
+
+def _check_one_input(model: nn.Module) -> None:
+    """A forward that needs more than the one tensor an audit passes is a usage error."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    needed = [p.name for p in _forward_parameters(model)
+              if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(needed) > 1:
+        raise UsageError(f"{type(model).__name__}.forward needs {len(needed)} inputs "
+                         f"({', '.join(needed)}); an audit calls it with one tensor",
+                         hint="wrap the model in a module whose forward takes one input and "
+                         "builds the others")
 
 
 def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:
@@ -132,6 +138,7 @@ def capture(model: nn.Module, registry: CounterRegistry,
 
     ``example`` is the input torch.export runs with, or a function making it
     (called only when fx fails)."""
+    _check_one_input(model)
     try:
         return trace_fx(model, registry)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import fx, nn
 
-from .audit import Result, audit, measure_accuracy
+from .audit import Result, audit, input_dtype_of, measure_accuracy
 from .capture import trace_fx
 from .errors import CompressionError, UsageError
 from .fileio import atomic_write_text
@@ -230,8 +230,6 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None]) -> N
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     atomic_write_bytes(folder / "state_dict.pt", buffer.getvalue())
-    from .audit import input_dtype_of
-
     example = (torch.zeros(history.input.input_shape, dtype=input_dtype_of(model)),)
     try:
         exported = torch.export.export(model, example, strict=False)

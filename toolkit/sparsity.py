@@ -56,12 +56,11 @@ def count_nonzero(tensor: torch.Tensor) -> int:
     """
     if tensor.is_meta:
         return tensor.numel()
+    array = _numpy_view(tensor)
+    if array is not None:
+        return _piece_nonzero(array)
     with torch.no_grad():
-        data = tensor.detach()
-        if data.device.type == "cpu" and data.dtype in _NUMPY_DTYPES:
-            if data.numpy().all():
-                return data.numel()
-        return int(torch.count_nonzero(data))
+        return int(torch.count_nonzero(tensor.detach()))
 
 
 def count_nonzero_all(tensors: Iterable[torch.Tensor], threads: int | None = None) -> dict[int, int]:
@@ -81,7 +80,7 @@ def count_nonzero_all(tensors: Iterable[torch.Tensor], threads: int | None = Non
         if array is None:
             counts[key] = count_nonzero(tensor)
         elif array.size < PARALLEL_MIN_TENSOR:  # most tensors: one NumPy call, no more
-            counts[key] = array.size if array.all() else int(torch.count_nonzero(torch.from_numpy(array)))
+            counts[key] = _piece_nonzero(array)
         else:
             counts[key] = 0
             flat = array.reshape(-1)
@@ -96,12 +95,11 @@ def count_nonzero_all(tensors: Iterable[torch.Tensor], threads: int | None = Non
         shares = _split_evenly(pieces, threads, total)
     # one share per thread, the calling thread taking the first: few hand-overs of the GIL
     if len(shares) == 1:
-        for (key, piece) in pieces:
-            counts[key] += _piece_nonzero(piece)
-        return counts
-    with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="micronet-scan") as pool:
-        futures = [pool.submit(_share_nonzero, share) for share in shares[1:]]
-        found = [_share_nonzero(shares[0])] + [f.result() for f in futures]
+        found = [_share_nonzero(pieces)]
+    else:
+        with ThreadPoolExecutor(len(shares) - 1, thread_name_prefix="micronet-scan") as pool:
+            futures = [pool.submit(_share_nonzero, share) for share in shares[1:]]
+            found = [_share_nonzero(shares[0])] + [f.result() for f in futures]
     for share, share_counts in zip(shares, found):
         for (key, _), n in zip(share, share_counts):
             counts[key] += n
@@ -132,6 +130,7 @@ def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
 
 
 def _piece_nonzero(piece: np.ndarray) -> int:
+    """Nonzeros of a NumPy array (a whole tensor or a piece of one)."""
     if piece.all():  # the common case, one memory-bound pass
         return piece.size
     return int(torch.count_nonzero(torch.from_numpy(piece)))
