@@ -579,7 +579,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             module_path=path.rpartition(".")[0] if leaf else path,
             input_shapes=_shapes((to_info(in_val),)), output_shapes=_shapes((to_info(last.meta.get("val")),)),
             counts=counts, params=sum(p.numel() for p in tensors),
-            nonzero_params=sum(nonzero[id(p)] if id(p) in nonzero else count_nonzero(p) for p in tensors),
+            nonzero_params=sum(nonzero[id(p)] for p in tensors),  # all of model's, read up front
             weight_params=sparse.numel if sparse else 0, weight_nonzero=sparse.nonzero if sparse else 0,
             weight_block=sparse.block if sparse else (),
             weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
