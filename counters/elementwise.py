@@ -105,6 +105,8 @@ def is_inplace(target: Any) -> bool:
     """Whether a target writes into its first argument (``x.add_(y)``, ``x += y``)."""
     if target in INPLACE_OPERATORS:
         return True
+    if target in (operator.and_, operator.or_):  # named with a trailing "_", yet they return a new value
+        return False
     if isinstance(target, Method):
         name = target.name
         return name.startswith("__i") if name.startswith("__") else name.endswith("_")
@@ -187,8 +189,9 @@ def shape_binary(call: OpCall) -> TensorInfo:
     """``(a, b)`` with tensor or number operands: broadcast and promote."""
     out = binary_out(call)
     name = _base_name(call.target)
-    if packet(call.target) in (torch.rsub, aten.rsub) and not isinstance(call.args[0], TensorInfo):
-        raise NotImplementedError("rsub needs a tensor first")
+    if (packet(call.target) in (torch.rsub, aten.rsub) or name == "fmod") \
+            and not isinstance(call.args[0], TensorInfo):
+        raise NotImplementedError(f"{name} needs a tensor first")  # torch raises a TypeError
     if name in ("sub", "rsub", "subtract") and any(
         isinstance(v, bool) or isinstance(v, TensorInfo) and v.dtype == torch.bool for v in _operands(call, 2)
     ):

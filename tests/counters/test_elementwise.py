@@ -170,7 +170,8 @@ def test_inplace_detection():
     assert ew.is_inplace(operator.iadd) and ew.is_inplace(Method("add_")) and ew.is_inplace(Method("__imul__"))
     assert ew.is_inplace(aten.add_.Tensor) and ew.is_inplace(torch.clamp_)
     assert not any(ew.is_inplace(t) for t in (operator.add, Method("__add__"), Method("__radd__"), aten.add.Tensor,
-                                              torch.add))
+                                              torch.add, operator.and_, operator.or_, operator.xor))
+    assert ew.is_inplace(operator.iand) and ew.is_inplace(Method("__ior__"))
 
 
 # ------------------------------------------------------------ dtype rules
