@@ -6,10 +6,14 @@ said in a note), keeping pruning masks and fake quantization in force, and
 note the loss per epoch and, when the recipe names its data, the final
 top-1 on its test split. ``distill`` adds a teacher: ``"original"`` (the
 pipeline's input model, before any compression) or a model spec with
-``teacher_weights``; its loss is ``alpha * T^2 * KL(teacher || student) +
-(1 - alpha) * CE`` at temperature ``T`` (see :mod:`micronet.train`).
+``teacher_weights`` (a spec importing code, ``module:factory`` or
+``file.py:factory``, needs the recipe's ``trust = true`` or ``--trust``);
+its loss is ``alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE`` at
+temperature ``T`` (see :mod:`micronet.train`).
 """
 from __future__ import annotations
+
+import math
 
 from typing import Any, Mapping
 
@@ -25,6 +29,8 @@ from micronet.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 def _at_least(low: float, strict: bool = False):
     def check(value):
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
         bad = value <= low if strict else value < low
         return f"must be {'>' if strict else '>='} {low}, got {value}" if bad else None
     return check
@@ -123,7 +129,8 @@ def _teacher(options: Mapping[str, Any], context: StepContext) -> nn.Module:
         return context.original
     from micronet.resolve import resolve_model
 
-    return resolve_model(spec, weights=weights or None, meta=False).model
+    return resolve_model(spec, weights=weights or None, meta=False, trust=context.trust,
+                         origin="the distill step's teacher").model
 
 
 def run_distill(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:

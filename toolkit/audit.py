@@ -223,23 +223,21 @@ def audit(
     shape = parse_input_shape(input_shape if input_shape is not None
                               else resolved.input_shape or track_obj.input_shape)
     module = resolved.model
-    if resolved.exported is None:  # an export archive's mode was fixed when it was exported
-        module.eval()
+    modes = {m: m.training for m in module.modules()}
     dtype = input_dtype_of(module, input_dtype)
     settings = WalkSettings(precision=precision, strict=strict)
-    info = TensorInfo(shape, dtype)
-    if resolved.exported is not None:
-        from .capture import capture_exported
-
-        cap = capture_exported(resolved.exported)
-    else:
-        # made only if torch.export is needed; zeros are valid token ids too
-        cap = capture(module, registries.counters, lambda: (torch.zeros(shape, dtype=dtype, device=_device(module)),))
-    if cap.via == "fx":
-        records = walk(cap, registries.counters, info, settings)
-    else:
-        records = walk_exported(cap, registries.counters, settings, module)
+    try:
+        if resolved.exported is None:  # an export archive's mode was fixed when it was exported
+            module.eval()
+        records, cap = _capture_and_walk(module, resolved.exported, registries, TensorInfo(shape, dtype),
+                                         settings)
+    finally:  # the caller's model comes back as it was handed in
+        for child, training in modes.items():
+            child.training = training
     messages = _warnings(records, precision, cap)
+    if resolved.exported is None and any(modes.values()):
+        messages.append("the model was in training mode: it was priced as in inference "
+                        "(BatchNorm folded, dropout free), as the rules count a test example")
     options = ScoreOptions(freebie=freebie)
     prepared = book.prepare(records)
     scoring = book.evaluate(prepared, track_obj, options, True)
@@ -250,6 +248,22 @@ def audit(
     if data is not None:
         result = measure_accuracy(result, module, data)
     return result
+
+
+def _capture_and_walk(module: nn.Module, exported, registries: Registries, info: TensorInfo,
+                      settings: WalkSettings) -> tuple[list[LayerRecord], Any]:
+    """Capture the model (its archive's graph when it came from one) and walk it."""
+    if exported is not None:
+        from .capture import capture_exported
+
+        cap = capture_exported(exported)
+    else:
+        # made only if torch.export is needed; zeros are valid token ids too
+        cap = capture(module, registries.counters,
+                      lambda: (torch.zeros(info.shape, dtype=info.dtype, device=_device(module)),))
+    if cap.via == "fx":
+        return walk(cap, registries.counters, info, settings), cap
+    return walk_exported(cap, registries.counters, settings, module), cap
 
 
 def measure_accuracy(result: Result, model: nn.Module, data: str | Mapping[str, Any]) -> Result:

@@ -10,9 +10,12 @@ aten graph, whose nodes carry the module stack they came from.
 from __future__ import annotations
 
 import inspect
+import io
+import logging
 import sys
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import fx, nn
@@ -20,7 +23,7 @@ from torch import fx, nn
 from .errors import TraceError, UsageError
 from .registry import CounterRegistry
 
-__all__ = ["Capture", "capture", "trace_fx", "export_graph"]
+__all__ = ["Capture", "capture", "trace_fx", "export_graph", "is_aten_graph"]
 
 
 @dataclass
@@ -81,12 +84,30 @@ def _library_notrace() -> tuple[tuple[Any, ...], frozenset[type]]:
 
 
 def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
-    """Symbolically trace ``model``; raises whatever torch.fx raises."""
-    if isinstance(model, fx.GraphModule):
-        return Capture(model.graph, model, "fx", modules=dict(model.named_modules()))
+    """Symbolically trace ``model``; raises whatever torch.fx raises.
+
+    A GraphModule is traced again too: its graph names the submodules it had
+    when it was made, and a compression step may have replaced one since (a
+    conv swapped for ``Sequential(conv, conv)`` must be counted as two convs).
+    Only when fx cannot trace it again is its own graph used."""
     tracer = MicronetTracer(registry)
-    graph = tracer.trace(model, concrete_args=_defaults_after_input(model))
+    try:
+        graph = tracer.trace(model, concrete_args=_defaults_after_input(model))
+    except Exception:
+        if not isinstance(model, fx.GraphModule):
+            raise
+        graph = model.graph
     return Capture(graph, model, "fx", modules=dict(model.named_modules()))
+
+
+def is_aten_graph(model: nn.Module) -> bool:
+    """Whether ``model`` is a GraphModule of aten ops (``ExportedProgram.module()``,
+    e.g. a ``.pt2`` archive being compressed): it is captured with torch.export
+    again, so it counts as ``micronet audit`` counts the archive."""
+    if not isinstance(model, fx.GraphModule):
+        return False
+    return any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+               for n in model.graph.nodes)
 
 
 def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
@@ -122,8 +143,26 @@ def _check_one_input(model: nn.Module) -> None:
 
 def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:
     """Capture ``model`` with ``torch.export`` (aten graph, strict=False)."""
-    exported = torch.export.export(model, example, strict=False)
+    with _quiet_failure():
+        exported = torch.export.export(model, example, strict=False)
     return capture_exported(exported)
+
+
+@contextmanager
+def _quiet_failure() -> Iterator[None]:
+    """Keep what torch.export prints when it fails (its partial FX graph, its
+    symbolic-shape warnings) off the terminal: our one-line error says why, and
+    ``--debug`` shows the traceback. What a successful export prints is kept."""
+    shapes_log = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = shapes_log.level
+    shapes_log.setLevel(logging.ERROR)
+    printed = io.StringIO()
+    try:
+        with redirect_stderr(printed):
+            yield
+    finally:
+        shapes_log.setLevel(level)
+    sys.stderr.write(printed.getvalue())  # reached only when the export succeeded
 
 
 def capture_exported(exported: Any) -> Capture:
@@ -139,6 +178,8 @@ def capture(model: nn.Module, registry: CounterRegistry,
     ``example`` is the input torch.export runs with, or a function making it
     (called only when fx fails)."""
     _check_one_input(model)
+    if is_aten_graph(model):
+        return export_graph(model, example() if callable(example) else example)
     try:
         return trace_fx(model, registry)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...

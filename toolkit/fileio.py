@@ -1,13 +1,14 @@
 """Atomic file writes: a report is either complete or not there at all."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_error"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -26,10 +27,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_error(target, error) from error
         raise
     return target
+
+
+def write_error(target: Path, error: OSError) -> UsageError:
+    """A one-line UsageError for a failed write (a full disk says so, with the fix)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UsageError(f"cannot write {target}: no space left on the device",
+                          hint="free some space, or write to another folder")
+    return UsageError(f"cannot write {target}: {error.strerror or error}",
+                      hint="choose a writable path")
 
 
 def _umask() -> int:

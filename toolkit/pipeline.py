@@ -1,18 +1,23 @@
 """``compress()``: run a recipe's steps, re-capturing and re-scoring after each.
 
 Each step receives a deep copy of the current model as a GraphModule and
-returns a new model; the pipeline audits it with the recipe's rulebook and
-track and keeps every intermediate :class:`~micronet.audit.Result`. A step
-that raises is reported with its name and plugin as a CompressionError; the
-history up to it is kept (and written when an output folder is given), and
-the input model is never modified.
+returns a new model; the pipeline captures that model afresh (so a submodule
+a step swapped is counted as it now is) and audits it with the recipe's
+rulebook and track, keeping every intermediate :class:`~micronet.audit.Result`.
+A step that raises, or leaves a parameter that is NaN or infinite, is reported
+with its name and plugin as a CompressionError; the history up to it is kept
+(and written when an output folder is given), and the input model is never
+modified. An output folder is written as a whole (:mod:`micronet.outdir`).
 """
 from __future__ import annotations
 
 import copy
+import io
 import json
+import re
 import time
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -22,8 +27,9 @@ from torch import fx, nn
 from .audit import Result, audit, input_dtype_of, measure_accuracy
 from .capture import trace_fx
 from .errors import CompressionError, UsageError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
 from .manager import Registries, default_registries
+from .outdir import claim_output_folder
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model
 from .steps import CompressionStep, StepContext, check_options
@@ -46,6 +52,7 @@ class StepRecord:
     error: str | None = None
     seconds: float = 0.0
     notes: Mapping[str, Any] = field(default_factory=dict)
+    changed: bool = True
 
 
 @dataclass
@@ -76,7 +83,8 @@ class History:
         entries = [{"step": None, **self.input.to_dict()}]
         for s in self.steps:
             step = {"index": s.index, "name": s.name, "plugin": s.plugin, "options": dict(s.options),
-                    "seconds": round(s.seconds, 4), "error": s.error, "notes": dict(s.notes)}
+                    "seconds": round(s.seconds, 4), "error": s.error, "notes": dict(s.notes),
+                    "changed": s.changed}
             entries.append({"step": step, **(s.result.to_dict() if s.result is not None else {})})
         return entries
 
@@ -110,22 +118,42 @@ def compress(
     model: nn.Module | None = None,
     registries: Registries | None = None,
     log: Callable[[str], None] = lambda message: None,
+    trust: bool = False,
 ) -> History:
     """Run ``recipe`` (a TOML path, a parsed :class:`Recipe` or a dict).
 
     ``model`` overrides the recipe's spec with a module (it is not modified).
-    With ``out``, writes ``history.json``, one audit table per step and the
-    final model there (see :func:`micronet.pipeline.write_outputs`). Returns
-    the :class:`History`; raises :class:`CompressionError` when a step fails,
-    after writing what ran.
+    ``trust`` (or the recipe's ``trust = true``) lets the recipe's specs run
+    code (``module:factory``, ``file.py:factory``, pickles); without it they
+    are refused. With ``out``, the folder is checked and locked before any
+    work, the run is written beside it (``history.json``, one audit table per
+    step, the final model; see :func:`write_outputs`) and swapped in whole at
+    the end, also when a step fails. Returns the :class:`History`; raises
+    :class:`CompressionError` when a step fails, after writing what ran.
     """
     recipe = _as_recipe(recipe)
+    trust = trust or recipe.trust
     registries = registries or default_registries()
     plan = _plan(recipe, registries)
-    current = _input_model(recipe, model, registries)
+    with ExitStack() as stack:
+        folder = stack.enter_context(claim_output_folder(out)) if out is not None else None
+        history, failure = _run(recipe, plan, model, registries, log, trust)
+        if folder is not None:
+            write_outputs(history, folder.begin(), log, registries)
+            folder.commit()
+    if failure is not None:
+        raise failure
+    return history
+
+
+def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
+         log: Callable[[str], None], trust: bool) -> tuple[History, CompressionError | None]:
+    """Audit the input, then run each step on a copy; stops at the first failure."""
+    name = _model_name(recipe, model)
+    current = _input_model(recipe, model, registries, trust, log)
     original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
-    first = _measured(audit(current, recipe.input_shape, **score), current, recipe)
+    first = _measured(_audited(current, recipe.input_shape, name, score), current, recipe)
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
@@ -136,12 +164,11 @@ def compress(
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
         context = StepContext(first.input_shape, history.final, recipe.data, _device(), log,
-                              original=original)
+                              original=original, trust=trust)
         try:
             produced = step.run(working, options, context)
-            if not isinstance(produced, nn.Module):
-                raise TypeError(f"returned {type(produced).__name__}, expected an nn.Module")
-            result = _measured(audit(produced, first.input_shape, **score), produced, recipe)
+            _check_produced(produced)
+            result = _measured(_audited(produced, first.input_shape, name, score), produced, recipe)
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             history.steps.append(StepRecord(index, step.name, plugin, options, None, message,
@@ -152,27 +179,83 @@ def compress(
                                             "is untouched")
             failure.__cause__ = error
             break
+        changed = not _same_model(current, produced)
+        if not changed:
+            log(f"step {index} ({step.name}) changed nothing: the model it returned equals its input")
         history.steps.append(StepRecord(index, step.name, plugin, options, result, None,
-                                        time.perf_counter() - started, dict(context.notes)))
+                                        time.perf_counter() - started, dict(context.notes), changed))
         hooks.micronet_step_finished(index=index, step=step, options=options, result=result, error=None)
         current = produced
     history.model = None if failure else current
     hooks.micronet_pipeline_finished(history=history)
-    if out is not None:
-        write_outputs(history, out, log, registries.report_sections)
-    if failure is not None:
-        raise failure
-    return history
+    return history, failure
 
 
-def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries) -> fx.GraphModule:
+def _model_name(recipe: Recipe, model: nn.Module | None) -> str:
+    """How tables and ``history.json`` name the model: the recipe's spec, or
+    the class of the module handed in."""
+    if model is None:
+        return recipe.spec
+    return type(model).__name__ if "<locals>" in type(model).__qualname__ else type(model).__qualname__
+
+
+def _audited(model: nn.Module, input_shape, name: str, score: Mapping[str, Any]) -> Result:
+    """A fresh audit of ``model`` as it now is, named ``name``."""
+    return replace(audit(model, input_shape, **score), model=name)
+
+
+def _check_produced(produced: Any) -> None:
+    """A step must return a module whose parameters are finite numbers
+    (buffers may hold infinities, e.g. attention masks, but not NaN)."""
+    if not isinstance(produced, nn.Module):
+        raise TypeError(f"returned {type(produced).__name__}, expected an nn.Module")
+    tensors = [("parameter", n, t, False) for n, t in produced.named_parameters()]
+    tensors += [("buffer", n, t, True) for n, t in produced.named_buffers()]
+    for kind, tensor_name, tensor, inf_ok in tensors:
+        if not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        bad = torch.isnan(tensor) if inf_ok else ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise ValueError(f"the model it returned has {count} non-finite value(s) in {kind} "
+                             f"{tensor_name!r} (NaN{'' if inf_ok else ' or infinity'}); nothing was kept")
+
+
+def _same_model(before: nn.Module, after: nn.Module) -> bool:
+    """Whether a step handed back what it was given: the same module tree
+    (names and classes), the same graph code and equal tensors."""
+    if before is after:
+        return True
+    if _tree(before) != _tree(after):
+        return False
+    if getattr(before, "code", None) != getattr(after, "code", None):
+        return False
+    first, second = before.state_dict(), after.state_dict()
+    if first.keys() != second.keys():
+        return False
+    return all(a.dtype == b.dtype and a.shape == b.shape and (a.is_meta or torch.equal(a, b))
+               for a, b in ((first[k], second[k]) for k in first))
+
+
+def _tree(model: nn.Module) -> list[tuple[str, Any]]:
+    # each GraphModule gets a class of its own (a copy too): compare those as "a GraphModule"
+    return [(name, fx.GraphModule if isinstance(m, fx.GraphModule) else type(m))
+            for name, m in model.named_modules()]
+
+
+def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries, trust: bool,
+                 log: Callable[[str], None]) -> fx.GraphModule:
     """The recipe's model with real weights, as a GraphModule (a private copy)."""
     if model is not None:
-        module = copy.deepcopy(model).eval()
+        module = copy.deepcopy(model)
     else:
-        resolved = resolve_model(recipe.spec, weights=recipe.weights, trust=recipe.trust,
-                                 models=registries.models, meta=False)
-        module = resolved.model.eval()
+        module = resolve_model(recipe.spec, weights=recipe.weights, trust=trust, models=registries.models,
+                               meta=False, origin=recipe.source).model
+    _set_eval(module)
+    renamed = _codegen_safe_names(module)
+    if renamed:
+        log("module names Python code cannot hold were renamed in the pipeline's copy: "
+            + ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items()))
     if isinstance(module, fx.GraphModule):
         return module
     try:
@@ -183,6 +266,37 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
                                hint="make the forward traceable, or register a counter for the "
                                     "offending module so it becomes a leaf") from error
     return fx.GraphModule(module, capture.graph, type(module).__name__)
+
+
+def _set_eval(module: nn.Module) -> None:
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export's module(): its mode was fixed when it was exported
+        pass
+
+
+#: Characters fx's code generator cannot put in ``getattr(self, "NAME")``.
+_UNSAFE_NAME = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029]')
+
+
+def _codegen_safe_names(model: nn.Module) -> dict[str, str]:
+    """Rename, in place, submodules whose names would break fx's generated code
+    (a quote, a backslash, a line break); returns ``{old path: new path}``."""
+    renamed: dict[str, str] = {}
+    for path, module in list(model.named_modules()):
+        if not any(_UNSAFE_NAME.search(name) for name in module._modules):
+            continue
+        children = {}
+        for name, child in module._modules.items():
+            new = _UNSAFE_NAME.sub("_", name)
+            while new != name and (new in module._modules or new in children):
+                new += "_"
+            children[new] = child
+            if new != name:
+                renamed[f"{path}.{name}" if path else name] = f"{path}.{new}" if path else new
+        module._modules.clear()
+        module._modules.update(children)
+    return renamed
 
 
 def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:
@@ -200,32 +314,37 @@ def _device() -> str:
 
 
 def write_outputs(history: History, out: str | Path, log: Callable[[str], None] = lambda m: None,
-                  sections: Mapping[str, Any] | None = None) -> Path:
+                  registries: Registries | None = None) -> Path:
     """Write ``history.json``, ``NN-STEP.txt`` audit tables, and the final model:
     ``model.pt2`` (a torch.export archive, loadable with ``micronet audit``) and
-    ``state_dict.pt`` (its weights). Every file is written atomically."""
+    ``state_dict.pt`` (its weights), into the folder ``out``. :func:`compress`
+    writes them into a staging folder it swaps in whole; called on its own,
+    every file is written atomically but the folder is not."""
     from .reports import render_table
     from .reports.json_report import clean
 
+    registries = registries or default_registries()
+    sections = registries.report_sections
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create output folder {folder}: {error.strerror or error}") from error
-    atomic_write_text(folder / "history.json", json.dumps(clean(history.to_list()), indent=1) + "\n")
     names = ["input"] + [s.name for s in history.steps if s.result is not None]
     for number, (name, result) in enumerate(zip(names, history.results)):
         atomic_write_text(folder / f"{number:02d}-{name}.txt",
                           render_table(result, sections=sections) + "\n")
     if history.model is not None:
-        _save_model(history, folder, log)
+        _save_model(history, folder, log, registries)
+    # last: a folder with history.json is a whole run (micronet.outdir.RUN_MARKER)
+    atomic_write_text(folder / "history.json", json.dumps(clean(history.to_list()), indent=1) + "\n")
     return folder
 
 
-def _save_model(history: History, folder: Path, log: Callable[[str], None]) -> None:
-    from .fileio import atomic_write_bytes
-    import io
-
+def _save_model(history: History, folder: Path, log: Callable[[str], None], registries: Registries) -> None:
+    """``state_dict.pt``, and ``model.pt2`` when torch.export can capture the
+    model and the archive re-scores to the score recorded last (so that
+    ``micronet audit model.pt2`` agrees with ``history.json``)."""
     model = history.model
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
@@ -241,4 +360,25 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None]) -> N
         log(f"torch.export could not save the final model ({type(error).__name__}: {error}); "
             "state_dict.pt holds its weights")
         return
+    final = history.final
+    archived = _archive_score(buffer, final, registries)
+    if archived is None or abs(archived - final.score.total) > 1e-9 * max(1.0, abs(final.score.total)):
+        log(f"model.pt2 not written: re-scored from the archive it gives {archived}, not the "
+            f"{final.score.total} recorded; state_dict.pt holds the weights")
+        return
     atomic_write_bytes(folder / "model.pt2", buffer.getvalue())
+
+
+def _archive_score(buffer: io.BytesIO, final: Result, registries: Registries) -> float | None:
+    """The score ``micronet audit model.pt2`` would give the archive in ``buffer``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="micronet-archive-") as scratch:
+        path = Path(scratch) / "model.pt2"
+        path.write_bytes(buffer.getvalue())
+        try:
+            again = audit(str(path), final.input_shape, final.track.name, final.rulebook.name,
+                          freebie=final.options.freebie, registries=registries)
+        except Exception:
+            return None
+    return again.score.total

@@ -53,6 +53,9 @@ class StepContext:
     the model it receives; ``data`` the recipe's data settings (or None);
     ``device`` where to run any computation; ``original`` the pipeline's
     input model (a teacher for distillation; do not modify it).
+    ``trust`` says whether the user passed ``--trust`` (recipe: ``trust =
+    true``): a step that resolves specs or loads files named in its options
+    must pass it on (``resolve_model(..., trust=context.trust)``).
     ``note(key, value)`` records a
     fact about how the step ran (e.g. which batches an importance used); the
     notes land in the step's record and in ``history.json``.
@@ -65,6 +68,7 @@ class StepContext:
     log: Callable[[str], None] = print
     notes: dict[str, Any] = field(default_factory=dict)
     original: nn.Module | None = None
+    trust: bool = False
 
     def note(self, key: str, value: Any) -> None:
         """Record ``key = value`` (JSON-friendly) for this step's history entry."""

@@ -100,7 +100,11 @@ class TrainConfig:
 
     def problem(self) -> str | None:
         """What is wrong with these settings (None when nothing)."""
+        numbers = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                   "gamma": self.gamma, "label_smoothing": self.label_smoothing}
         checks = [
+            *((math.isfinite(value), f"{name} must be a finite number, got {value}")
+              for name, value in numbers.items()),
             (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),

@@ -341,6 +341,12 @@ class Walker(fx.Interpreter):
                 return to_info(out), mode
             except Exception as error:
                 errors.append(f"{device}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        if any(_SHAPE_MISMATCH.search(e) for e in errors):
+            given = ", ".join("x".join(map(str, s)) for s in _shapes(call.args)) or "no tensor"
+            raise UsageError(f"the input {self._input_shape()} does not fit the model: node {n.name} "
+                             f"({self._name(n)}, {target_name(call.target)}) cannot take {given} "
+                             f"({errors[-1].partition(': ')[2]}); {first_layer_expects(self.cap.root)}",
+                             hint="pass --input with the shape the model was built for")
         raise TraceError(f"cannot compute the output of node {n.name} ({self._name(n)}, "
                          f"{target_name(call.target)}): " + "; ".join(errors),
                          hint="register a shape rule for this op, or build the model with real weights")
@@ -445,6 +451,28 @@ _PROXY = re.compile(r"Proxy\(\w+\)")
 #: Extra file of a torch.export archive holding {module path: bit attributes}.
 BITS_FILE = "micronet_bits.json"
 _BIT_ATTRS = frozenset({"micronet_weight_bits", "micronet_input_bits", "micronet_accumulator_bits"})
+
+
+#: What torch says when a tensor of the wrong shape reaches an op.
+_SHAPE_MISMATCH = re.compile(r"shape|size|dimension|channels|same reduction dim|cannot be multiplied|"
+                             r"expected input|out of range|index out of", re.IGNORECASE)
+
+
+def first_layer_expects(root: nn.Module) -> str:
+    """What the model's first layer with parameters takes, in words (for errors)."""
+    for name, module in root.named_modules():
+        if not module._parameters:
+            continue
+        label = f"its first layer {name or type(root).__name__} ({type(module).__name__})"
+        if isinstance(module, nn.modules.conv._ConvNd):
+            spatial = {1: "L", 2: "H, W", 3: "D, H, W"}.get(len(module.kernel_size), "...")
+            return f"{label} expects [N, {module.in_channels}, {spatial}]"
+        if isinstance(module, nn.Linear):
+            return f"{label} expects [..., {module.in_features}]"
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return f"{label} expects token ids below {module.num_embeddings} (--input-dtype int64)"
+        return f"{label} holds {', '.join(f'{k} {list(v.shape)}' for k, v in module._parameters.items() if v is not None)}"
+    return "the model has no parameters"
 
 
 def module_bits(module: nn.Module | None) -> dict[str, int]:
