@@ -1,4 +1,11 @@
-"""Per-layer rows as CSV, one row per node, units in the header."""
+"""Per-layer rows as CSV, one row per node, units in the header.
+
+Names come from the model, so a text cell could be a spreadsheet formula
+(``=HYPERLINK(...)``). Following OWASP's advice on CSV injection, a text
+cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+gets a leading single quote, which spreadsheets show as text; numbers,
+negative ones included, stay numbers.
+"""
 from __future__ import annotations
 
 import csv
@@ -21,6 +28,10 @@ COLUMNS = (
 )
 
 
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value):
     if isinstance(value, list):
         return ";".join("x".join(map(str, v)) if isinstance(v, list) else str(v) for v in value)
@@ -29,13 +40,30 @@ def _cell(value):
     return value
 
 
+def defuse(value):
+    """``value`` with a leading ``'`` when it is text a spreadsheet would
+    evaluate (``'=HYPERLINK(...)``); numbers and other text as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render_csv(result) -> str:
-    """CSV text of ``result.rows()``."""
+    """CSV text of ``result.rows()``.
+
+    Lines end in ``\n``, so the csv module quotes a cell holding ``\n`` but
+    not one holding a lone ``\r``, where a spreadsheet would start a new row
+    (whose first cell could be a formula): a row with a ``\r`` anywhere
+    quotes all its text cells.
+    """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([header for _, header in COLUMNS])
+    plain = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+    plain.writerow([header for _, header in COLUMNS])
     for row in result.rows():
-        writer.writerow([_cell(row[key]) for key, _ in COLUMNS])
+        cells = [defuse(_cell(row[key])) for key, _ in COLUMNS]
+        has_cr = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (quoted if has_cr else plain).writerow(cells)
     return buffer.getvalue()
 
 

@@ -1,7 +1,13 @@
-"""A readable terminal table of an audit, and of a what-if grid."""
+"""A readable terminal table of an audit, and of a what-if grid.
+
+Names come from the model and may hold terminal escapes, line breaks or
+bidirectional overrides: every cell and every line goes through
+:func:`micronet.text.printable` before it is measured or joined.
+"""
 from __future__ import annotations
 
 from micronet.records import UNCOUNTED
+from micronet.text import printable
 
 from .format import percent, shape, si
 from .sections import render_sections
@@ -10,12 +16,12 @@ _HEAD = ("layer", "op", "output", "params", "sparsity", "w/a bits", "mults", "ad
 
 
 def _layer_line(row) -> tuple[str, ...]:
-    return (
+    return tuple(map(printable, (
         row["name"], row["op"], shape(row["output_shapes"][:1]), si(row["params"]),
         percent(row["weight_sparsity"]) if row["weight_sparsity"] else "",
         f"{row['weight_bits']}/{row['input_bits']}", si(row["mults"]), si(row["adds"]),
         si(row["ops"]), percent(row["share"]),
-    )
+    )))
 
 
 def _format(rows, widths) -> list[str]:
@@ -62,7 +68,7 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
             out.append(f"warning    {message}")
     for title, lines in render_sections(result, sections or {}):
         out += ["", title] + [f"  {label}: {value}" for label, value in lines]
-    return "\n".join(out)
+    return "\n".join(map(printable, out))
 
 
 def _accuracy_line(result) -> str:

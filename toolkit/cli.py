@@ -13,6 +13,7 @@ from typing import Sequence
 
 from .errors import MicronetError
 from .manager import hookimpl
+from .text import positive_int, printable
 
 __all__ = ["main", "build_parser"]
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--csv", metavar="FILE", help="write the per-layer rows as CSV")
     audit.add_argument("--html", metavar="FILE", help="write a self-contained HTML report (table, charts, graph)")
     audit.add_argument("--all", dest="show_free", action="store_true", help="show free nodes in the table")
-    audit.add_argument("--top", type=int, metavar="N", help="show only the N layers with the largest share")
+    audit.add_argument("--top", type=positive_int, metavar="N", help="show only the N layers with the largest share")
     audit.add_argument("--quiet", action="store_true", help="print only the score line")
     audit.set_defaults(run=run_audit)
 
@@ -179,26 +180,36 @@ def run_plugins(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    Errors and warnings print one line each (``micronet: error: ...``,
+    ``micronet: warning: ...``), unprintable characters escaped."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except MicronetError as error:
-        if args.debug:
-            raise
-        print(f"micronet: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("micronet: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # an internal failure: one line, the rest with --debug
-        if args.debug:
-            raise
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        print(f"micronet: internal error: {type(error).__name__}: {error} "
-              f"(at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}; rerun with --debug)", file=sys.stderr)
-        return 1
+
+    def show_warning(message, category, *where, **more):
+        print(f"micronet: warning: {printable(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = show_warning
+        try:
+            return args.run(args)
+        except MicronetError as error:
+            if args.debug:
+                raise
+            print(f"micronet: error: {printable(error)}", file=sys.stderr)
+            return error.exit_code
+        except KeyboardInterrupt:
+            print("micronet: interrupted", file=sys.stderr)
+            return 130
+        except Exception as error:  # an internal failure: one line, the rest with --debug
+            if args.debug:
+                raise
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            print(f"micronet: internal error: {type(error).__name__}: {printable(error)} "
+                  f"(at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}; rerun with --debug)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ crop), ``mixup`` and ``cutmix`` (Beta alphas for :func:`mix_batch`, 0 = off).
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from .errors import UsageError
 
 __all__ = ["DatasetSpec", "SyntheticProblem", "parse_dataset", "load_dataset", "loaders", "batches",
            "evaluate", "top1", "mix_batch", "resolve_device", "model_device", "model_dtype", "eval_mode",
-           "logits_of", "DATASET_FORMS"]
+           "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS"]
 
 DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake"
 DEFAULT_BATCH_SIZE = 128
@@ -47,6 +48,14 @@ CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
                "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _PATH_KINDS = ("cifar10", "cifar100", "imagefolder")
+#: The ``[data]`` table's numbers: key -> (smallest value the loaders take, hint).
+DATA_LIMITS = {
+    "batch_size": (1, "examples per batch, e.g. batch_size = 128"),
+    "workers": (0, "loader processes; 0 loads in the main process"),
+    "calibration_batches": (0, "batches for calibration, e.g. calibration_batches = 8"),
+    "mixup": (0.0, "a Beta alpha such as 0.2; 0 turns mixup off"),
+    "cutmix": (0.0, "a Beta alpha such as 1.0; 0 turns CutMix off"),
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,29 @@ def parse_dataset(text: str) -> DatasetSpec:
         raise UsageError(f"dataset {text!r} needs a folder after {kind}:", hint=f"e.g. {kind}:~/data")
     raise UsageError(f"unknown dataset {text!r}; expected {DATASET_FORMS}",
                      hint="datasets are read from local folders and never downloaded")
+
+
+def check_data_options(data: Mapping[str, Any], where: str = "[data]") -> None:
+    """Refuse what the loaders cannot take, before any work: a ``dataset``
+    text :func:`parse_dataset` refuses, and a number of :data:`DATA_LIMITS`
+    that is not finite or is below its smallest value (``batch_size`` 1,
+    ``workers``, ``calibration_batches``, ``mixup`` and ``cutmix`` 0).
+
+    :raises UsageError: naming the key, the value and what it means.
+    """
+    if isinstance(data.get("dataset"), str):
+        try:
+            parse_dataset(data["dataset"])
+        except UsageError as error:
+            raise UsageError(f"{where} {error}") from error
+    for key, (least, hint) in DATA_LIMITS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value < least:
+            raise UsageError(f"{where} {key} must be a finite number of at least {least}, got {value!r}",
+                             hint=hint)
 
 
 # ------------------------------------------------------------------ datasets
@@ -243,10 +275,25 @@ def _image_folder(spec: DatasetSpec, train: bool, transform) -> Dataset:
                          hint=f"put images in {spec.path}/train/CLASS_NAME/*.png and "
                               f"{spec.path}/val/CLASS_NAME/*.png (or test/), one folder per class")
     try:
-        return ImageFolder(str(folder), transform=transform)
+        return ImageFolder(str(folder), transform=transform, loader=_read_image)
     except (FileNotFoundError, OSError) as error:
         raise UsageError(f"imagefolder: {folder}: {error}",
                          hint="one subfolder per class, each holding .png/.jpg images") from error
+
+
+def _read_image(path: str):
+    """torchvision's image loader, with a file it cannot decode (truncated,
+    not an image, too large) refused by name instead of failing deep in a batch."""
+    from PIL import Image
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        reason = ("not in a format PIL recognises" if isinstance(error, Image.UnidentifiedImageError)
+                  else f"{type(error).__name__}: {error}")
+        raise UsageError(f"imagefolder: cannot read the image {path} ({reason})",
+                         hint="replace or delete the file; every file with an image extension is read") from error
 
 
 # ------------------------------------------------------------------ loaders
@@ -279,10 +326,9 @@ def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: in
     text = _dataset_text(data)
     spec = parse_dataset(text)
     augment = data.get("augment", spec.kind != "fake")
+    check_data_options({**data, **({"batch_size": batch_size} if batch_size else {})})
     size = batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE)
     workers = data.get("workers", 0)
-    if size < 1 or workers < 0:
-        raise UsageError(f"[data] batch_size must be >= 1 and workers >= 0, got {size} and {workers}")
     train = load_dataset(spec, True, augment=augment, input_shape=input_shape, num_classes=num_classes)
     test = load_dataset(spec, False, input_shape=input_shape, num_classes=num_classes)
     _check_classes(train, num_classes, text)
@@ -316,6 +362,7 @@ def batches(data: Mapping[str, Any] | None, input_shape: Sequence[int], n: int |
         return [(torch.randn((size, *input_shape[1:]), generator=generator),
                  torch.randint(num_classes, (size,), generator=generator)) for _ in range(n)]
     text = _dataset_text(data)
+    check_data_options(data)
     dataset = load_dataset(text, train, input_shape=input_shape, num_classes=num_classes)
     loader = DataLoader(dataset, batch_size=batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE),
                         shuffle=True, num_workers=data.get("workers", 0),
@@ -389,6 +436,7 @@ def evaluate(model: nn.Module, data: Mapping[str, Any] | str, *, input_shape: Se
     """
     table = {"dataset": data} if isinstance(data, str) else data
     text = _dataset_text(table)
+    check_data_options(table)
     dataset = load_dataset(text, False, input_shape=input_shape, num_classes=num_classes)
     _check_classes(dataset, num_classes, text)
     loader = DataLoader(dataset, batch_size=table.get("batch_size", DEFAULT_BATCH_SIZE),

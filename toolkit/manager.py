@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable
@@ -19,6 +21,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, UsageError
 from .registry import CounterRegistry, Registration
+from .text import printable
 
 __all__ = [
     "hookimpl",
@@ -28,6 +31,7 @@ __all__ = [
     "get_plugin_manager",
     "Registries",
     "default_registries",
+    "UnknownPluginWarning",
 ]
 
 PROJECT = "micronet"
@@ -65,6 +69,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 ESSENTIAL_PLUGINS: frozenset[str] = frozenset({"micronet.rules"})
 
 
+class UnknownPluginWarning(UserWarning):
+    """``MICRONET_DISABLE_PLUGINS`` names no plugin that is installed."""
+
+
 def disabled_plugins() -> set[str]:
     """Plugin names listed in ``MICRONET_DISABLE_PLUGINS`` (comma-separated)."""
     raw = os.environ.get(DISABLE_ENV, "")
@@ -73,8 +81,14 @@ def disabled_plugins() -> set[str]:
 
 def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[Any] = ()) -> pluggy.PluginManager:
     """A fresh manager with specs, default plugins, entry points and ``extra``
-    plugin objects registered. Failed entry points are kept in
-    ``pm.micronet_failed`` (name -> error text); the rest keep working."""
+    plugin objects registered.
+
+    ``MICRONET_DISABLE_PLUGINS`` names plugins (an entry point's name or its
+    distribution's) to leave out; a name that is no plugin is an
+    :class:`UnknownPluginWarning`. A plugin that fails to load, or whose
+    registration hook raises, is left out and kept in ``pm.micronet_failed``
+    (name -> one-line error); the rest keep working.
+    """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     blocked = disabled_plugins()
@@ -86,27 +100,83 @@ def get_plugin_manager(*, entry_points: bool = True, extra: Iterable[Any] = ()) 
     for name in DEFAULT_PLUGINS:
         if name not in blocked:
             pm.register(importlib.import_module(name), name=name)
-    pm.micronet_failed = {}
-    pm.micronet_dists = {}
+    pm.micronet_failed, pm.micronet_failed_origin, pm.micronet_dists = {}, {}, {}
+    found = _entry_points() if entry_points or blocked - set(DEFAULT_PLUGINS) else []
     if entry_points:
-        _load_entry_points(pm, blocked)
+        _load_entry_points(pm, found, blocked)
+    extra = list(extra)
     for plugin in extra:
         pm.register(plugin)
+    _warn_unknown(blocked, found, [pm.get_canonical_name(plugin) for plugin in extra])
+    _drop_failing_registrations(pm)
     pm.check_pending()
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
+def _entry_points() -> list:
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=PROJECT):
-        if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+    return list(entry_points(group=PROJECT))
+
+
+def _dist_name(ep) -> str:
+    """The canonical name (PEP 503) of the distribution that ships ``ep``, or ""."""
+    name = ep.dist.metadata["Name"] if ep.dist is not None else ""
+    return _canonical(name or "")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _load_entry_points(pm: pluggy.PluginManager, found: list, blocked: set[str]) -> None:
+    blocked_dists = {_canonical(name) for name in blocked}
+    for ep in found:
+        if ep.name in blocked or _dist_name(ep) in blocked_dists:
+            pm.set_blocked(ep.name)
+            continue
+        if pm.get_plugin(ep.name) is not None:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
             pm.micronet_dists[ep.name] = ep.dist
         except Exception as error:  # a broken plugin must not take the others down
-            pm.micronet_failed[ep.name] = f"{type(error).__name__}: {error}"
+            pm.micronet_failed[ep.name] = printable(f"{type(error).__name__}: {error}")
+            pm.micronet_failed_origin[ep.name] = _entry_point_origin(ep.dist)
+
+
+def _warn_unknown(blocked: set[str], found: list, extra_names: list[str]) -> None:
+    """Warn about disabled names that match no plugin (a typo disables nothing)."""
+    known = {*DEFAULT_PLUGINS, *extra_names, *(ep.name for ep in found)}
+    dists = {_dist_name(ep): ep.dist.metadata["Name"] for ep in found if ep.dist is not None}
+    for name in sorted(blocked):
+        if name not in known and _canonical(name) not in dists:
+            named = {n for n in known - set(DEFAULT_PLUGINS) if not n.isdigit()}  # not pluggy's id() names
+            choices = sorted(named) + sorted(dists.values()) + list(DEFAULT_PLUGINS)
+            warnings.warn(UnknownPluginWarning(
+                f"{DISABLE_ENV} names {printable(repr(name))}, which is no installed plugin; "
+                f"known: {', '.join(choices)}"), stacklevel=3)
+
+
+def _drop_failing_registrations(pm: pluggy.PluginManager) -> None:
+    """Call every registration hook once; a plugin whose hook raises is
+    unregistered and recorded like a plugin that failed to load."""
+    for kind in _REGISTRATION_HOOKS:
+        hook_name = f"micronet_register_{kind}"
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            try:
+                impl.function()
+            except Exception as error:
+                _drop(pm, impl.plugin_name, impl.plugin, hook_name, error)
+
+
+def _drop(pm: pluggy.PluginManager, name: str, plugin: Any, hook_name: str, error: Exception) -> None:
+    if name in ESSENTIAL_PLUGINS:
+        raise PluginError(printable(f"plugin {name!r} failed in {hook_name}: {type(error).__name__}: {error}"),
+                          hint="it is essential: reinstall micronet-toolkit") from error
+    pm.micronet_failed_origin[name] = _origin(pm, name, plugin)
+    pm.micronet_failed[name] = printable(f"{type(error).__name__} in {hook_name}: {error}")
+    pm.unregister(plugin, name=name)
 
 
 def _named_results(pm: pluggy.PluginManager, hook_name: str):
@@ -194,6 +264,12 @@ class Registries:
         """The plugin that registered ``name`` among ``kind`` (e.g. "steps")."""
         return self._kind(kind)[1][name]
 
+    @property
+    def failed_plugins(self) -> tuple[tuple[str, str], ...]:
+        """(plugin name, one-line error) of every plugin left out because it
+        failed to load or its registration hook raised, in the order found."""
+        return tuple(getattr(self.pm, "micronet_failed", {}).items())
+
 
 _SINGULAR = {"rulebooks": "rulebook", "tracks": "track", "models": "model", "steps": "step",
              "report_sections": "report section"}
@@ -231,35 +307,57 @@ _REGISTRATION_HOOKS = ("counters", "rulebooks", "tracks", "models", "steps", "re
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Every plugin with its version, origin and what each registration hook
-    returned; plugins that failed to load are listed with their error."""
-    from importlib.metadata import version as dist_version
-
-    from .registry import target_name
-
-    dists = getattr(pm, "micronet_dists", {})
+    returned; plugins that failed to load or to register are listed with their error."""
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        if name in dists:
-            dist = dists[name]
-            version = dist.version if dist is not None else ""
-            origin = f"entry point of {dist.metadata['Name']}" if dist is not None else "entry point"
-        elif name in DEFAULT_PLUGINS:
-            version, origin = dist_version("micronet-toolkit"), "built in"
-        else:
-            version, origin = "", f"registered in code ({getattr(plugin, '__name__', type(plugin).__name__)})"
-        registered: dict[str, list[str]] = {}
-        for kind in _REGISTRATION_HOOKS:
-            hook = getattr(plugin, f"micronet_register_{kind}", None)
-            if hook is None:
-                continue
-            items = hook() or []
-            if kind == "counters":
-                registered[kind] = sorted({target_name(t) for item in items for t in item.targets})
-            else:
-                registered[kind] = [item.name for item in items]
-        infos.append(PluginInfo(name, version, origin, registered))
+        try:
+            registered, error = _registered(plugin), ""
+        except Exception as failure:  # registered after the manager was built, so never checked
+            registered, error = {}, printable(f"{type(failure).__name__}: {failure}")
+        infos.append(PluginInfo(name, _version(pm, name), _origin(pm, name, plugin), registered, error))
+    origins = getattr(pm, "micronet_failed_origin", {})
     for name, error in getattr(pm, "micronet_failed", {}).items():
-        infos.append(PluginInfo(name, "", "entry point (failed to load)", {}, error))
+        origin = origins.get(name, "entry point")
+        infos.append(PluginInfo(name, "", f"{origin} (failed to load)", {}, error))
     return infos
+
+
+def _version(pm: pluggy.PluginManager, name: str) -> str:
+    from importlib.metadata import version as dist_version
+
+    dists = getattr(pm, "micronet_dists", {})
+    if name in dists:
+        return dists[name].version if dists[name] is not None else ""
+    return dist_version("micronet-toolkit") if name in DEFAULT_PLUGINS else ""
+
+
+def _origin(pm: pluggy.PluginManager, name: str, plugin: Any) -> str:
+    dists = getattr(pm, "micronet_dists", {})
+    if name in dists:
+        return _entry_point_origin(dists[name])
+    if name in DEFAULT_PLUGINS:
+        return "built in"
+    return f"registered in code ({getattr(plugin, '__name__', type(plugin).__name__)})"
+
+
+def _entry_point_origin(dist) -> str:
+    return f"entry point of {dist.metadata['Name']}" if dist is not None else "entry point"
+
+
+def _registered(plugin: Any) -> dict[str, list[str]]:
+    """kind -> names of what ``plugin``'s registration hooks return."""
+    from .registry import target_name
+
+    registered: dict[str, list[str]] = {}
+    for kind in _REGISTRATION_HOOKS:
+        hook = getattr(plugin, f"micronet_register_{kind}", None)
+        if hook is None:
+            continue
+        items = hook() or []
+        if kind == "counters":
+            registered[kind] = sorted({target_name(t) for item in items for t in item.targets})
+        else:
+            registered[kind] = [item.name for item in items]
+    return registered

@@ -51,20 +51,54 @@ _OVERRIDE = re.compile(r"^\s*(?P<pattern>[^=]+?)\s*=\s*(?P<bits>[^=]+?)\s*$")
 
 
 def parse_bits(texts: Iterable[str], what: str = "--bits") -> tuple[BitOverride, ...]:
-    """Parse ``'features.*=8'`` items (also comma-separated); raises UsageError."""
-    overrides = []
+    """Parse ``'features.*=8'`` items (also comma-separated); raises UsageError.
+
+    Refused, each with the form expected: an empty item, a missing pattern
+    or width, a width that is not a whole number from ``MIN_BITS`` to
+    ``MAX_BITS`` (ASCII digits), and a glob with an unclosed ``[``.
+    """
+    overrides: list[BitOverride] = []
     for text in texts:
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            match = _OVERRIDE.match(item)
-            if match is None:
-                raise UsageError(f"{what} {item!r}: expected PATTERN=BITS",
-                                 hint=f"e.g. {what} 'features.*=8' or {what} '*=16'")
-            raw = match["bits"]
-            if not raw.isdigit() or not MIN_BITS <= int(raw) <= MAX_BITS:
-                raise UsageError(f"{what} {item!r}: bit width must be a whole number from "
-                                 f"{MIN_BITS} to {MAX_BITS}, got {raw!r}")
-            overrides.append(BitOverride(match["pattern"], int(raw)))
+        if not isinstance(text, str):
+            raise UsageError(f"{what} takes PATTERN=BITS text, got {type(text).__name__} {text!r}",
+                             hint=_example(what))
+        overrides += [_parse_item(item.strip(), text, what) for item in text.split(",")]
     return tuple(overrides)
+
+
+def _example(what: str) -> str:
+    return f"e.g. {what} 'features.*=8' or {what} '*=16'"
+
+
+def _parse_item(item: str, text: str, what: str) -> BitOverride:
+    if not item:
+        raise UsageError(f"{what} {text!r}: an empty item where PATTERN=BITS was expected", hint=_example(what))
+    match = _OVERRIDE.match(item)
+    if match is None:
+        raise UsageError(f"{what} {item!r}: expected PATTERN=BITS", hint=_example(what))
+    raw = match["bits"]
+    if not (raw.isascii() and raw.isdigit()) or not MIN_BITS <= int(raw) <= MAX_BITS:
+        raise UsageError(f"{what} {item!r}: bit width must be a whole number from "
+                         f"{MIN_BITS} to {MAX_BITS}, got {raw!r}", hint=_example(what))
+    _check_glob(match["pattern"], item, what)
+    return BitOverride(match["pattern"], int(raw))
+
+
+def _check_glob(pattern: str, item: str, what: str) -> None:
+    """Refuse a ``[`` that no ``]`` closes (fnmatch would silently match it
+    literally). As in fnmatch, a ``]`` right after ``[`` or ``[!`` is a member."""
+    start = pattern.find("[")
+    while start >= 0:
+        end = start + 1
+        if pattern.startswith("!", end):
+            end += 1
+        if pattern.startswith("]", end):
+            end += 1
+        end = pattern.find("]", end)
+        if end < 0:
+            raise UsageError(f"{what} {item!r}: the '[' at position {start + 1} of the pattern is never closed",
+                             hint="a set is written [abc] or [0-9]; write [[] for a literal '['")
+        start = pattern.find("[", end + 1)
 
 
 def check_bits(bits: int, what: str) -> int:

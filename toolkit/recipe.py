@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .data import check_data_options
 from .errors import UsageError
 
 __all__ = ["Recipe", "StepSpec", "load_recipe", "parse_recipe"]
@@ -108,6 +109,8 @@ def parse_recipe(document: Mapping[str, Any], source: str = "<dict>", base: Path
         raise UsageError(f"{source}: [model] needs spec", hint='e.g. spec = "micronet:resnet18_cifar"')
     score = _table(document, "score", _SCORE_KEYS, source)
     data = _table(document, "data", _DATA_KEYS, source) if "data" in document else None
+    if data is not None:
+        check_data_options(data, f"{source}: [data]")
     shape = model.get("input")
     if shape is not None and not (shape and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
                                                 for s in shape)):
@@ -139,6 +142,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot read recipe {path}: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{file.name}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                         f"{error.start}); a recipe must be UTF-8 TOML",
+                         hint="save the file as UTF-8") from error
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

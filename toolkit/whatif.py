@@ -6,6 +6,8 @@ columns prepared once, so a 100-cell grid costs milliseconds.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -58,21 +60,30 @@ class WhatIfGrid:
         }
 
 
+_EXAMPLE = "e.g. --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9'"
+
+
 def parse_what_if(text: str) -> dict[str, list[float]]:
-    """``'bits=32,16,8,4;sparsity=0,0.5,0.9'`` -> ``{'bits': [...], 'sparsity': [...]}``."""
+    """``'bits=32,16,8,4;sparsity=0,0.5,0.9'`` -> ``{'bits': [...], 'sparsity': [...]}``.
+
+    Each axis once (``weight-bits`` and ``weight_bits`` are one axis); the
+    levels are checked by :func:`what_if_grid`.
+    """
     levels: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         axis, sep, values = part.partition("=")
         axis = axis.strip().replace("-", "_")
         if not sep or not values.strip():
-            raise UsageError(f"--what-if {part!r}: expected AXIS=V1,V2,...",
-                             hint="e.g. --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
+            raise UsageError(f"--what-if {part!r}: expected AXIS=V1,V2,...", hint=_EXAMPLE)
+        if axis in levels:
+            raise UsageError(f"--what-if names the axis {axis!r} twice",
+                             hint=f"list its levels once, comma-separated: {axis}=32,16,8")
         try:
             levels[axis] = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise UsageError(f"--what-if {part!r}: levels must be numbers") from None
+            raise UsageError(f"--what-if {part!r}: levels must be numbers", hint=_EXAMPLE) from None
     if not levels:
-        raise UsageError("--what-if is empty", hint="e.g. --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
+        raise UsageError("--what-if is empty", hint=_EXAMPLE)
     return levels
 
 
@@ -94,11 +105,16 @@ def _check(axis: str, values: Sequence[float]) -> tuple[float, ...]:
     if not values:
         raise UsageError(f"what-if axis {axis!r} has no levels")
     for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise UsageError(f"what-if {axis} level {value!r}: expected a finite number",
+                             hint="sparsity levels are fractions in [0, 1)" if axis == "sparsity"
+                             else "bit widths are whole numbers from 1 to 64")
         if axis == "sparsity":
             if not 0.0 <= value < 1.0:
-                raise UsageError(f"what-if sparsity {value}: must be at least 0 and below 1")
+                raise UsageError(f"what-if sparsity {value}: must be at least 0 and below 1",
+                                 hint="sparsity is the fraction of zero weights, e.g. 0,0.5,0.9")
         elif value != int(value):
-            raise UsageError(f"what-if {axis} {value}: bit widths are whole numbers")
+            raise UsageError(f"what-if {axis} {value}: bit widths are whole numbers", hint="e.g. bits=32,16,8,4")
         else:
             check_bits(int(value), f"what-if {axis}")
     return tuple(values)
