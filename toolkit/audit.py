@@ -219,16 +219,17 @@ def audit(
     book: Rulebook = _lookup(registries.rulebooks, rulebook, "rulebook")
     precision = Precision(_overrides(bits, "--bits"), _overrides(act_bits, "--act-bits"),
                           check_bits(accumulator_bits, "accumulator_bits"))
+    # resolve puts a module in eval mode: note the caller's modes first, to give them back
+    modes = {m: m.training for m in model.modules()} if isinstance(model, nn.Module) else {}
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
     shape = parse_input_shape(input_shape if input_shape is not None
                               else resolved.input_shape or track_obj.input_shape)
     module = resolved.model
-    modes = {m: m.training for m in module.modules()}
     dtype = input_dtype_of(module, input_dtype)
     settings = WalkSettings(precision=precision, strict=strict)
     try:
-        if resolved.exported is None:  # an export archive's mode was fixed when it was exported
-            module.eval()
+        if resolved.exported is None:
+            _set_eval(module)
         records, cap = _capture_and_walk(module, resolved.exported, registries, TensorInfo(shape, dtype),
                                          settings)
     finally:  # the caller's model comes back as it was handed in
@@ -248,6 +249,13 @@ def audit(
     if data is not None:
         result = measure_accuracy(result, module, data)
     return result
+
+
+def _set_eval(module: nn.Module) -> None:
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export's module(): its mode was fixed when it was exported
+        pass
 
 
 def _capture_and_walk(module: nn.Module, exported, registries: Registries, info: TensorInfo,

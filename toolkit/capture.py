@@ -9,9 +9,11 @@ aten graph, whose nodes carry the module stack they came from.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 import logging
+import re
 import sys
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
@@ -41,9 +43,63 @@ class Capture:
     fx_error: str = ""
     modules: dict[str, nn.Module] = field(default_factory=dict)
 
-    def graph_module(self) -> fx.GraphModule:
-        """The graph as a runnable GraphModule (built on demand: it costs codegen)."""
-        return fx.GraphModule(self.root, self.graph)
+    def graph_module(self, class_name: str = "GraphModule") -> tuple[fx.GraphModule, dict[str, str]]:
+        """The graph as a runnable GraphModule (built on demand: it costs codegen),
+        and the module paths renamed on the way (``{old: new}``).
+
+        fx writes ``getattr(self, "NAME")`` for a name that is not an
+        identifier, which breaks on a quote, a backslash or a line break
+        (``add_module`` accepts them): such targets are renamed (each bad
+        character to ``_``), in this GraphModule only; the root is untouched."""
+        graph = copy.deepcopy(self.graph)
+        targets = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
+        renamed = _safe_targets(targets)
+        if not renamed:
+            return fx.GraphModule(self.root, graph, class_name), {}
+        holder = nn.Module()
+        for target in targets:
+            _place(holder, renamed.get(target, target), _fetch(self.root, target))
+        for node in graph.nodes:
+            if node.op in ("call_module", "get_attr"):
+                node.target = renamed.get(node.target, node.target)
+        return fx.GraphModule(holder, graph, class_name), renamed
+
+
+#: Characters fx's code generator cannot put in ``getattr(self, "NAME")``.
+_UNSAFE_NAME = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029]')
+
+
+def _safe_targets(targets: set[str]) -> dict[str, str]:
+    """``{target: renamed}`` for the targets fx cannot write, kept unique."""
+    renamed, taken = {}, set(targets)
+    for target in sorted(targets):
+        safe = ".".join(_UNSAFE_NAME.sub("_", part) for part in target.split("."))
+        if safe == target:
+            continue
+        while safe in taken:
+            safe += "_"
+        taken.add(safe)
+        renamed[target] = safe
+    return renamed
+
+
+def _fetch(root: nn.Module, target: str) -> Any:
+    value = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _place(holder: nn.Module, target: str, value: Any) -> None:
+    *path, field_name = target.split(".")
+    for part in path:
+        if not hasattr(holder, part):
+            holder.add_module(part, nn.Module())
+        holder = getattr(holder, part)
+    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        holder.register_buffer(field_name, value)
+    else:
+        setattr(holder, field_name, value)
 
 
 class MicronetTracer(fx.Tracer):
@@ -142,10 +198,31 @@ def _check_one_input(model: nn.Module) -> None:
 
 
 def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:
-    """Capture ``model`` with ``torch.export`` (aten graph, strict=False)."""
-    with _quiet_failure():
+    """Capture ``model`` with ``torch.export`` (aten graph, strict=False).
+
+    The module's forward hooks are set aside meanwhile, as a symbolic trace
+    never runs them: an export runs the forward, and a caller's hook (one
+    collecting activations) must not see the audit's fake tensors."""
+    with _quiet_failure(), _hooks_set_aside(model):
         exported = torch.export.export(model, example, strict=False)
     return capture_exported(exported)
+
+
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+          "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+@contextmanager
+def _hooks_set_aside(model: nn.Module) -> Iterator[None]:
+    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in _HOOKS
+             if getattr(m, name, None)]
+    for module, name, hooks in saved:
+        setattr(module, name, type(hooks)())
+    try:
+        yield
+    finally:
+        for module, name, hooks in saved:
+            setattr(module, name, hooks)
 
 
 @contextmanager

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--out", metavar="DIR", help="write history.json, per-step tables and the final model")
     compress.add_argument("--html", metavar="FILE",
                           help="write a self-contained HTML report of the steps (also when one fails)")
+    compress.add_argument("--trust", action="store_true",
+                          help="let the recipe run code: module:factory and file.py:factory specs, "
+                          "pickled files (as the recipe's trust = true does)")
     compress.add_argument("--quiet", action="store_true", help="print only the score after each step")
     compress.set_defaults(run=run_compress)
 
@@ -81,16 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
 def run_audit(args: argparse.Namespace) -> int:
     from .audit import UncountedWarning, audit
     from .manager import default_registries
+    from .outdir import check_output_file
     from .reports import render_table, render_what_if, write_csv, write_json
 
+    from .whatif import parse_what_if
+
+    for option in ("json", "csv", "html"):  # before any work, not after it
+        check_output_file(getattr(args, option), f"--{option}")
+    levels = parse_what_if(args.what_if) if args.what_if else None
+    registries = default_registries()
+    _mention_failed_plugins(registries)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
         result = audit(args.spec, args.input, args.track, args.rulebook, weights=args.weights,
                        trust=args.trust, bits=args.bits, act_bits=args.act_bits,
                        accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
-                       data=args.data, input_dtype=args.input_dtype)
-    grid = result.what_if(args.what_if) if args.what_if else None
-    sections = default_registries().report_sections
+                       data=args.data, input_dtype=args.input_dtype, registries=registries)
+    grid = result.what_if(levels) if levels else None
+    sections = registries.report_sections
     if args.quiet:
         print(f"{result.score.total:.6f}")
     else:
@@ -123,17 +134,21 @@ class _KeepHistory:
 
 def run_compress(args: argparse.Namespace) -> int:
     from .manager import default_registries
+    from .outdir import check_output_file
     from .pipeline import compress
 
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    check_output_file(args.html, "--html")  # --out is checked and locked by compress, before any work
+    log = (lambda message: None) if args.quiet else (lambda message: print(printable(message), flush=True))
     registries = default_registries()
+    _mention_failed_plugins(registries)
     keeper = _KeepHistory()
     if args.html:
         registries.pm.register(keeper)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            history = compress(args.recipe, out=args.out, log=log, registries=registries)
+            warnings.simplefilter("default")  # each warning once per place, as Python does
+            warnings.simplefilter("ignore", DeprecationWarning)  # libraries' own, not the recipe's
+            history = compress(args.recipe, out=args.out, log=log, registries=registries, trust=args.trust)
     except MicronetError:
         if keeper.history is not None:
             _write_pipeline_page(keeper.history, args.html, registries)
@@ -146,14 +161,24 @@ def run_compress(args: argparse.Namespace) -> int:
         _write_pipeline_page(history, args.html, registries)
     print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}")
     rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
+    unchanged = {f"{s.index}. {s.name}" for s in history.steps if not s.changed}
     for label, result in rows:
         score = result.score
-        print(f"{label:<28}{score.total:>10.4f}{score.storage_term:>10.4f}{score.ops_term:>10.4f}")
+        note = "  (changed nothing)" if label in unchanged else ""
+        print(f"{printable(label):<28}{score.total:>10.4f}{score.storage_term:>10.4f}{score.ops_term:>10.4f}"
+              f"{note}")
     if args.out:
         print(f"written to {args.out}/")
     if args.html:
         print(f"report written to {args.html}")
     return 0
+
+
+def _mention_failed_plugins(registries) -> None:
+    """One line per plugin left out (it failed to load or to register)."""
+    for name, error in registries.failed_plugins:
+        print(f"micronet: warning: plugin {printable(name)} failed to load and is left out: "
+              f"{printable(error)} (`micronet plugins` lists them)", file=sys.stderr)
 
 
 def _write_pipeline_page(history, path: str, registries) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ import torch
 from torch import fx, nn
 
 from .audit import Result, audit, input_dtype_of, measure_accuracy
-from .capture import trace_fx
+from .capture import is_aten_graph, trace_fx
 from .errors import CompressionError, UsageError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .manager import Registries, default_registries
@@ -168,6 +167,7 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
         try:
             produced = step.run(working, options, context)
             _check_produced(produced)
+            produced = _recaptured(produced, registries)
             result = _measured(_audited(produced, first.input_shape, name, score), produced, recipe)
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
@@ -252,20 +252,34 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
         module = resolve_model(recipe.spec, weights=recipe.weights, trust=trust, models=registries.models,
                                meta=False, origin=recipe.source).model
     _set_eval(module)
-    renamed = _codegen_safe_names(module)
-    if renamed:
-        log("module names Python code cannot hold were renamed in the pipeline's copy: "
-            + ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items()))
-    if isinstance(module, fx.GraphModule):
+    if is_aten_graph(module):  # a torch.export archive: steps get its module as it is
         return module
     try:
-        capture = trace_fx(module, registries.counters)
+        captured = trace_fx(module, registries.counters)
     except Exception as error:
         raise CompressionError(f"compression steps need a torch.fx graph, and {type(module).__name__} "
                                f"cannot be traced: {type(error).__name__}: {error}",
                                hint="make the forward traceable, or register a counter for the "
                                     "offending module so it becomes a leaf") from error
-    return fx.GraphModule(module, capture.graph, type(module).__name__)
+    graph_module, renamed = captured.graph_module(type(module).__name__)
+    if renamed:
+        log("module names Python code cannot hold were renamed in the pipeline's copy: "
+            + ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items()))
+    return graph_module
+
+
+def _recaptured(model: nn.Module, registries: Registries) -> nn.Module:
+    """The model a step returned, captured afresh: a GraphModule whose graph and
+    module metadata match the submodules it now holds (a step may have swapped
+    one without touching the graph), so the next step, the score and the saved
+    archive all see the model as it is. Kept as it is when fx cannot trace it."""
+    if is_aten_graph(model):
+        return model
+    try:
+        captured = trace_fx(model, registries.counters)
+    except Exception:
+        return model
+    return captured.graph_module(type(model).__name__)[0]
 
 
 def _set_eval(module: nn.Module) -> None:
@@ -273,30 +287,6 @@ def _set_eval(module: nn.Module) -> None:
         module.eval()
     except NotImplementedError:  # torch.export's module(): its mode was fixed when it was exported
         pass
-
-
-#: Characters fx's code generator cannot put in ``getattr(self, "NAME")``.
-_UNSAFE_NAME = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029]')
-
-
-def _codegen_safe_names(model: nn.Module) -> dict[str, str]:
-    """Rename, in place, submodules whose names would break fx's generated code
-    (a quote, a backslash, a line break); returns ``{old path: new path}``."""
-    renamed: dict[str, str] = {}
-    for path, module in list(model.named_modules()):
-        if not any(_UNSAFE_NAME.search(name) for name in module._modules):
-            continue
-        children = {}
-        for name, child in module._modules.items():
-            new = _UNSAFE_NAME.sub("_", name)
-            while new != name and (new in module._modules or new in children):
-                new += "_"
-            children[new] = child
-            if new != name:
-                renamed[f"{path}.{name}" if path else name] = f"{path}.{new}" if path else new
-        module._modules.clear()
-        module._modules.update(children)
-    return renamed
 
 
 def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:

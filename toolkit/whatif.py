@@ -66,8 +66,9 @@ _EXAMPLE = "e.g. --what-if 'bits=32,16,8,4;sparsity=0,0.5,0.9'"
 def parse_what_if(text: str) -> dict[str, list[float]]:
     """``'bits=32,16,8,4;sparsity=0,0.5,0.9'`` -> ``{'bits': [...], 'sparsity': [...]}``.
 
-    Each axis once (``weight-bits`` and ``weight_bits`` are one axis); the
-    levels are checked by :func:`what_if_grid`.
+    Each axis once (``weight-bits`` and ``weight_bits`` are one axis), each
+    level checked (finite; bits whole, sparsity in [0, 1)), so the command
+    line is refused before any work.
     """
     levels: dict[str, list[float]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -84,6 +85,8 @@ def parse_what_if(text: str) -> dict[str, list[float]]:
             raise UsageError(f"--what-if {part!r}: levels must be numbers", hint=_EXAMPLE) from None
     if not levels:
         raise UsageError("--what-if is empty", hint=_EXAMPLE)
+    for axis, values in levels.items():
+        _check(axis, values)
     return levels
 
 

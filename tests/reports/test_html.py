@@ -265,7 +265,9 @@ def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, cap
     path.write_text(f'[model]\nspec = "{tmp_path / "net.py"}:make"\ninput = [1, 3, 8, 8]\n'
                     '[[step]]\nuse = "half"\n')
     out = tmp_path / "ok.html"
-    assert main(["compress", str(path), "--quiet", "--html", str(out)]) == 0
+    assert main(["compress", str(path), "--quiet", "--html", str(out)]) == 2  # the recipe runs net.py
+    assert "--trust" in capsys.readouterr().err
+    assert main(["compress", str(path), "--trust", "--quiet", "--html", str(out)]) == 0
     assert "report written to" in capsys.readouterr().out
     assert 'id="step-1"' in out.read_text()
 
@@ -273,7 +275,7 @@ def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, cap
     monkeypatch.setattr("micronet.manager.default_registries", lambda: registries)
     path.write_text(path.read_text() + '[[step]]\nuse = "explode"\n')
     failed = tmp_path / "failed.html"
-    assert main(["compress", str(path), "--quiet", "--html", str(failed)]) == 1
+    assert main(["compress", str(path), "--trust", "--quiet", "--html", str(failed)]) == 1
     assert "report of the steps that ran" in capsys.readouterr().err
     page = failed.read_text()
     assert 'class="card step failed" id="step-2"' in page and 'class="card step" id="step-1"' in page
