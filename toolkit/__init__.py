@@ -9,7 +9,7 @@ from __future__ import annotations
 from .audit import Result, UncountedWarning, audit, parse_input_shape
 from .errors import (CompressionError, CounterError, MicronetError, PluginError, SpecError,
                      TraceError, UsageError)
-from .manager import Registries, get_plugin_manager, hookimpl
+from .manager import Registries, UnknownPluginWarning, get_plugin_manager, hookimpl
 from .pipeline import History, compress
 from .records import Counts, LayerRecord, TensorInfo
 from .registry import Method, OpCall, counter, free, shape_rule
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "audit", "Result", "UncountedWarning", "parse_input_shape",
     "compress", "History", "CompressionStep", "StepOption", "StepContext",
-    "hookimpl", "get_plugin_manager", "Registries",
+    "hookimpl", "get_plugin_manager", "Registries", "UnknownPluginWarning",
     "Counts", "LayerRecord", "TensorInfo", "Method", "OpCall", "counter", "free", "shape_rule",
     "Rulebook", "Track", "Score", "ScoreOptions", "LayerCost", "WhatIfGrid",
     "MicronetError", "UsageError", "SpecError", "TraceError", "CounterError", "PluginError",

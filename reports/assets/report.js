@@ -23,6 +23,8 @@
   function csvCell(value) {
     if (value === null || value === undefined) return "";
     var text = String(value);
+    // text a spreadsheet would evaluate gets a leading quote (OWASP); numbers stay numbers
+    if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
     return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
   }
 
