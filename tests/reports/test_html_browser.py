@@ -169,3 +169,24 @@ def test_screenshot_of_the_page(densenet, tmp_path):
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,1000", path.as_uri())
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     print(f"screenshot: {shot}")
+
+
+def test_the_pages_csv_export_defuses_formula_names(tmp_path):
+    """Layer names a spreadsheet would evaluate get a leading quote in the
+    page's own CSV export, as in `--csv`; numbers (negative ones too) stay numbers."""
+    from torch import nn
+
+    model = nn.Sequential()
+    model.add_module('=HYPERLINK("http://x")', nn.Linear(4, 4))
+    model.add_module("@sum", nn.ReLU())
+    page = render_audit_html(micronet.audit(model, (1, 4)))
+    probe = ('<script>var pre = document.createElement("pre"); pre.id = "test-results";'
+             'pre.textContent = window.MicronetReport.tables.t.csv(); document.body.appendChild(pre);</script>')
+    probed = tmp_path / "hostile.html"
+    probed.write_text(page.replace("</body>", probe + "</body>"))
+    dom = chromium(tmp_path, "--dump-dom", probed.as_uri())
+    found = re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    names = [line.split(",")[0] for line in html.unescape(found.group(1)).strip().split("\n")[1:]]
+    assert '"\'=HYPERLINK(""http://x"")"' in names and "'@sum" in names
+    assert not any(name.startswith(("=", "@", "+", "-")) for name in names)
