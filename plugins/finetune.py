@@ -130,7 +130,7 @@ def _teacher(options: Mapping[str, Any], context: StepContext) -> nn.Module:
     from micronet.resolve import resolve_model
 
     return resolve_model(spec, weights=weights or None, meta=False, trust=context.trust,
-                         origin="the distill step's teacher").model
+                         origin="the distill step's teacher option").model
 
 
 def run_distill(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:

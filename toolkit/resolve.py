@@ -8,8 +8,18 @@ A spec is a string (or an ``nn.Module`` passed directly); ``source`` in brackets
 - ``package.module:factory?k=v``: ``factory(k=v)`` after importing the module [python];
 - ``path/to/file.py:factory?k=v``: the same, loading the file by its path [file];
 - ``model.pt`` / ``.pth``: a state dict and its spec, see :func:`save_with_spec` [state_dict];
-- ``model.pt2``: a ``torch.export`` archive [export];
+- ``model.pt2``: a ``torch.export`` archive, read without unpickling (see
+  :mod:`micronet.exportfile`) [export];
 - any other file holding a pickled whole module, only with ``trust=True`` [pickle].
+
+A factory must be a model factory: an ``nn.Module`` subclass, or a Python
+function (or method, or ``functools.partial`` of one) defined outside the
+standard library and torch (torchvision's only in ``torchvision.models``)
+whose return annotation, if it is a class, could be an ``nn.Module``.
+Anything else (``os:system``, ``builtins:exec``, ``pathlib:Path``,
+``torch:load``) is refused before it is called. A spec read from a file or a
+recipe (``origin=``) may name a ``python`` or ``file`` factory only with
+``trust=True``: importing that code runs it.
 
 Keyword values are Python literals (``ast.literal_eval``: ints, floats,
 tuples, quoted strings), ``true`` / ``false`` / ``none`` in any case, and plain
@@ -18,13 +28,15 @@ strings otherwise; ``%26`` and friends are URL-unquoted.
 Without ``weights`` a factory runs under ``torch.device("meta")``: shapes and
 parameter counts are exact, no weight memory is spent and the model cannot
 run real arithmetic (counting never needs it). ``torch.load`` always uses
-``weights_only=True``; arbitrary pickles (whole modules, or a saved spec that
-would import user code) need ``trust=True``. Torchvision weights are never
+``weights_only=True``; arbitrary pickles (whole modules, pickled tensors in
+an export archive), a saved spec or a recipe's spec that would import user
+code need ``trust=True``. Torchvision weights are never
 downloaded: pass a local ``weights=FILE`` instead.
 """
 from __future__ import annotations
 
 import ast
+import builtins
 import difflib
 import functools
 import hashlib
@@ -35,7 +47,7 @@ import json
 import os
 import re
 import sys
-import zipfile
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +64,7 @@ from .checkpoints import load_state as _load_state
 from .checkpoints import load_weights
 from .checkpoints import torch_load as _torch_load
 from .errors import SpecError
+from .exportfile import is_export_archive, load_export
 
 __all__ = ["ModelEntry", "ResolvedModel", "resolve_model", "parse_spec", "parse_value",
            "load_weights", "save_with_spec", "SPEC_KEY", "STATE_KEY"]
@@ -65,8 +78,10 @@ SAVED_SUFFIXES = frozenset({".pt", ".pth", ".pt2", ".pkl", ".pickle", ".bin", ".
 PREFIXES = ("torchvision", "micronet")
 WORDS = {"true": True, "false": False, "none": None, "null": None}
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+BIT_ATTR = re.compile(r"micronet_[a-z]+_bits")
 UNEXPECTED_ARG = re.compile(r"unexpected keyword argument '(\w+)'")
 MISSING_ARG = re.compile(r"missing \d+ required \w+(?: \w+)? arguments?: '(\w+)'")
+HINT_FACTORY = "a spec must name a function or class that returns an nn.Module"
 HINT_SPEC = ("write NAME, torchvision:NAME, micronet:NAME, package.module:factory, "
              "path/to/file.py:factory or a saved .pt/.pt2 file, with ?key=value&... for arguments")
 
@@ -189,20 +204,25 @@ def parse_value(text: str) -> object:
 
 
 def resolve_model(spec: str | nn.Module, *, weights: str | os.PathLike | None = None, trust: bool = False,
-                  models: Mapping[str, ModelEntry] | None = None, meta: bool | None = None) -> ResolvedModel:
+                  models: Mapping[str, ModelEntry] | None = None, meta: bool | None = None,
+                  origin: str | None = None) -> ResolvedModel:
     """Build the model a spec names, put it in ``eval()`` mode, and say where it came from.
 
     :param spec: a spec string (see the module docstring) or an ``nn.Module``,
         which is returned as is after ``.eval()`` is called on it (in place).
     :param weights: a local state-dict file loaded into the model
         (``{"state_dict": ...}`` wrappers and ``module.`` prefixes accepted).
-    :param trust: allow arbitrary pickles: whole modules, checkpoints holding
-        Python objects, saved specs that import user code. Only for files you trust.
+    :param trust: allow arbitrary pickles (whole modules, checkpoints holding
+        Python objects, pickled tensors in an export archive) and specs read
+        from a file that import user code. Only for files you trust.
     :param models: the built-ins for ``micronet:NAME`` (default: what the
         plugins register, looked up only when needed).
     :param meta: ``None``: build on the meta device when no ``weights`` are
         given (falling back to a real build if the factory cannot run there);
         ``False``: always build for real; ``True``: meta or fail.
+    :param origin: where ``spec`` was read from (a recipe file, a step's
+        option, a saved file), said in errors; such a spec may name a
+        ``package.module:factory`` or ``file.py:factory`` only with ``trust``.
     :raises SpecError: with a one-line message and a hint, chained to the cause.
     """
     if isinstance(spec, nn.Module):
@@ -211,6 +231,10 @@ def resolve_model(spec: str | nn.Module, *, weights: str | os.PathLike | None = 
         raise SpecError(f"a model spec must be a string or an nn.Module, got {type(spec).__name__}")
     else:
         scheme, name, kwargs = parse_spec(spec)
+        if origin is not None and not trust and scheme in ("python", "file"):
+            raise SpecError(f"{origin} names the model {spec!r}, which would run code from that "
+                            f"{'module' if scheme == 'python' else 'file'}",
+                            hint="pass --trust (recipe: trust = true) only if you trust that code")
         if scheme == "path":
             if kwargs:
                 raise SpecError(f"keyword arguments do not apply to the saved model {name!r}",
@@ -408,11 +432,60 @@ def _attr_target(module, attr: str, kwargs: Mapping[str, object], source: str, d
                             hint="point the spec at a function or class to pass arguments")
         return _Target(lambda: obj, source, display, prebuilt=True)
     if not callable(obj):
-        raise SpecError(f"{display} is a {type(obj).__name__}, not callable",
-                        hint="point the spec at a function or class that returns an nn.Module")
+        raise SpecError(f"{display} is a {type(obj).__name__}, not callable", hint=HINT_FACTORY)
+    problem = _factory_problem(obj)
+    if problem:
+        raise SpecError(f"{display} is {problem}, not a model factory", hint=HINT_FACTORY)
     if str(getattr(obj, "__module__", "")).startswith("torchvision."):  # torchvision.models:resnet18
         return _Target(obj, source, display, defaults=_no_download(obj, kwargs, display))
     return _Target(obj, source, display)
+
+
+def _factory_problem(obj: Any) -> str | None:
+    """What ``obj`` is, when it is not a model factory (the rule is in the module docstring)."""
+    inner = obj
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if inspect.isclass(inner):
+        return None if issubclass(inner, nn.Module) else f"the class {_qualified(inner)} (not an nn.Module)"
+    function = inner.__func__ if inspect.ismethod(inner) else inner
+    if not inspect.isfunction(function):
+        kind = "built-in function" if inspect.isbuiltin(inner) else type(inner).__name__
+        return f"the {kind} {_qualified(inner)}"
+    module = function.__module__ if isinstance(function.__module__, str) else ""
+    root = module.partition(".")[0]
+    if not root or root in sys.stdlib_module_names:
+        return f"the standard-library function {_qualified(function)}"
+    if root == "torch" or root == "torchvision" and not module.startswith("torchvision.models"):
+        return f"the {root} function {_qualified(function)} (not a model builder)"
+    returns = _return_class(function)
+    if returns is not None and not issubclass(returns, nn.Module):
+        return f"the function {_qualified(function)}, returning {returns.__qualname__}"
+    return None
+
+
+def _qualified(obj: Any) -> str:
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    name = name if isinstance(name, str) else type(obj).__qualname__
+    return f"{module}.{name}" if isinstance(module, str) and module else name
+
+
+def _return_class(function: Callable[..., Any]) -> type | None:
+    """The class ``function`` is annotated to return, when it names one.
+
+    A string annotation (``from __future__ import annotations``) is looked up
+    as a dotted name in the function's globals, never evaluated."""
+    annotation = getattr(function, "__annotations__", {}).get("return", inspect.Signature.empty)
+    if annotation is None:
+        return type(None)
+    if isinstance(annotation, str) and DOTTED.fullmatch(annotation):
+        head, *rest = annotation.split(".")
+        annotation = getattr(function, "__globals__", {}).get(head, getattr(builtins, head, None))
+        for part in rest:
+            annotation = vars(annotation).get(part) if inspect.ismodule(annotation) else None
+    if not inspect.isclass(annotation) or annotation in (typing.Any, inspect.Signature.empty):
+        return None
+    return annotation
 
 
 def _build(target: _Target, kwargs: Mapping[str, object], *, use_meta: bool,
@@ -516,8 +589,8 @@ def _from_saved(spec: str, location: str, *, trust: bool, models) -> ResolvedMod
     if not path.is_file():
         raise SpecError(f"no such file: {location}",
                         hint="check the path, or give a model name or module:factory")
-    if _is_export_archive(path):
-        return _from_export(spec, path)
+    if is_export_archive(path):
+        return _from_export(spec, path, trust=trust)
     obj = _torch_load(path, trust=trust)
     if isinstance(obj, Mapping) and SPEC_KEY in obj:
         return _from_spec_file(spec, path, obj, trust=trust, models=models)
@@ -533,25 +606,16 @@ def _from_saved(spec: str, location: str, *, trust: bool, models) -> ResolvedMod
                          "or a pickled module")
 
 
-def _is_export_archive(path: Path) -> bool:
-    if path.suffix == ".pt2":
-        return True
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.rpartition("/")[2] == "archive_format" for n in archive.namelist())
-
-
-def _from_export(spec: str, path: Path) -> ResolvedModel:
+def _from_export(spec: str, path: Path, *, trust: bool) -> ResolvedModel:
     from .walk import BITS_FILE
 
     extra = {BITS_FILE: ""}
+    exported = load_export(path, trust=trust, extra_files=extra)
     try:
-        exported = torch.export.load(path, extra_files=extra)
+        module = exported.module()
     except Exception as error:
-        raise SpecError(f"cannot load the torch.export archive {path.name}: {_describe(error)}",
-                        hint="expected a file written by torch.export.save") from error
-    module = exported.module()
+        raise SpecError(f"cannot rebuild the module of the torch.export archive {path.name}: "
+                        f"{_describe(error)}", hint="expected a file written by torch.export.save") from error
     _restore_bits(module, extra[BITS_FILE])
     return ResolvedModel(model=module, spec=spec, name=path.name, source="export",
                          kwargs=MappingProxyType({}), on_meta=False,
@@ -559,20 +623,22 @@ def _from_export(spec: str, path: Path) -> ResolvedModel:
 
 
 def _restore_bits(module: nn.Module, text: str | bytes) -> None:
-    """Put back the bit-width attributes micronet saved beside the graph."""
+    """Put back the bit-width attributes micronet saved beside the graph
+    (``micronet_*_bits`` integers only: the file comes from the archive)."""
     if not text:
         return
     try:
         saved = json.loads(text)
     except ValueError:
         return  # not ours: an archive is still usable without it
-    for path, attrs in saved.items():
+    for path, attrs in saved.items() if isinstance(saved, dict) else ():
         try:
             target = module.get_submodule(path)
-        except AttributeError:
+        except (AttributeError, TypeError):
             continue
-        for name, bits in attrs.items():
-            setattr(target, name, bits)
+        for name, bits in attrs.items() if isinstance(attrs, dict) else ():
+            if BIT_ATTR.fullmatch(name) and type(bits) is int:
+                setattr(target, name, bits)
 
 
 def _export_input_shape(exported) -> tuple[int, ...] | None:
@@ -581,10 +647,9 @@ def _export_input_shape(exported) -> tuple[int, ...] | None:
     shapes = [n.meta.get("val") for n in exported.graph.nodes if n.op == "placeholder" and n.name in users]
     if len(shapes) != 1 or not isinstance(shapes[0], torch.Tensor):
         return None
-    try:
-        return tuple(int(d) for d in shapes[0].shape)
-    except (TypeError, ValueError, RuntimeError):  # a dynamic dimension
-        return None
+    # a dynamic dimension is a SymInt; int() on it would pin the program to its example size
+    dims = tuple(shapes[0].shape)
+    return dims if all(type(d) is int for d in dims) else None
 
 
 def _from_spec_file(spec: str, path: Path, saved: Mapping, *, trust: bool, models) -> ResolvedModel:
@@ -597,11 +662,7 @@ def _from_spec_file(spec: str, path: Path, saved: Mapping, *, trust: bool, model
     if scheme == "path":
         raise SpecError(f"{path.name} names another saved file {inner!r} as its model",
                         hint="save the spec that builds it")
-    if scheme in ("python", "file") and not trust:
-        raise SpecError(f"{path.name} names the model {inner!r}, which would run code from that module",
-                        hint="pass --trust (trust=True) only if you trust the file, "
-                             "or give that spec with --weights FILE")
-    built = resolve_model(inner, models=models, meta=False, trust=trust)
+    built = resolve_model(inner, models=models, meta=False, trust=trust, origin=path.name)
     _load_state(built.model, state, path.name)
     return replace(built, spec=spec, source="state_dict")
 
