@@ -178,6 +178,8 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
                                        hint="the results up to this step are kept; the input model "
                                             "is untouched")
             failure.__cause__ = error
+            if isinstance(error, UsageError):  # a bad option or a refused file: the user's to fix
+                failure.exit_code = UsageError.exit_code
             break
         changed = not _same_model(current, produced)
         if not changed:
@@ -269,17 +271,18 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
 
 
 def _recaptured(model: nn.Module, registries: Registries) -> nn.Module:
-    """The model a step returned, captured afresh: a GraphModule whose graph and
-    module metadata match the submodules it now holds (a step may have swapped
-    one without touching the graph), so the next step, the score and the saved
-    archive all see the model as it is. Kept as it is when fx cannot trace it."""
-    if is_aten_graph(model):
+    """The model a step returned, its graph captured afresh (in place, its
+    module tree kept): a step may have swapped a submodule without touching
+    the graph, and the next step, the score and the saved archive must all see
+    the model as it is. Left as it is when fx cannot trace it again."""
+    if not isinstance(model, fx.GraphModule) or is_aten_graph(model):
         return model
     try:
         captured = trace_fx(model, registries.counters)
     except Exception:
         return model
-    return captured.graph_module(type(model).__name__)[0]
+    model.graph = captured.graph  # recompiles forward from the fresh graph
+    return model
 
 
 def _set_eval(module: nn.Module) -> None:

@@ -81,7 +81,9 @@ def test_distill_from_a_spec_with_weights(registries, tmp_path):
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     step = {"use": "distill", "teacher": f"{tmp_path / 'teachers.py'}:wide",
             "teacher_weights": str(tmp_path / "teacher.pt"), "max_batches": 2}
-    history = compress(recipe(step, data={"dataset": "fake"}), model=Net(), registries=registries)
+    with pytest.raises(CompressionError, match="SpecError: .*--trust"):  # teachers.py: code a recipe names
+        compress(recipe(step, data={"dataset": "fake"}), model=Net(), registries=registries)
+    history = compress(recipe(step, data={"dataset": "fake"}), model=Net(), registries=registries, trust=True)
     assert history.steps[0].notes["teacher"].endswith("teachers.py:wide")
 
 
@@ -90,7 +92,7 @@ def test_distill_refuses_a_teacher_of_other_classes(registries, tmp_path):
                                           "    return nn.Sequential(nn.Flatten(), nn.Linear(192, 4))\n")
     step = {"use": "distill", "teacher": f"{tmp_path / 'teachers.py'}:narrow", "max_batches": 1}
     with pytest.raises(CompressionError, match="the teacher outputs 4 classes, the student 10"):
-        compress(recipe(step), model=Net(), registries=registries)
+        compress(recipe(step), model=Net(), registries=registries, trust=True)
     with pytest.raises(CompressionError, match="teacher_weights applies to a teacher spec"):
         compress(recipe({"use": "distill", "teacher_weights": "x.pt"}), model=Net(), registries=registries)
 
