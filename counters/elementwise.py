@@ -223,7 +223,15 @@ _BOOL_OK = frozenset({"add", "mul", "multiply", "minimum", "maximum", "fmin", "f
 @lenient
 def shape_div(call: OpCall) -> TensorInfo:
     """True division: integers become the default float; with
-    ``rounding_mode`` the promoted dtype stays."""
+    ``rounding_mode`` the promoted dtype stays. ``x.__rtruediv__(y)`` is
+    torch's ``x.reciprocal() * y``: ``x`` is made float on its own first
+    (a 0-d bool ``x`` and a 0-d float16 ``y`` give float32, not float16)."""
+    if call.kind == "method" and call.target.name in ("__rtruediv__", "__rdiv__") \
+            and isinstance(call.args[0], TensorInfo):
+        x = call.args[0]
+        reciprocal = TensorInfo(x.shape, _to_float(x.dtype))
+        return binary_out(OpCall(call.kind, call.target, (reciprocal, *call.args[1:]), call.kwargs,
+                                 call.module), to_float=True)
     return binary_out(call, to_float=call.kwargs.get("rounding_mode") is None)
 
 

@@ -331,3 +331,15 @@ def test_bitwise_and_logical_shapes_match_torch(target, base, data):
 def test_remainder_costs_a_division_a_rounding_a_product_and_a_subtraction(target):
     other = 3 if target is Method("__rmod__") else TensorInfo((1, 64, 1, 1))
     assert counted(target, X, other) == Counts(mults=2 * E, adds=E, other_ops=E)
+
+
+def test_rtruediv_makes_self_float_before_promoting():
+    """``x.__rtruediv__(y)`` is ``x.reciprocal() * y`` in torch: a 0-d bool ``x``
+    becomes float32 first, so a 0-d float16 ``y`` gives float32 (``y / x`` gives
+    float16). A random hypothesis seed found this corner."""
+    x, y = TensorInfo((), torch.bool), TensorInfo((), torch.float16)
+    expected = torch.ones((), dtype=torch.bool).__rtruediv__(torch.ones((), dtype=torch.float16)).dtype
+    assert expected == torch.float32
+    got = ew.shape_div(OpCall("method", Method("__rtruediv__"), (x, y), {}, None))
+    assert got == TensorInfo((), torch.float32)
+    assert ew.shape_div(OpCall("function", operator.truediv, (y, x), {}, None)) == TensorInfo((), torch.float16)
