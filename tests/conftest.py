@@ -1,4 +1,5 @@
 """Shared fixtures: a fresh plugin manager, and a small model, per test that asks for one."""
+import importlib.metadata
 import os
 
 import pytest
@@ -47,3 +48,16 @@ def small_model():
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def add_entry_point(monkeypatch, name: str, value: str) -> None:
+    """Make ``importlib.metadata.entry_points(group="micronet")`` also list
+    ``name = value``, as if a package installing that plugin were present."""
+    extra = importlib.metadata.EntryPoint(name=name, value=value, group="micronet")
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs):
+        found = list(real(**kwargs))
+        return found + [extra] if kwargs.get("group") == "micronet" else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)

@@ -1,8 +1,8 @@
 """The third-party path, end to end: the example package in tests/plugin_example
 is pip-installed (``make test`` does it) and found through its entry point."""
-import importlib.metadata
 
 import pytest
+from conftest import add_entry_point
 import torch
 import torchvision
 from torch import nn
@@ -60,14 +60,7 @@ def test_disabled_by_name(monkeypatch):
 
 
 def test_a_plugin_that_fails_to_load_is_named_and_the_rest_work(monkeypatch, capsys):
-    broken = importlib.metadata.EntryPoint(name="broken", value="no_such_module_anywhere", group="micronet")
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kwargs):
-        found = list(real(**kwargs))
-        return found + [broken] if kwargs.get("group") == "micronet" else found
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    add_entry_point(monkeypatch, "broken", "no_such_module_anywhere")
     pm = get_plugin_manager()
     assert "ModuleNotFoundError" in pm.micronet_failed["broken"]
     assert "swap-relu" in Registries.from_manager(pm).steps

@@ -1,13 +1,13 @@
 """Malformed input is a one-line usage error through ``micronet.cli.main``:
 exit code 2, ``micronet: error: MESSAGE (hint: FIX)``, nothing raw that a
 terminal would act on. Plugins that break are left out, not fatal."""
-import importlib.metadata
 import sys
 import types
 import unicodedata
 import warnings
 
 import pytest
+from conftest import add_entry_point
 import torch
 from torch import nn
 
@@ -274,14 +274,7 @@ def raising_entry_point(monkeypatch, tmp_path):
         "def micronet_register_counters():\n"
         "    raise RuntimeError('no counters today')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    extra = importlib.metadata.EntryPoint(name="raising", value="raising_plugin_for_test", group="micronet")
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kwargs):
-        found = list(real(**kwargs))
-        return found + [extra] if kwargs.get("group") == "micronet" else found
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    add_entry_point(monkeypatch, "raising", "raising_plugin_for_test")
     default_registries.cache_clear()
     yield
     default_registries.cache_clear()

@@ -212,7 +212,7 @@ def audit(
     the test split is measured too, and ``result.meets_bar`` says whether it
     reaches the track's quality bar; that needs real weights.
     """
-    from .resolve import resolve_model
+    from .resolve import resolve_model, set_eval
 
     registries = registries or default_registries()
     track_obj: Track = _lookup(registries.tracks, track, "track")
@@ -229,7 +229,7 @@ def audit(
     settings = WalkSettings(precision=precision, strict=strict)
     try:
         if resolved.exported is None:
-            _set_eval(module)
+            set_eval(module)
         records, cap = _capture_and_walk(module, resolved.exported, registries, TensorInfo(shape, dtype),
                                          settings)
     finally:  # the caller's model comes back as it was handed in
@@ -249,13 +249,6 @@ def audit(
     if data is not None:
         result = measure_accuracy(result, module, data)
     return result
-
-
-def _set_eval(module: nn.Module) -> None:
-    try:
-        module.eval()
-    except NotImplementedError:  # torch.export's module(): its mode was fixed when it was exported
-        pass
 
 
 def _capture_and_walk(module: nn.Module, exported, registries: Registries, info: TensorInfo,

@@ -30,7 +30,7 @@ from .fileio import atomic_write_bytes, atomic_write_text
 from .manager import Registries, default_registries
 from .outdir import claim_output_folder
 from .recipe import Recipe, load_recipe, parse_recipe
-from .resolve import resolve_model
+from .resolve import resolve_model, set_eval
 from .steps import CompressionStep, StepContext, check_options
 from .walk import BITS_FILE, module_bits
 
@@ -253,7 +253,7 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
     else:
         module = resolve_model(recipe.spec, weights=recipe.weights, trust=trust, models=registries.models,
                                meta=False, origin=recipe.source).model
-    _set_eval(module)
+    set_eval(module)
     if is_aten_graph(module):  # a torch.export archive: steps get its module as it is
         return module
     try:
@@ -283,13 +283,6 @@ def _recaptured(model: nn.Module, registries: Registries) -> nn.Module:
         return model
     model.graph = captured.graph  # recompiles forward from the fresh graph
     return model
-
-
-def _set_eval(module: nn.Module) -> None:
-    try:
-        module.eval()
-    except NotImplementedError:  # torch.export's module(): its mode was fixed when it was exported
-        pass
 
 
 def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:

@@ -66,7 +66,7 @@ from .checkpoints import torch_load as _torch_load
 from .errors import SpecError
 from .exportfile import is_export_archive, load_export
 
-__all__ = ["ModelEntry", "ResolvedModel", "resolve_model", "parse_spec", "parse_value",
+__all__ = ["ModelEntry", "ResolvedModel", "resolve_model", "set_eval", "parse_spec", "parse_value",
            "load_weights", "save_with_spec", "SPEC_KEY", "STATE_KEY"]
 
 #: Keys of the file :func:`save_with_spec` writes.
@@ -252,7 +252,7 @@ def resolve_model(spec: str | nn.Module, *, weights: str | os.PathLike | None = 
     if weights is not None:
         load_weights(resolved.model, weights, trust=trust)
         resolved = replace(resolved, on_meta=_is_meta(resolved.model))
-    _eval(resolved.model)
+    set_eval(resolved.model)
     return resolved
 
 
@@ -262,7 +262,9 @@ def _from_module(model: nn.Module) -> ResolvedModel:
                          on_meta=_is_meta(model), input_shape=None)
 
 
-def _eval(model: nn.Module) -> None:
+def set_eval(model: nn.Module) -> None:
+    """``model.eval()``, where it can be called: the module of a torch.export
+    archive refuses it (its mode was fixed when it was exported)."""
     try:
         model.eval()
     except NotImplementedError:  # torch.export's module(): its mode was fixed at export
