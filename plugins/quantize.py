@@ -21,14 +21,17 @@ What it does to the model it is handed (a ``torch.fx.GraphModule``):
    (at most ``2^b`` distinct values per output channel). The bias is rounded
    to a per-tensor grid of the same width, because the rules charge every
    parameter of a layer at the layer's bits (as the reference counter does).
-   The layer gets ``micronet_weight_bits`` and ``micronet_accumulator_bits``
-   module attributes, which the audit reads (they survive copies and
-   re-tracing). 16 bits is a 16-bit integer grid, like every other width.
+   The layer's widths are declared with :func:`micronet.bits.set_bits`
+   (weight and accumulator), and so is the storage of the grid's scales
+   (:func:`micronet.bits.declare_storage`: one float32 per output channel for
+   the weight, one for the bias), which the score charges. 16 bits is a
+   16-bit integer grid, like every other width.
 4. **Activations**: the graph is rewritten so that a quantized layer's input
    goes through an :class:`~micronet.plugins.fakequant.ActivationQuant`
    module, a sibling of the layer named ``<layer>_input_quant`` (one per
    producer and width: a tensor feeding two layers at the same bits is
-   quantized once); the layer gets ``micronet_input_bits``. Only the inputs
+   quantized once); the layer declares that input width and the quantizer's
+   float32 scale. Only the inputs
    of quantized layers are quantized: every other op (BatchNorm, ReLU,
    additions, pooling) still reads float values and is charged at 32 bits.
    Running the step again replaces earlier quantizers rather than stacking.
@@ -43,7 +46,7 @@ What it does to the model it is handed (a ``torch.fx.GraphModule``):
    in every forward (a ``torch.nn.utils.parametrize`` parametrization,
    straight-through gradient; activation ranges stay frozen). Afterwards the
    weights are baked onto their grid and the parametrizations removed.
-7. **Pruned weights** (a ``<name>_mask`` buffer, :mod:`micronet.plugins.masks`)
+7. **Pruned weights** (a ``<name>_mask`` buffer, :mod:`micronet.masks`)
    stay pruned: the mask applies before rounding, and 0 is on every grid of
    2 bits or more. Binary weights have no zero: a 1-bit layer loses its
    masks and its zeros (under the rules a sparse 1-bit weight never pays:
@@ -89,6 +92,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from micronet import data
+from micronet.bits import declare_storage, set_bits
 from micronet.counters._common import aten_ops, first_tensor, lenient
 from micronet.manager import hookimpl
 from micronet.records import TensorInfo
@@ -184,15 +188,19 @@ def attach_weight_quant(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulat
                 continue
             mask = _mask(module, name, plan.weight_bits)
             parametrize.register_parametrization(module, name, WeightQuant(plan.weight_bits, per_channel, mask))
-        module.micronet_weight_bits = plan.weight_bits
-        module.micronet_accumulator_bits = accumulator_bits
-        if plan.input_bits != FLOAT_BITS:
-            module.micronet_input_bits = plan.input_bits
+            # the grid's scales are stored too: one float32 per output channel (weight), one for the bias
+            scales = module.weight.shape[0] if per_channel else 1
+            declare_storage(module, f"{name}_scales", elements=scales, bits=FLOAT_BITS)
+        quantized_input = plan.input_bits != FLOAT_BITS
+        if quantized_input:
+            declare_storage(module, "input_scale", elements=1, bits=FLOAT_BITS)
+        set_bits(module, weight=plan.weight_bits, accumulator=accumulator_bits,
+                 input=plan.input_bits if quantized_input else None)
 
 
 def _mask(module: nn.Module, name: str, bits: int) -> torch.Tensor | None:
     """The pruning mask of ``module.<name>`` (the ``<name>_mask`` bool buffer
-    of micronet.plugins.masks), dropped at 1 bit: binary values have no zero."""
+    of micronet.masks), dropped at 1 bit: binary values have no zero."""
     key = f"{name}_mask"
     mask = module._buffers.get(key)
     if mask is None or mask.dtype != torch.bool:

@@ -13,7 +13,7 @@ weights reach ``amount`` in total, each layer whatever its magnitudes give).
 included (they rank lowest).
 
 The zeros are real zeros in the weights, and each pruned weight gets a mask
-(:mod:`micronet.plugins.masks`) so a later fine-tuning step keeps them at
+(:mod:`micronet.masks`) so a later fine-tuning step keeps them at
 zero. ``schedule = n`` prunes in ``n`` geometric steps, the sparsity after
 step ``t`` being ``1 - (1 - amount) ** (t / n)`` (each step removes the same
 fraction of what is left); without training in between this ends at the
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from micronet.manager import hookimpl
-from micronet.plugins.masks import MASK_SUFFIX, set_mask
+from micronet.masks import MASK_SUFFIX, set_mask
 from micronet.steps import CompressionStep, StepContext, StepOption
 
 __all__ = ["SPARSIFY", "sparsify", "parse_block", "select_modules", "Selection", "check_globs", "Warnings"]

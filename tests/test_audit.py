@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import micronet
+from micronet.bits import set_bits
 from micronet.errors import SpecError, TraceError, UsageError
 
 
@@ -167,11 +168,10 @@ def test_untraceable_model_is_one_clear_error():
         micronet.audit(Untraceable(), (2, 3))
 
 
-def test_plugins_set_bits_through_module_attributes():
+def test_plugins_set_bits_through_the_contract():
     model = Tiny()
-    model.conv.micronet_weight_bits = 4
-    model.conv.micronet_input_bits = 8
-    model.fc.micronet_accumulator_bits = 16
+    set_bits(model.conv, weight=4, input=8)
+    set_bits(model.fc, accumulator=16)
     r = micronet.audit(model, (1, 3, 8, 8))
     conv = next(x for x in r.records if x.name == "conv")
     fc = next(x for x in r.records if x.name == "fc")

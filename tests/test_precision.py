@@ -17,11 +17,15 @@ def test_bad_bits_are_usage_errors(text):
         parse_bits([text])
 
 
-def test_last_matching_override_wins_and_meta_beats_overrides():
+def test_last_matching_override_wins_and_overrides_beat_what_the_model_declares():
     p = Precision(weight_overrides=parse_bits(["*=8", "features.0=16"]))
     assert p.weight_bits("features.0", {}, torch.float32) == 16
     assert p.weight_bits("features.1", {}, torch.float32) == 8
-    assert p.weight_bits("features.1", {"micronet.weight_bits": 4}, torch.float32) == 4
+    assert p.weight_bits("features.1", {"weight": 4}, torch.float32) == 8  # the user asked by name
+    assert Precision().weight_bits("features.1", {"weight": 4}, torch.float32) == 4  # else the model's
+    assert Precision().input_bits("x", {"input": 6}, torch.float32) == 6
+    assert Precision(accumulator_bits=24).acc_bits({"accumulator": 16}) == 16
+    assert Precision(accumulator_bits=24).acc_bits({}) == 24
 
 
 def test_dtypes_give_their_bits():

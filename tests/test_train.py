@@ -123,7 +123,6 @@ def masked_mlp():
 
 
 def test_masked_weights_stay_zero_while_training():
-    pytest.importorskip("micronet.plugins.masks")
     model = masked_mlp()
     before = model[1].weight.clone()
     fit(model, FAKE, quiet(epochs=2, lr=0.1, max_batches_per_epoch=5, evaluate=False), input_shape=SHAPE,
@@ -131,14 +130,6 @@ def test_masked_weights_stay_zero_while_training():
     weight, mask = model[1].weight, model[1].weight_mask
     assert torch.count_nonzero(weight[~mask]) == 0
     assert not torch.equal(weight[mask], before[mask])  # the kept weights trained
-
-
-def test_without_the_masks_module_training_proceeds_unmasked(monkeypatch):
-    monkeypatch.setitem(sys.modules, "micronet.plugins.masks", None)  # as if it were not installed
-    model = masked_mlp()
-    fit(model, FAKE, quiet(epochs=1, lr=0.1, max_batches_per_epoch=3, evaluate=False), input_shape=SHAPE,
-        num_classes=10, log=lambda line: None)
-    assert torch.count_nonzero(model[1].weight[~model[1].weight_mask]) > 0
 
 
 # ------------------------------------------------------------------ checkpoints

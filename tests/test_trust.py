@@ -27,7 +27,8 @@ from micronet.errors import SpecError, UsageError
 from micronet.exportfile import expression_problem
 from micronet.resolve import resolve_model
 from micronet.steps import StepContext
-from micronet.walk import BITS_FILE
+from micronet.bits import ARCHIVE_FILE as BITS_FILE
+from micronet.bits import archive_document, bits_of, declare_storage, set_bits, storage_of
 
 SHAPE = (1, 3, 8, 8)
 
@@ -161,12 +162,13 @@ def test_torchvision_archive_audits_without_trust(tmp_path):
 
 def test_archive_as_micronet_writes_it_keeps_its_bit_widths(tmp_path):
     model = Net().eval()
-    model.fc.micronet_weight_bits = 4
+    set_bits(model.fc, weight=4)
+    declare_storage(model.fc, "codebook", elements=16, bits=32)
     exported = torch.export.export(model, (torch.randn(SHAPE),), strict=False)
-    torch.export.save(exported, tmp_path / "model.pt2",
-                      extra_files={BITS_FILE: json.dumps({"fc": {"micronet_weight_bits": 4}})})
+    torch.export.save(exported, tmp_path / "model.pt2", extra_files={BITS_FILE: archive_document(model)})
     resolved = resolve_model(str(tmp_path / "model.pt2"))
-    assert resolved.model.fc.micronet_weight_bits == 4
+    assert bits_of(resolved.model.fc) == {"weight": 4}
+    assert storage_of(resolved.model.fc) == {"codebook": (16, 32)}
     assert audit(str(tmp_path / "model.pt2")).score.total == pytest.approx(audit(model, SHAPE).score.total)
 
 
@@ -174,8 +176,8 @@ def test_bit_widths_file_sets_only_bit_widths(clean, tmp_path):
     bits = {"fc": {"micronet_weight_bits": 4, "forward": 1, "micronet_input_bits": "8"}}
     path = tmp_path / "bits.pt2"
     torch.export.save(_exported(), path, extra_files={BITS_FILE: json.dumps(bits)})
-    fc = resolve_model(str(path)).model.fc
-    assert fc.micronet_weight_bits == 4 and not hasattr(fc, "micronet_input_bits")
+    fc = resolve_model(str(path)).model.fc  # the layout written before micronet.bits: still read
+    assert bits_of(fc) == {"weight": 4} and not hasattr(fc, "micronet_weight_bits")
     assert callable(fc.forward)
 
 

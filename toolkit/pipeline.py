@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 
 from .audit import Result, audit, input_dtype_of, measure_accuracy
+from .bits import ARCHIVE_FILE, archive_document
 from .capture import is_aten_graph, trace_fx
 from .errors import CompressionError, UsageError
 from .fileio import atomic_write_bytes, atomic_write_text
@@ -32,7 +33,6 @@ from .outdir import claim_output_folder
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model, set_eval
 from .steps import CompressionStep, StepContext, check_options
-from .walk import BITS_FILE, module_bits
 
 __all__ = ["compress", "History", "StepRecord"]
 
@@ -339,9 +339,8 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None], regi
     try:
         exported = torch.export.export(model, example, strict=False)
         buffer = io.BytesIO()
-        # bit widths live on modules, which an archive does not keep: carry them beside the graph
-        bits = {name: module_bits(m) for name, m in model.named_modules() if module_bits(m)}
-        torch.export.save(exported, buffer, extra_files={BITS_FILE: json.dumps(bits)})
+        # bit widths and declared storage live on modules, which an archive does not keep
+        torch.export.save(exported, buffer, extra_files={ARCHIVE_FILE: archive_document(model)})
     except Exception as error:  # the weights are saved; say why the archive is not
         log(f"torch.export could not save the final model ({type(error).__name__}: {error}); "
             "state_dict.pt holds its weights")

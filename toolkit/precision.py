@@ -1,10 +1,10 @@
 """Bit widths of weights, activations and accumulators, per layer.
 
-Sources, strongest first: metadata a plugin left on the node
-(``node.meta["micronet.weight_bits"]``, ``"micronet.input_bits"``,
-``"micronet.accumulator_bits"``), the user's overrides (``--bits`` /
-``--act-bits`` glob patterns on layer names, the last match wins), then the
-model itself (parameter and input dtypes: fp16/bf16 are 16 bits, int8 is 8).
+Sources, strongest first: the user's overrides (``--bits`` / ``--act-bits``
+glob patterns on layer names, the last match wins: an explicit request by
+name), then what the model declares (:func:`micronet.bits.set_bits`, the one
+way a plugin sets widths), then the tensors' dtypes (fp16/bf16 are 16 bits,
+int8 is 8). The accumulator: the declared width, else ``--accumulator-bits``.
 """
 from __future__ import annotations
 
@@ -123,30 +123,30 @@ class Precision:
     act_overrides: tuple[BitOverride, ...] = ()
     accumulator_bits: int = 32
 
-    def weight_bits(self, name: str, meta: Mapping, param_dtype: torch.dtype | None) -> int:
-        """Bits of this layer's stored parameters."""
-        if "micronet.weight_bits" in meta:
-            return int(meta["micronet.weight_bits"])
+    def weight_bits(self, name: str, declared: Mapping[str, int], param_dtype: torch.dtype | None) -> int:
+        """Bits of this layer's stored parameters (``declared``: :func:`micronet.bits.bits_of`)."""
         bits = _last_match(self.weight_overrides, name)
         if bits is not None:
             return bits
+        if "weight" in declared:
+            return int(declared["weight"])
         return dtype_bits(param_dtype) if param_dtype is not None else 32
 
-    def input_bits(self, name: str, meta: Mapping, input_dtype: torch.dtype | None) -> int:
+    def input_bits(self, name: str, declared: Mapping[str, int], input_dtype: torch.dtype | None) -> int:
         """Bits of this layer's input activations."""
-        if "micronet.input_bits" in meta:
-            return int(meta["micronet.input_bits"])
         bits = _last_match(self.act_overrides, name)
         if bits is not None:
             return bits
+        if "input" in declared:
+            return int(declared["input"])
         if input_dtype is None or not (input_dtype.is_floating_point or input_dtype == torch.qint8
                                        or input_dtype == torch.quint8):
             return 32  # integer index tensors and sizes are not activations
         return dtype_bits(input_dtype)
 
-    def acc_bits(self, meta: Mapping) -> int:
+    def acc_bits(self, declared: Mapping[str, int]) -> int:
         """Bits of the dot products' accumulator."""
-        return int(meta.get("micronet.accumulator_bits", self.accumulator_bits))
+        return int(declared.get("accumulator", self.accumulator_bits))
 
     def unmatched(self, names: Iterable[str]) -> list[str]:
         """Override patterns that match no layer name (worth a warning)."""

@@ -128,6 +128,9 @@ class LayerRecord:
     ``torch.nn.Conv2d`` (public path) and as its defining module's path.
     ``inputs`` are the ``node`` names of the records whose outputs this one
     reads (the graph's edges; the model's inputs are not records).
+    ``declared_storage_bits`` is storage a compression declared beside the
+    layer's parameters (:func:`micronet.bits.declare_storage`: a codebook,
+    scales), in bits; the rules add it to the layer's storage.
     """
 
     name: str
@@ -147,6 +150,7 @@ class LayerRecord:
     weight_bits: int = 32
     input_bits: int = 32
     accumulator_bits: int = 32
+    declared_storage_bits: int = 0
     attrs: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     via: str = "fx"

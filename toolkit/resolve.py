@@ -43,7 +43,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import re
 import sys
@@ -58,6 +57,7 @@ from urllib.parse import unquote
 import torch
 from torch import nn
 
+from .bits import ARCHIVE_FILE, restore_archive_document
 from .checkpoints import describe as _describe
 from .checkpoints import is_meta as _is_meta
 from .checkpoints import load_state as _load_state
@@ -78,7 +78,6 @@ SAVED_SUFFIXES = frozenset({".pt", ".pth", ".pt2", ".pkl", ".pickle", ".bin", ".
 PREFIXES = ("torchvision", "micronet")
 WORDS = {"true": True, "false": False, "none": None, "null": None}
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-BIT_ATTR = re.compile(r"micronet_[a-z]+_bits")
 UNEXPECTED_ARG = re.compile(r"unexpected keyword argument '(\w+)'")
 MISSING_ARG = re.compile(r"missing \d+ required \w+(?: \w+)? arguments?: '(\w+)'")
 HINT_FACTORY = "a spec must name a function or class that returns an nn.Module"
@@ -609,38 +608,17 @@ def _from_saved(spec: str, location: str, *, trust: bool, models) -> ResolvedMod
 
 
 def _from_export(spec: str, path: Path, *, trust: bool) -> ResolvedModel:
-    from .walk import BITS_FILE
-
-    extra = {BITS_FILE: ""}
+    extra = {ARCHIVE_FILE: ""}
     exported = load_export(path, trust=trust, extra_files=extra)
     try:
         module = exported.module()
     except Exception as error:
         raise SpecError(f"cannot rebuild the module of the torch.export archive {path.name}: "
                         f"{_describe(error)}", hint="expected a file written by torch.export.save") from error
-    _restore_bits(module, extra[BITS_FILE])
+    restore_archive_document(module, extra[ARCHIVE_FILE])
     return ResolvedModel(model=module, spec=spec, name=path.name, source="export",
                          kwargs=MappingProxyType({}), on_meta=False,
                          input_shape=_export_input_shape(exported), exported=exported)
-
-
-def _restore_bits(module: nn.Module, text: str | bytes) -> None:
-    """Put back the bit-width attributes micronet saved beside the graph
-    (``micronet_*_bits`` integers only: the file comes from the archive)."""
-    if not text:
-        return
-    try:
-        saved = json.loads(text)
-    except ValueError:
-        return  # not ours: an archive is still usable without it
-    for path, attrs in saved.items() if isinstance(saved, dict) else ():
-        try:
-            target = module.get_submodule(path)
-        except (AttributeError, TypeError):
-            continue
-        for name, bits in attrs.items() if isinstance(attrs, dict) else ():
-            if BIT_ATTR.fullmatch(name) and type(bits) is int:
-                setattr(target, name, bits)
 
 
 def _export_input_shape(exported) -> tuple[int, ...] | None:

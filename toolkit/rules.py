@@ -158,6 +158,7 @@ class _Columns:
     weight_bits: np.ndarray
     input_bits: np.ndarray
     acc_bits: np.ndarray
+    declared_storage_bits: np.ndarray  # codebooks, scales: bits a compression stores beside the params
     costed: np.ndarray  # bool: the record has ops or params
 
 
@@ -187,6 +188,7 @@ def _columns(records: Sequence[LayerRecord]) -> _Columns:
         weight_bits=col((r.weight_bits for r in records)),
         input_bits=col((r.input_bits for r in records)),
         acc_bits=col((r.accumulator_bits for r in records)),
+        declared_storage_bits=col((r.declared_storage_bits for r in records)),
         costed=(params > 0) | (dot_products > 0) | (mults > 0) | (adds > 0) | (other > 0),
     )
 
@@ -223,7 +225,8 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
     weight_storage = np.where(nonzero < cols.weight_params, np.minimum(dense_weight, sparse_weight), dense_weight)
     owned_weight = np.where(cols.params > 0, weight_storage, 0.0)
     rest = np.maximum(cols.params - np.where(cols.params > 0, cols.weight_params, 0) - cols.folded, 0)
-    storage = owned_weight + rest * param_bits / 32
+    # Storage a compression declared (a codebook, scales) at its own width, freebie or not.
+    storage = owned_weight + rest * param_bits / 32 + cols.declared_storage_bits / 32
 
     total_storage, total_ops = float(storage.sum()), float(ops.sum())
     storage_term = total_storage / track.reference_params

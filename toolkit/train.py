@@ -7,7 +7,7 @@ once per epoch; label smoothing; mixup / CutMix from the table; a
 checkpoint per epoch, written atomically, and ``resume``.
 
 What a compressed model carries stays in force: after every optimizer step
-``micronet.plugins.masks.apply_masks(model)`` (when that module exists)
+``micronet.masks.apply_masks(model)`` (the mask convention of the core)
 re-zeroes each parameter that has a ``<name>_mask`` buffer, and fake-quant
 modules train through their straight-through estimators. The model's dtype
 is left alone (inputs are cast to it), so a half model trains in half.
@@ -43,6 +43,7 @@ from .data import (eval_mode, loaders, logits_of, mix_batch, model_device, model
                    top1)
 from .errors import MicronetError, UsageError
 from .fileio import atomic_write_bytes
+from .masks import apply_masks
 
 __all__ = ["TrainConfig", "fit", "distillation_loss", "latest_checkpoint", "OPTIMIZERS", "SCHEDULES"]
 
@@ -138,17 +139,6 @@ def distillation_loss(student: Tensor, teacher: Tensor, target: Tensor, *, tempe
     return alpha * temperature ** 2 * soft + (1 - alpha) * hard
 
 
-def _mask_function() -> Callable[[nn.Module], Any] | None:
-    """``micronet.plugins.masks.apply_masks`` when that module exists."""
-    try:
-        from micronet.plugins.masks import apply_masks
-    except ModuleNotFoundError as error:
-        if error.name in ("micronet.plugins.masks", "micronet.plugins"):
-            return None
-        raise
-    return apply_masks
-
-
 # ------------------------------------------------------------------ building blocks
 
 
@@ -220,7 +210,6 @@ class _Run:
     temperature: float
     alpha: float
     log: Callable[[str], None]
-    masks: Callable[[nn.Module], Any] | None
     history: dict[str, Any]
 
 
@@ -299,8 +288,7 @@ def _train_epoch(run: _Run, epoch: int) -> float:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        if run.masks is not None:
-            run.masks(run.model)
+        apply_masks(run.model)
         total, count = total + float(loss.detach()) * len(y), count + len(y)
         if counter:
             print(f"\r  epoch {epoch} batch {index + 1}/{batches}  loss {total / count:.4f}",
@@ -368,7 +356,7 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
             module.to(device)
         optimizer = _optimizer(model, config)
         run = _Run(model, config, optimizer, _scheduler(optimizer, config), train, test, data, input_shape,
-                   num_classes, device, teacher, temperature, alpha, log, _mask_function(),
+                   num_classes, device, teacher, temperature, alpha, log,
                    {"epochs": [], "loss": [], "lr": [], "accuracy": []})
         start = _resume(run) if config.resume else 0
         for epoch in range(start + 1, config.epochs + 1):

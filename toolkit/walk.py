@@ -10,9 +10,8 @@ counter is run on meta tensors under :class:`AtenCounter`, which counts the
 aten ops it decomposes into; aten ops nobody counts leave the node
 *uncounted*, with the reason. Nothing is silently zero.
 
-Plugins set bit widths through ``node.meta["micronet.weight_bits"]`` (and
-``input_bits`` / ``accumulator_bits``) or, more durably, as module attributes
-``module.micronet_weight_bits`` (and the same two others).
+A layer's bit widths and the storage a compression added to it are read
+from its module, where a plugin declared them (:mod:`micronet.bits`).
 
 What the walker learns is also left on the nodes, under documented keys:
 ``node.meta["micronet.value"]`` (the TensorInfo or value) and
@@ -29,6 +28,7 @@ import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .bits import bits_of, declared_storage_bits
 from .capture import Capture
 from .errors import CounterError, TraceError, UsageError
 from .precision import Precision
@@ -422,15 +422,16 @@ class Walker(fx.Interpreter):
     def _record(self, n, *, name, op, status, target, module_path, inputs, out, counts=Counts(),
                 params=0, nonzero=0, weight_params=0, weight_nonzero=0, block=(), param_dtype=None,
                 reason="", via="fx", attrs=None, call_kind="", module_classes=(), module=None) -> None:
-        precision, meta = self.settings.precision, with_module_bits(n.meta, module)
+        precision, declared = self.settings.precision, bits_of(module)
         record = LayerRecord(
             name=name, node=n.name, op=op, status=status, target=target, module_path=module_path,
             input_shapes=_shapes(inputs), output_shapes=_shapes((out,)), counts=counts,
             params=params, nonzero_params=nonzero, weight_params=weight_params,
             weight_nonzero=weight_nonzero, weight_block=block,
-            weight_bits=precision.weight_bits(name, meta, param_dtype),
-            input_bits=precision.input_bits(name, meta, _first_dtype(inputs)),
-            accumulator_bits=precision.acc_bits(meta),
+            weight_bits=precision.weight_bits(name, declared, param_dtype),
+            input_bits=precision.input_bits(name, declared, _first_dtype(inputs)),
+            accumulator_bits=precision.acc_bits(declared),
+            declared_storage_bits=declared_storage_bits(module),
             attrs=attrs or {}, reason=reason, via=via, call_kind=call_kind,
             module_classes=module_classes,
             inputs=tuple(a.name for a in n.all_input_nodes if META_RECORD in a.meta),
@@ -446,13 +447,6 @@ class Walker(fx.Interpreter):
 _UNKNOWN = object()
 #: How a traced size prints inside a message the model formatted while being traced.
 _PROXY = re.compile(r"Proxy\(\w+\)")
-#: Module attributes through which a plugin sets a layer's bit widths
-#: (``module.micronet_weight_bits = 4``); they survive copies and re-tracing.
-#: Extra file of a torch.export archive holding {module path: bit attributes}.
-BITS_FILE = "micronet_bits.json"
-_BIT_ATTRS = frozenset({"micronet_weight_bits", "micronet_input_bits", "micronet_accumulator_bits"})
-
-
 #: What torch says when a tensor of the wrong shape reaches an op.
 _SHAPE_MISMATCH = re.compile(r"shape|size|dimension|channels|same reduction dim|cannot be multiplied|"
                              r"expected input|out of range|index out of", re.IGNORECASE)
@@ -473,22 +467,6 @@ def first_layer_expects(root: nn.Module) -> str:
             return f"{label} expects token ids below {module.num_embeddings} (--input-dtype int64)"
         return f"{label} holds {', '.join(f'{k} {list(v.shape)}' for k, v in module._parameters.items() if v is not None)}"
     return "the model has no parameters"
-
-
-def module_bits(module: nn.Module | None) -> dict[str, int]:
-    """The bit-width attributes a plugin set on ``module`` (attribute -> bits)."""
-    if module is None:
-        return {}
-    fields = vars(module)
-    return {k: fields[k] for k in _BIT_ATTRS if k in fields}
-
-
-def with_module_bits(meta: dict, module: nn.Module | None) -> dict:
-    """Node metadata with the module's bit-width attributes as ``micronet.*`` keys."""
-    bits = module_bits(module)
-    if not bits:
-        return meta
-    return {**meta, **{f"micronet.{k.removeprefix('micronet_')}": v for k, v in bits.items()}}
 
 
 def _on_meta(module: nn.Module) -> bool:
@@ -598,7 +576,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         status = UNCOUNTED if missing else (FREE if free_only else COUNTED)
         reason = ("no counter for " + ", ".join(sorted(missing))) if missing else ""
         first, last = nodes[0], nodes[-1]
-        meta = with_module_bits(first.meta, module if leaf else None)
+        declared = bits_of(module if leaf else None)
         name = path or "(model)"
         in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
         record = LayerRecord(
@@ -610,9 +588,10 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
             nonzero_params=sum(nonzero[id(p)] for p in tensors),  # all of model's, read up front
             weight_params=sparse.numel if sparse else 0, weight_nonzero=sparse.nonzero if sparse else 0,
             weight_block=sparse.block if sparse else (),
-            weight_bits=settings.precision.weight_bits(name, meta, tensors[0].dtype if tensors else None),
-            input_bits=settings.precision.input_bits(name, meta, getattr(in_val, "dtype", None)),
-            accumulator_bits=settings.precision.acc_bits(meta),
+            weight_bits=settings.precision.weight_bits(name, declared, tensors[0].dtype if tensors else None),
+            input_bits=settings.precision.input_bits(name, declared, getattr(in_val, "dtype", None)),
+            accumulator_bits=settings.precision.acc_bits(declared),
+            declared_storage_bits=declared_storage_bits(module if leaf else None),
             attrs=_attrs(module if leaf else None), reason=reason, via="export", call_kind="aten",
             module_classes=_export_classes(classes[path]) if leaf else (),
             inputs=tuple(dict.fromkeys(groups[group_of[a]][0].name for n in nodes for a in n.all_input_nodes

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import micronet
+from micronet.bits import bits_of
 from micronet.errors import UsageError
 from micronet.pipeline import compress
 from micronet.plugins.fakequant import ActivationQuant, fake_quant
@@ -69,7 +70,7 @@ def test_weights_take_at_most_2_to_the_b_values_per_channel(bits):
         step = before.abs().flatten(1).amax(1) / (2 ** (bits - 1) - 1)  # round to nearest:
         error = (layer.weight.detach() - before).abs().flatten(1).amax(1)  # at most half a step
         assert torch.all(error <= step / 2 * (1 + 1e-5))
-        assert layer.micronet_weight_bits == bits
+        assert bits_of(layer)["weight"] == bits
         assert layer.weight.dtype == torch.float32  # still an ordinary float model
 
 
@@ -106,8 +107,10 @@ def test_score_is_the_hand_computation(wb, ab, acc):
                        model=Small())
     score = history.final.score
     # storage: conv 8*3*3*3 = 216 weights + 8 biases, fc 8*10 = 80 weights + 10 biases, all at wb;
-    # BN: 16 params, its 8 scales fold into the conv (free), its 8 biases stay 32-bit
-    assert score.storage == pytest.approx((216 + 8 + 80 + 10) * wb / 32 + 8, rel=1e-12)
+    # BN: 16 params, its 8 scales fold into the conv (free), its 8 biases stay 32-bit;
+    # the grids' float32 scales: conv 8 (per channel) + 1 (bias) + 1 (input), fc 10 + 1 + 1
+    scales = (8 + 1 + 1) + (10 + 1 + 1) if ab < 32 else (8 + 1) + (10 + 1)
+    assert score.storage == pytest.approx((216 + 8 + 80 + 10) * wb / 32 + 8 + scales, rel=1e-12)
     # conv: E = 8*16*16 = 2048 outputs of L = 27: 27*2048 = 55296 mults at max(wb, ab),
     #       (26 + 1 bias) * 2048 = 55296 adds at the accumulator
     # BN 2048 adds, ReLU 2048 mults, pool 8 divisions + 8*255 adds: 3 * 2048 at 32 bits
@@ -116,7 +119,8 @@ def test_score_is_the_hand_computation(wb, ab, acc):
     expected = 55296 * mult_bits / 32 + 55296 * acc / 32 + 3 * 2048 + 80 * mult_bits / 32 + 80 * acc / 32
     assert score.ops == pytest.approx(expected, rel=1e-12)
     if (wb, ab, acc) == (4, 8, 32):
-        assert (score.storage, score.ops) == (47.25, 75364.0)  # 28 + 8 + 11.25; 13824 + 55296 + 6144 + 20 + 80
+        # 28 + 8 + 11.25 + 22 scales; 13824 + 55296 + 6144 + 20 + 80
+        assert (score.storage, score.ops) == (69.25, 75364.0)
     assert not score.freebie
     layers = {r.name: r for r in history.final.records}
     assert (layers["conv"].weight_bits, layers["conv"].input_bits, layers["conv"].accumulator_bits) == (wb, ab, acc)
@@ -130,8 +134,10 @@ def test_freebie_off_below_16_bits_and_kept_at_16():
     assert eight.input.score.freebie
     sixteen = compress(recipe({"weight_bits": 16, "activation_bits": 16}, freebie=True), model=model)
     assert sixteen.final.score.freebie
-    # 16-bit weights and inputs cost what the freebie gives a float model
-    assert sixteen.final.score.total == pytest.approx(sixteen.input.score.total, rel=1e-12)
+    # 16-bit weights and inputs cost what the freebie gives a float model, plus the grids'
+    # float32 scales: conv 8 + 1 + 1, fc 10 + 1 + 1 = 22 values
+    assert sixteen.final.score.ops == pytest.approx(sixteen.input.score.ops, rel=1e-12)
+    assert sixteen.final.score.storage == pytest.approx(sixteen.input.score.storage + 22, rel=1e-12)
     moved = (sixteen.model.conv.weight - model.conv.weight).abs()  # onto a 16-bit grid:
     assert 0 < moved.max() <= model.conv.weight.abs().max() / 32767 / 2  # half a step at most
 
@@ -281,7 +287,7 @@ def test_eight_bit_accuracy_stays_within_one_point_of_float(trained):
 def test_qat_trains_latent_weights_through_the_grid_and_keeps_masks():
     model = Small()
     keep = torch.rand_like(model.conv.weight) > 0.5
-    model.conv.register_buffer("weight_mask", keep, persistent=False)  # micronet.plugins.masks convention
+    model.conv.register_buffer("weight_mask", keep, persistent=False)  # micronet.masks convention
     with torch.no_grad():
         model.conv.weight.mul_(keep)
     gm = graph(model)

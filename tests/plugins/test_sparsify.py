@@ -9,7 +9,7 @@ from torch import nn
 import micronet
 from micronet.errors import UsageError
 from micronet.pipeline import compress
-from micronet.plugins.masks import apply_masks, mask_zeros, masks, set_mask
+from micronet.masks import apply_masks, mask_zeros, masks, set_mask
 from micronet.plugins.sparsify import schedule_targets, sparsify
 from micronet.steps import StepContext
 
