@@ -20,11 +20,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from micronet.data import eval_mode, logits_of, model_device, model_dtype
+from micronet.training.data import eval_mode, logits_of, model_device, model_dtype
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
 from micronet.steps import CompressionStep, StepContext, StepOption
-from micronet.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
+from micronet.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 
 def _at_least(low: float, strict: bool = False):

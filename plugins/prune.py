@@ -255,9 +255,9 @@ def _pruner(model: nn.Module, example: torch.Tensor, options: Mapping[str, Any],
 def _data_module() -> Any | None:
     """``micronet.data`` when it exists and has ``batches`` (the training issue's loaders)."""
     try:
-        module = importlib.import_module("micronet.data")
+        module = importlib.import_module("micronet.training.data")
     except ModuleNotFoundError as error:
-        if error.name in ("micronet.data", "micronet"):
+        if error.name in ("micronet.training.data", "micronet.training", "micronet"):
             return None
         raise
     return module if hasattr(module, "batches") else None

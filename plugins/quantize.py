@@ -91,7 +91,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from micronet import data
+from micronet.training import data
 from micronet.bits import declare_storage, set_bits
 from micronet.counters._common import aten_ops, first_tensor, lenient
 from micronet.manager import hookimpl
@@ -99,7 +99,7 @@ from micronet.records import TensorInfo
 from micronet.registry import OpCall, collect, free, shape_rule
 from micronet.steps import CompressionStep, StepContext, StepOption
 from micronet.plugins.fakequant import OBSERVERS, ActivationQuant, WeightQuant
-from micronet.train import TrainConfig, fit
+from micronet.training.train import TrainConfig, fit
 
 __all__ = ["QuantConfig", "LayerPlan", "plan_layers", "quantize_model", "attach_weight_quant",
            "bake_weights", "QUANTIZE", "FLOAT_BITS"]

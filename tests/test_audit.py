@@ -192,7 +192,7 @@ class ConstantClass(nn.Module):
 
 
 def test_accuracy_is_measured_and_checked_against_the_bar():
-    from micronet.data import load_dataset
+    from micronet.training.data import load_dataset
 
     labels = load_dataset("fake", False, input_shape=(1, 3, 8, 8), num_classes=10).targets
     expected = 100 * labels.count(0) / len(labels)

@@ -1,4 +1,4 @@
-"""micronet.data: dataset texts, the real CIFAR and ImageFolder loaders on tiny
+"""micronet.training.data: dataset texts, the real CIFAR and ImageFolder loaders on tiny
 files, the synthetic problem, calibration batches, top-1 evaluation, mixing."""
 import hashlib
 import io
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from micronet.data import (CIFAR_STATS, DatasetSpec, SyntheticProblem, batches, evaluate, load_dataset,
+from micronet.training.data import (CIFAR_STATS, DatasetSpec, SyntheticProblem, batches, evaluate, load_dataset,
                            loaders, mix_batch, parse_dataset)
 from micronet.errors import UsageError
 

@@ -163,6 +163,24 @@ def test_factory_that_reads_tensors_still_builds_on_meta():
     assert nn.Module.register_parameter.__qualname__ == "Module.register_parameter"  # restored
 
 
+def test_meta_on_registration_changes_no_class_attribute(tmp_path):
+    """The meta-on-register build uses torch's registration hooks: nn.Module's
+    methods stay as they are while the factory runs, and the hooks go after."""
+    (tmp_path / "reads.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "SEEN = []\n"
+        "def make():\n"
+        "    width = int(torch.tensor(3).item())  # needs a real tensor: fails on plain meta\n"
+        "    SEEN.append((vars(nn.Module)['register_parameter'], vars(nn.Module)['register_buffer']))\n"
+        "    return nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width))\n")
+    originals = (vars(nn.Module)["register_parameter"], vars(nn.Module)["register_buffer"])
+    resolved = resolve(f"{tmp_path / 'reads.py'}:make")
+    assert resolved.on_meta and all(t.is_meta for t in [*resolved.model.parameters(), *resolved.model.buffers()])
+    seen = sys.modules[next(m for m in sys.modules if m.startswith("micronet_user_reads_"))].SEEN
+    assert seen and all(pair == originals for pair in seen)
+    assert not nn.Linear(2, 2).weight.is_meta and not nn.BatchNorm1d(2).running_mean.is_meta  # hooks removed
+
+
 def test_detection_builder_never_downloads(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("tried to download")

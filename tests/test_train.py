@@ -1,4 +1,4 @@
-"""micronet.train.fit: learning, optimizers, schedules, label smoothing, masks,
+"""micronet.training.train.fit: learning, optimizers, schedules, label smoothing, masks,
 checkpoints and resume, distillation, devices and dtypes."""
 import io
 import sys
@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from micronet.data import batches, evaluate, loaders
+from micronet.training.data import batches, evaluate, loaders
 from micronet.errors import UsageError
-from micronet.train import TrainConfig, distillation_loss, fit, latest_checkpoint
+from micronet.training.train import TrainConfig, distillation_loss, fit, latest_checkpoint
 
 SHAPE = (1, 3, 8, 8)
 FAKE = {"dataset": "fake", "batch_size": 32}

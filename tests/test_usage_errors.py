@@ -14,7 +14,7 @@ from torch import nn
 import micronet
 from micronet import cli
 from micronet.cli import main
-from micronet.data import load_dataset
+from micronet.training.data import load_dataset
 from micronet.errors import PluginError, SpecError, UsageError
 from micronet.manager import (DISABLE_ENV, Registries, UnknownPluginWarning, default_registries,
                               describe_plugins, get_plugin_manager, hookimpl)

@@ -271,7 +271,7 @@ def measure_accuracy(result: Result, model: nn.Module, data: str | Mapping[str, 
     """``result`` with the top-1 accuracy (percent) of ``model`` on ``data``'s test split."""
     from dataclasses import replace
 
-    from .data import evaluate
+    from .training.data import evaluate
 
     if any(p.is_meta for p in model.parameters()):
         raise UsageError("measuring accuracy needs the model's weights, and this one was built "

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .data import check_data_options
+from .training.data import check_data_options
 from .errors import UsageError
 
 __all__ = ["Recipe", "StepSpec", "load_recipe", "parse_recipe"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from micronet.data import evaluate
+from micronet.training.data import evaluate
 from micronet.errors import CompressionError, UsageError
 from micronet.pipeline import compress
 from micronet.plugins.finetune import DISTILL, FINETUNE

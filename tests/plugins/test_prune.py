@@ -182,9 +182,9 @@ def test_taylor_takes_the_recipes_batches_from_micronet_data(monkeypatch):
         calls.append((dict(data), tuple(input_shape), n, kwargs))
         return [(torch.randn(5, *input_shape[1:]), torch.randint(10, (5,))) for _ in range(3)]
 
-    module = types.ModuleType("micronet.data")
+    module = types.ModuleType("micronet.training.data")
     module.batches = batches
-    monkeypatch.setitem(sys.modules, "micronet.data", module)
+    monkeypatch.setitem(sys.modules, "micronet.training.data", module)
     model, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
     assert calls == [({"dataset": "cifar10:/data"}, (1, 3, 8, 8), None, {"num_classes": 10})]
     assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.data.batches, train split): "
@@ -201,7 +201,7 @@ def test_taylor_on_the_fake_dataset_recomputes_gradients_each_step():
 
 
 def test_taylor_without_micronet_data_warns_and_uses_synthetic_batches(monkeypatch):
-    monkeypatch.setitem(sys.modules, "micronet.data", None)  # as if the module did not exist
+    monkeypatch.setitem(sys.modules, "micronet.training.data", None)  # as if the module did not exist
     with pytest.warns(PruneWarning, match="micronet.data is not available"):
         _, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
     assert notes["importance_data"].startswith("synthetic (micronet.data is not available")

@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .errors import SpecError
+from ..errors import SpecError
 
 __all__ = ["load_weights", "load_state", "torch_load", "describe", "is_meta",
            "WRAPPER_KEYS", "WRAPPER_PREFIXES"]

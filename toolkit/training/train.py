@@ -1,7 +1,7 @@
 """One trainer for fine-tuning, distillation and quantization-aware training.
 
 :func:`fit` trains a model in place on a ``[data]`` table (see
-:mod:`micronet.data`) with the settings of a frozen :class:`TrainConfig`:
+:mod:`micronet.training.data`) with the settings of a frozen :class:`TrainConfig`:
 SGD (momentum, Nesterov), Adam or AdamW; a cosine or step schedule stepped
 once per epoch; label smoothing; mixup / CutMix from the table; a
 checkpoint per epoch, written atomically, and ``resume``.
@@ -41,9 +41,9 @@ from torch import Tensor, nn
 
 from .data import (eval_mode, loaders, logits_of, mix_batch, model_device, model_dtype, resolve_device,
                    top1)
-from .errors import MicronetError, UsageError
-from .fileio import atomic_write_bytes
-from .masks import apply_masks
+from ..errors import MicronetError, UsageError
+from ..fileio import atomic_write_bytes
+from ..masks import apply_masks
 
 __all__ = ["TrainConfig", "fit", "distillation_loss", "latest_checkpoint", "OPTIMIZERS", "SCHEDULES"]
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["DatasetSpec", "SyntheticProblem", "parse_dataset", "load_dataset", "loaders", "batches",
            "evaluate", "top1", "mix_batch", "resolve_device", "model_device", "model_dtype", "eval_mode",
