@@ -23,6 +23,8 @@ original is silent: bits come from each layer (min(weight bits, 16)); a
 module called twice counts its ops twice and its params once; a module fx
 keeps whole although it has children (nn.MultiheadAttention) counts as one
 leaf; sparsity is the fraction of exact zeros among all counted params.
+A layer's MACs are the multiplies the quant factor divides (conv and linear
+dot products, before qf); they sum to the ``macs`` total.
 
 ``imta-lab4`` is the closed form that replaced the profiler::
 
@@ -33,7 +35,7 @@ matmul), qw / qa the widest weight / activation bits, pu the measured
 fraction of zero parameters, and ps the structured pruning ratio. micronet
 counts the model as it is, so channels already removed are gone from w and
 f and ps defaults to 0; pass ``ScoreOptions(extra={"structured": r})`` to
-score an unpruned model as if pruned by r.
+score an unpruned model as if pruned by r. A layer's MACs are its f.
 """
 from __future__ import annotations
 
@@ -145,7 +147,8 @@ def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, pe
         float_params = np.float32(float_params + np.float32(float(params)))
         if per_layer:
             costs.append(LayerCost(layer.name, float(params), float(layer.quantized_ops / qf),
-                                   float(layer.plain_ops), 0.0, float(ops), int(32 / qf), int(32 / qf), 32))
+                                   float(layer.plain_ops), 0.0, float(ops), int(32 / qf), int(32 / qf), 32,
+                                   float(layer.quantized_ops)))
     counted = sum(l.params for l in layers)
     sparsity = options.sparsity if options.sparsity is not None else (
         sum(l.zeros for l in layers) / counted if counted else 0.0)
@@ -221,7 +224,7 @@ def _evaluate_lab4(records, track: Track, options: ScoreOptions, per_layer: bool
     if per_layer:
         costs = tuple(LayerCost(r.name, (1 - (ps + pu)) * (qw / 32) * r.params, float(r.counts.macs),
                                 float(r.counts.macs), 0.0, (1 - ps) * (max(qw, qa) / 32) * r.counts.macs,
-                                qw, max(qw, qa), max(qw, qa)) for r in records)
+                                qw, max(qw, qa), max(qw, qa), float(r.counts.macs)) for r in records)
     return Scoring(score, costs, totals)
 
 

@@ -92,14 +92,6 @@ def _bands(names: Sequence[str], left: float, step: float, y: float, height: flo
     return out
 
 
-def _split(row: Mapping[str, Any], score) -> tuple[float, float]:
-    """A layer's share of the score, split into its storage and ops parts."""
-    total = score.total or 1.0
-    storage = row["storage"] / (score.storage or 1.0) * score.storage_term / total
-    ops = row["ops"] / (score.ops or 1.0) * score.ops_term / total
-    return storage, ops
-
-
 def top_layers_chart(rows: Sequence[Mapping[str, Any]], score, count: int = 15, table_id: str = "t",
                      label: str = "the layers with the largest share of the score") -> str:
     """The ``count`` rows with the largest share of the score, each bar split
@@ -116,7 +108,7 @@ def top_layers_chart(rows: Sequence[Mapping[str, Any]], score, count: int = 15, 
     out = [svg_open(width, height, "chart top", label)]
     for k, row in enumerate(ranked):
         y = 4 + k * line
-        storage, ops = _split(row, score)
+        storage, ops = score.parts(row["storage"], row["ops"])
         ws, wo = plot * storage / biggest, plot * ops / biggest
         what = f"  [{row['op']}]" if row.get("op") else ""
         tip = (f"{row['name']}{what}\nshare of the score {percent(row['share'], 2)}: "

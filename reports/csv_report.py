@@ -24,7 +24,7 @@ COLUMNS = (
     ("mults", "mults [ops]"), ("adds", "adds [ops]"), ("other_ops", "other_ops [ops]"),
     ("ops", "ops [MicroNet 32-bit ops]"), ("macs", "macs [multiply-accumulates]"),
     ("weight_bits", "weight_bits"), ("input_bits", "input_bits"), ("accumulator_bits", "accumulator_bits"),
-    ("share", "share_of_score [fraction]"), ("reason", "reason"),
+    ("share", "share_of_score [fraction]"), ("rule", "rule"), ("plugin", "plugin"), ("reason", "reason"),
 )
 
 

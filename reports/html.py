@@ -47,8 +47,7 @@ def _quality(track, accuracy: float | None) -> str:
     bar = f"top-1 ≥ {track.quality_bar:g}% on {esc(track.dataset)}"
     if accuracy is None:
         return f'{bar} · accuracy <span class="muted">not measured</span>'
-    met = accuracy >= track.quality_bar
-    verdict = ('<span class="pill good">meets the bar</span>' if met
+    verdict = ('<span class="pill good">meets the bar</span>' if track.meets_bar(accuracy)
                else '<span class="pill bad">below the bar</span>')
     return f"{bar} · accuracy <b>{accuracy:.2f}%</b> {verdict}"
 
@@ -155,7 +154,8 @@ def _charts(result, table_id: str) -> str:
 def _table_section(result, table_id: str, title: str = "Layers", anchor: str = "layers") -> str:
     return (f'<section class="card" id="{anchor}"><h2>{title}</h2><p class="hint">Every node in network order, '
             f'grouped by module (▾ collapses). Click a column to sort, again to reverse; '
-            f'hover a name for its target and input shapes.</p>{layer_table(result, table_id)}</section>')
+            f'hover a name for its target, input shapes and the rule that counted it.</p>'
+            f'{layer_table(result, table_id)}</section>')
 
 
 def _what_if_section(result, grid) -> str:

@@ -97,6 +97,8 @@ def _status_cell(status: str, reason: str | None) -> str:
 def _row(i: int, row: Mapping[str, Any], depth: int, columns, top_share: float, table_id: str) -> str:
     status = row["status"]
     tip = f"{row['name']}\ntarget: {row['target']}\nfx node: {row['node']}\ninputs: {shape(row['input_shapes'])}"
+    if row["rule"]:
+        tip += f"\nrule: {row['rule']}" + (f" (plugin {row['plugin']})" if row["plugin"] else "")
     if row["reason"]:
         tip += f"\n{status}: {row['reason']}"
     cells = [f'<td class="num idx">{i}</td>', _name_cell(row["name"], row["module_path"], depth, tip),

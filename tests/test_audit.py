@@ -46,6 +46,14 @@ def test_to_dict_has_the_documented_keys(wrn):
     assert doc["totals"]["params"] == sum(l["params"] for l in doc["layers"])
 
 
+def test_rows_show_the_rulebooks_numbers_and_name_their_rule(wrn):
+    rows = wrn.rows()
+    assert [r["macs"] for r in rows] == [cost.macs for cost in wrn.scoring.layers]
+    assert sum(r["macs"] for r in rows) == pytest.approx(wrn.totals["macs"])
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert all(r["rule"] and r["plugin"] for r in rows if r["status"] == "counted")
+
+
 class Tiny(nn.Module):
     """conv(3->8, 3x3, no bias) -> relu -> global pool -> linear(8->10)."""
 

@@ -126,3 +126,27 @@ def test_rank_among_published_results():
     assert CIFAR100.rank(0.004) == 1
     assert CIFAR100.rank(0.0055) == 3  # between 0.0054 and 0.0056
     assert IMAGENET.rank(0.5) == 5
+
+
+def test_layer_macs_come_from_the_rulebook_after_sparsity():
+    records = [conv_record("dense"), conv_record("sparse", nonzero=135, block=(1,)),
+               plain_record("relu", mults=100)]
+    s = score(records, freebie=False)
+    assert [l.macs for l in s.layers] == [100 * 27, 100 * 27 * 0.5, 0]  # half the weights: half the MACs
+    assert s.totals["macs"] == sum(l.macs for l in s.layers) == 2700 + 1350
+    assert score(records, sparsity=0.9).layers[0].macs == pytest.approx(100 * 27 * 0.1)
+
+
+def test_the_track_says_whether_an_accuracy_meets_its_bar():
+    assert CIFAR100.meets_bar(80.0) is True  # the bar is top-1 >= 80%
+    assert CIFAR100.meets_bar(79.99) is False
+    assert CIFAR100.meets_bar(None) is None  # not measured
+
+
+def test_a_layers_share_of_the_score_splits_into_storage_and_ops_parts():
+    # the conv: 270 weights, 2700 mults + 2600 adds = 5300 ops; the other record the same
+    s = score([conv_record("a"), plain_record("b", params=270, adds=5300)], freebie=False).score
+    storage, ops = s.parts(270, 5300)  # half the storage and half the ops: half of each term
+    assert storage == pytest.approx(s.storage_term / 2 / s.total)
+    assert ops == pytest.approx(s.ops_term / 2 / s.total)
+    assert s.share(270, 5300) == pytest.approx(0.5)

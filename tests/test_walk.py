@@ -10,6 +10,7 @@ from torch import nn
 import micronet
 from micronet.capture import trace_fx
 from micronet.errors import CounterError
+from micronet.metaexec import execute
 from micronet.records import COUNTED, FREE, UNCOUNTED, TensorInfo
 from micronet.walk import WalkSettings, Walker, walk
 
@@ -170,7 +171,7 @@ def test_meta_fallback_agrees_with_shape_rules_on_the_zoo(registries):
                       else micronet.Method(node.target) if kind == "method" else node.target)
             call = micronet.OpCall(kind, target, args, kwargs,
                                    walker.submodules.get(node.target) if kind == "module" else None)
-            by_meta, _ = walker._execute(node, call, count_aten=False)
+            by_meta, _ = execute(walker, node, call, count_aten=False)
             assert node.meta["micronet.value"] == by_meta, (name, node.name)
             checked += 1
         assert checked > 20, name

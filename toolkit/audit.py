@@ -14,7 +14,8 @@ from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
-from .walk import WalkSettings, walk, walk_exported
+from .walk import WalkSettings, walk
+from .walk_export import walk_exported
 from .whatif import WhatIfGrid, parse_what_if, what_if_grid
 
 __all__ = ["audit", "Result", "UncountedWarning", "default_registries", "parse_input_shape"]
@@ -49,7 +50,7 @@ class Result:
     def meets_bar(self) -> bool | None:
         """Whether the measured top-1 accuracy reaches the track's quality bar
         (None when accuracy was not measured): the score only counts if so."""
-        return None if self.accuracy is None else self.accuracy >= self.track.quality_bar
+        return self.track.meets_bar(self.accuracy)
 
     @property
     def num_classes(self) -> int | None:
@@ -76,44 +77,12 @@ class Result:
         return tuple(r for r in self.records if r.status == UNCOUNTED)
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per node, units in the keys' documentation (see docs)."""
-        total_ops = self.score.ops or 1.0
-        total_storage = self.score.storage or 1.0
-        rows = []
-        for record, cost in self.layers:
-            share = (cost.storage / total_storage * self.score.storage_term
-                     + cost.ops / total_ops * self.score.ops_term) / (self.score.total or 1.0)
-            rows.append({
-                "name": record.name,
-                "node": record.node,
-                "inputs": list(record.inputs),
-                "op": record.op,
-                "status": record.status,
-                "target": record.target,
-                "module_path": record.module_path,
-                "input_shapes": [list(s) for s in record.input_shapes],
-                "output_shapes": [list(s) for s in record.output_shapes],
-                "params": record.params,
-                "nonzero_params": record.nonzero_params,
-                "weight_sparsity": round(1.0 - record.weight_density, 6),
-                "weight_block": list(record.weight_block),
-                "storage": cost.storage,
-                "mults": cost.mults,
-                "adds": cost.adds,
-                "other_ops": cost.other_ops,
-                "ops": cost.ops,
-                "macs": record.counts.dot_products * record.counts.dot_length * record.weight_density
-                + record.counts.extra_macs if record.counts.sparse_weight else record.counts.macs,
-                "weight_bits": record.weight_bits,
-                "input_bits": record.input_bits,
-                "accumulator_bits": record.accumulator_bits,
-                "charged_param_bits": cost.param_bits,
-                "charged_mult_bits": cost.mult_bits,
-                "share": share,
-                "via": record.via,
-                "reason": record.reason,
-            })
-        return rows
+        """One dict per node, units in the keys' documentation (see docs).
+
+        Costs, MACs and bits charged are the rulebook's (:class:`LayerCost`),
+        ``share`` the layer's fraction of the score (:meth:`Score.share`);
+        ``rule`` / ``plugin`` name the counter behind the numbers."""
+        return [_row(record, cost, self.score) for record, cost in self.layers]
 
     def to_dict(self) -> dict[str, Any]:
         """The audit JSON document (see README, 'JSON format')."""
@@ -153,6 +122,40 @@ class Result:
         levels = parse_what_if(grid) if isinstance(grid, str) else dict(grid or {})
         levels.update({k: list(v) for k, v in axes.items()})
         return what_if_grid(self, levels)
+
+
+def _row(record: LayerRecord, cost: LayerCost, score: Score) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "node": record.node,
+        "inputs": list(record.inputs),
+        "op": record.op,
+        "status": record.status,
+        "target": record.target,
+        "module_path": record.module_path,
+        "input_shapes": [list(s) for s in record.input_shapes],
+        "output_shapes": [list(s) for s in record.output_shapes],
+        "params": record.params,
+        "nonzero_params": record.nonzero_params,
+        "weight_sparsity": round(1.0 - record.weight_density, 6),
+        "weight_block": list(record.weight_block),
+        "storage": cost.storage,
+        "mults": cost.mults,
+        "adds": cost.adds,
+        "other_ops": cost.other_ops,
+        "ops": cost.ops,
+        "macs": cost.macs,
+        "weight_bits": record.weight_bits,
+        "input_bits": record.input_bits,
+        "accumulator_bits": record.accumulator_bits,
+        "charged_param_bits": cost.param_bits,
+        "charged_mult_bits": cost.mult_bits,
+        "share": score.share(cost.storage, cost.ops),
+        "via": record.via,
+        "rule": record.rule,
+        "plugin": record.plugin,
+        "reason": record.reason,
+    }
 
 
 def parse_input_shape(value: str | Sequence[int]) -> tuple[int, ...]:

@@ -131,6 +131,12 @@ class LayerRecord:
     ``declared_storage_bits`` is storage a compression declared beside the
     layer's parameters (:func:`micronet.bits.declare_storage`: a codebook,
     scales), in bits; the rules add it to the layer's storage.
+    ``rule`` names the counter that produced ``counts`` as
+    ``module:function`` (``"micronet.counters.conv:conv_module"``; the aten
+    counters of a layer counted by its aten ops, joined by ``", "``),
+    ``"free"`` for a free layer and ``""`` when nothing counted it;
+    ``plugin`` is the plugin that registered that counter (or free op), so
+    an override with ``replace=True`` shows.
     """
 
     name: str
@@ -157,6 +163,8 @@ class LayerRecord:
     call_kind: str = ""
     module_classes: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    rule: str = ""
+    plugin: str = ""
 
     def is_module(self, qualname: str) -> bool:
         """Whether this is a call of a module of class ``qualname`` (e.g.

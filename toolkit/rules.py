@@ -45,6 +45,11 @@ class Track:
     published: tuple[tuple[str, float], ...] = ()
     replace: bool = False
 
+    def meets_bar(self, accuracy: float | None) -> bool | None:
+        """Whether a top-1 ``accuracy`` (percent) reaches the quality bar
+        (None when it was not measured): a score only counts if so."""
+        return None if accuracy is None else accuracy >= self.quality_bar
+
     def rank(self, score: float) -> int | None:
         """1-based place ``score`` would take among the published results
         (lower wins), or None when the track has none."""
@@ -73,7 +78,10 @@ class ScoreOptions:
 @dataclass(frozen=True)
 class LayerCost:
     """What one record costs: ``storage`` and ``ops`` in 32-bit equivalents,
-    ``mults`` / ``adds`` after sparsity, the bit widths that were charged."""
+    ``mults`` / ``adds`` after sparsity, the bit widths that were charged,
+    and ``macs``: the multiply-accumulates the rulebook counts for the layer
+    (after sparsity for the official rules; they sum to the ``macs`` total).
+    Reports show these numbers as they are: a rulebook is their one source."""
 
     name: str
     storage: float
@@ -84,6 +92,7 @@ class LayerCost:
     param_bits: int
     mult_bits: int
     add_bits: int
+    macs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,18 @@ class Score:
     rulebook: str
     track: str
     notes: tuple[str, ...] = ()
+
+    def parts(self, storage: float, ops: float) -> tuple[float, float]:
+        """The fractions of the score that ``storage`` and ``ops`` (a layer's
+        or a group's, in the rulebook's units) account for."""
+        total = self.total or 1.0
+        return (storage / (self.storage or 1.0) * self.storage_term / total,
+                ops / (self.ops or 1.0) * self.ops_term / total)
+
+    def share(self, storage: float, ops: float) -> float:
+        """The fraction of the score that ``storage`` and ``ops`` account for."""
+        return ((storage / (self.storage or 1.0) * self.storage_term
+                 + ops / (self.ops or 1.0) * self.ops_term) / (self.total or 1.0))
 
 
 @dataclass(frozen=True)
@@ -235,6 +256,7 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
     score = Score(storage_term + ops_term, storage_term, ops_term, total_storage, total_ops,
                   track.reference_params, track.reference_ops, freebie, MICRONET_2019.name,
                   track.name, notes)
+    macs = cols.dot_products * length + cols.extra_macs
     totals = {
         "params": int(cols.params.sum()),
         "nonzero_params": int(cols.nonzero_params.sum()),
@@ -243,14 +265,14 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
         "adds": float(adds.sum()),
         "other_ops": float(cols.other_ops.sum()),
         "ops": total_ops,
-        "macs": float((cols.dot_products * length + cols.extra_macs).sum()),
+        "macs": float(macs.sum()),
     }
     layers: tuple[LayerCost, ...] = ()
     if per_layer:
         layers = tuple(
-            LayerCost(name, float(s), float(m), float(a), float(o), float(x), int(pb), int(mb), int(ab))
-            for name, s, m, a, o, x, pb, mb, ab in zip(
-                cols.names, storage, mults, adds, cols.other_ops, ops, param_bits, mult_bits, add_bits)
+            LayerCost(name, float(s), float(m), float(a), float(o), float(x), int(pb), int(mb), int(ab), float(mac))
+            for name, s, m, a, o, x, pb, mb, ab, mac in zip(
+                cols.names, storage, mults, adds, cols.other_ops, ops, param_bits, mult_bits, add_bits, macs)
         )
     return Scoring(score, layers, totals)
 

@@ -1,0 +1,98 @@
+"""Walk a ``torch.export`` capture: aten nodes grouped into layers.
+
+When torch.fx cannot trace a model, :mod:`micronet.capture` exports it; the
+aten nodes of the exported graph carry the module stack they came from
+(``node.meta["nn_module_stack"]``). Each group of nodes from the same
+innermost module becomes one layer, named by its module path; its aten ops
+are counted one by one (:class:`~micronet.atencount.AtenTally`, the fx
+walk's fallback) and its record is built by the same
+:class:`~micronet.recordbuilder.RecordBuilder` as the fx walk's.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import fx, nn
+
+from .atencount import AtenTally
+from .capture import Capture
+from .recordbuilder import RecordBuilder, Site, WalkSettings, weight_of
+from .records import LayerRecord
+from .registry import CounterRegistry
+from .sparsity import count_nonzero_all
+from .values import to_info
+
+__all__ = ["walk_exported"]
+
+
+def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSettings,
+                  model: nn.Module) -> list[LayerRecord]:
+    """Records of a torch.export capture: its aten nodes grouped by the
+    innermost module they came from, so layers keep their module names."""
+    groups, classes = _groups(cap.graph)
+    modules = dict(model.named_modules())
+    first_of = {n: nodes[0].name for nodes in groups.values() for n in nodes}
+    builder = RecordBuilder(settings, count_nonzero_all(model.parameters()))  # all weights read up front
+    for path, nodes in groups.items():
+        edges = tuple(dict.fromkeys(first_of[a] for n in nodes for a in n.all_input_nodes
+                                    if a in first_of and first_of[a] != nodes[0].name))
+        tally = AtenTally(registry)
+        for n in _inline_subgraphs(nodes, cap.root):
+            args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: a.meta.get("val"))
+            tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"), f"node {n.name} ({path or '(model)'})")
+        _add_layer(builder, path, nodes, classes[path], modules.get(path), edges, tally)
+    return builder.records
+
+
+def _groups(graph: fx.Graph) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
+    """Call nodes by innermost module path, and each path's class as export recorded it."""
+    groups: dict[str, list[fx.Node]] = {}
+    classes: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        stack = n.meta.get("nn_module_stack") or {}
+        path, cls = next(reversed(stack.values())) if stack else ("", "")
+        groups.setdefault(path, []).append(n)
+        classes.setdefault(path, cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}")
+    return groups, classes
+
+
+def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname: str,
+               module: nn.Module | None, edges: tuple[str, ...], tally: AtenTally) -> None:
+    """One group's record. A leaf owns its parameters; any other module those
+    it uses itself (relative position tables, class tokens), not its children's."""
+    leaf = module is not None and next(module.children(), None) is None
+    owned = module.parameters() if leaf else (module._parameters.values() if module is not None else ())
+    layer = module if leaf else None
+    first, last = nodes[0], nodes[-1]
+    in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
+    site = Site(first.name, path or "(model)", path.rpartition(".")[0] if leaf else path, "aten",
+                qualname.rpartition(".")[2].lower() or "graph", qualname or "aten", edges, "export")
+    builder.add(site, tally.outcome(), inputs=(to_info(in_val),), out=to_info(last.meta.get("val")),
+                module=layer, owned=builder.claim(owned), weight=weight_of(layer),
+                classes=_export_classes(qualname) if leaf else ())
+
+
+def _inline_subgraphs(nodes: Iterable[fx.Node], root: nn.Module) -> Iterable[fx.Node]:
+    """The nodes, with each higher-order op that wraps a subgraph (export's
+    ``wrap_with_set_grad_enabled``, ``wrap_with_autocast``: code run under
+    ``torch.no_grad`` or autocast) replaced by the subgraph's own ops."""
+    for n in nodes:
+        subgraphs = [a for a in n.args if isinstance(a, fx.Node) and a.op == "get_attr"] \
+            if isinstance(n.target, torch._ops.HigherOrderOperator) else []
+        modules = [getattr(root, a.target, None) for a in subgraphs]
+        if not modules or not all(isinstance(m, fx.GraphModule) for m in modules):
+            yield n
+            continue
+        for module in modules:
+            yield from _inline_subgraphs((s for s in module.graph.nodes if s.op == "call_function"), module)
+
+
+def _export_classes(qualname: str) -> tuple[str, ...]:
+    """The recorded class name, plus its public torch.nn spelling (export keeps
+    only the class's own name, not its bases)."""
+    module, _, cls = qualname.rpartition(".")
+    public = (f"torch.nn.{cls}",) if module.startswith("torch.nn.modules.") else ()
+    return (qualname, *public)
