@@ -77,15 +77,19 @@ def methods(*names: str) -> tuple:
 
 
 def aten_ops(*names: str) -> tuple:
-    """aten packets (``"view"``) or overloads (``"split.Tensor"``) that exist."""
-    found = []
-    for name in names:
-        packet, _, overload = name.partition(".")
-        op = getattr(aten, packet, None) if hasattr(aten, packet) else None
-        if op is not None and overload:
-            op = getattr(op, overload, None)
-        found.append(op)
-    return distinct(*found)
+    """The aten packets (``"view"``) or overloads (``"split.Tensor"``) named,
+    without repeats. A name torch does not have is refused, naming it: a
+    typo would otherwise register nothing, silently."""
+    return distinct(*(_aten_op(name) for name in names))
+
+
+def _aten_op(name: str) -> Any:
+    packet, _, overload = name.partition(".")
+    try:
+        op = getattr(aten, packet)
+        return getattr(op, overload) if overload else op
+    except AttributeError:
+        raise ValueError(f"aten_ops: torch {torch.__version__} has no aten operator {name!r}") from None
 
 
 def packet(target: Any) -> Any:

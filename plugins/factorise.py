@@ -3,10 +3,14 @@
 Candidates are the ``nn.Conv2d`` / ``nn.Linear`` modules the model's graph
 calls (a module used only through its weight, like the output projection
 inside ``nn.MultiheadAttention``, is never replaced), whose class keeps the
-stock ``forward``; ``layers`` / ``ignore`` globs pick among them by dotted
-name and ``min_size`` (parameters, bias included) leaves small ones alone.
-A candidate that cannot take the method is left unchanged, with its reason
-in one warning and in the step's notes; a run that changes nothing warns.
+stock ``forward``, and the layers plugins declared as
+:class:`~micronet.steps.WeightedLayer` (which no method knows how to
+factorise: they are left unchanged with that reason); ``layers`` /
+``ignore`` globs pick among them by dotted name and ``min_size``
+(parameters, bias included) leaves small ones alone. A candidate that
+cannot take the method is left unchanged, with its reason in one warning and
+in the step's notes; a glob or a selection that matches nothing, and a run
+that changes nothing, warn.
 
 ``method = "groups"`` (option ``groups = g``; Conv2d with groups 1):
 a Conv2d of ``g`` groups with the same hyper-parameters; group ``j`` keeps
@@ -63,8 +67,8 @@ from torch import fx, nn
 
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
-from micronet.plugins.sparsify import Warnings, check_globs, select_modules
-from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.selection import StepWarnings, kinds_text, registered_for, select_modules
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
 
 __all__ = ["FACTORISE", "factorise", "grouped_conv", "depthwise_separable", "low_rank", "energy_rank", "thin_svd"]
 
@@ -291,20 +295,29 @@ def _summary(unchanged: Mapping[str, str], method: str) -> str:
     return f"{len(unchanged)} layer(s) cannot be factorised by {method!r} and are left unchanged: {listed}{more}"
 
 
+def _problem(module: nn.Module, method: _Method, declared) -> str | None:
+    """Why ``module`` cannot take ``method`` (None when it can)."""
+    if _stock(module, method.kinds):
+        return method.problem(module)
+    return (f"{type(module).__name__} is a weighted layer a plugin declared "
+            f"({registered_for(module, declared).name}); factorise replaces only Conv2d and Linear")
+
+
 def factorise(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """Factorise the selected layers of ``model`` (in place on the pipeline's
     copy) and return it; see the module docstring."""
-    method = _method(options)
-    warner = Warnings("factorise")
-    candidates = {name: m for name, m in _called_modules(model).items() if _stock(m, method.kinds)}
-    kinds = " or ".join(k.__name__ for k in method.kinds)
+    method, declared = _method(options), context.weighted_layers
+    warner = StepWarnings("factorise")
+    candidates = {name: m for name, m in _called_modules(model).items()
+                  if registered_for(m, declared) is not None or _stock(m, method.kinds)}
+    kinds = kinds_text(" or ".join(k.__name__ for k in method.kinds), declared)
     chosen = select_modules(candidates, options["layers"], options["ignore"], options["min_size"], _params,
                             f"{kinds} layer called by the model")
     for message in chosen.unmatched:
         warner.warn(message)
     replaced, unchanged, larger = {}, {}, []
     for name, module in chosen.modules.items():
-        problem = method.problem(module)
+        problem = _problem(module, method, declared)
         if problem:
             unchanged[name] = problem
             continue
@@ -333,10 +346,6 @@ def _check_energy(value: float) -> str | None:
     return None if 0 <= value <= 1 else f"expected 0 < energy <= 1 (0 = unset), got {value!r}"
 
 
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else f"expected an integer >= 0, got {value!r}"
-
-
 FACTORISE = CompressionStep(
     name="factorise",
     description="grouped, depthwise-separable or low-rank (SVD) replacements of conv and linear layers",
@@ -346,9 +355,9 @@ FACTORISE = CompressionStep(
         StepOption("layers", (list,), [], "module name globs to factorise (default: every eligible layer)",
                    check=check_globs),
         StepOption("ignore", (list,), [], "module name globs to leave alone", check=check_globs),
-        StepOption("min_size", (int,), 0, "leave layers with fewer parameters alone", check=_non_negative),
-        StepOption("groups", (int,), 0, "groups of the new convs (method groups)", check=_non_negative),
-        StepOption("rank", (int,), 0, "rank of the factors (method low-rank; 0 = unset)", check=_non_negative),
+        StepOption("min_size", (int,), 0, "leave layers with fewer parameters alone", check=at_least(0)),
+        StepOption("groups", (int,), 0, "groups of the new convs (method groups)", check=at_least(0)),
+        StepOption("rank", (int,), 0, "rank of the factors (method low-rank; 0 = unset)", check=at_least(0)),
         StepOption("energy", (float,), 0.0, "kept fraction of singular-value energy (method low-rank; "
                    "0 = unset)", check=_check_energy),
     ),

@@ -13,54 +13,36 @@ temperature ``T`` (see :mod:`micronet.train`).
 """
 from __future__ import annotations
 
-import math
-
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from micronet.training.data import eval_mode, logits_of, model_device, model_dtype
+from micronet.training.data import eval_mode, logits_of
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
-from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, model_device, model_dtype, within
 from micronet.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 
-def _at_least(low: float, strict: bool = False):
-    def check(value):
-        if not math.isfinite(value):
-            return f"must be a finite number, got {value}"
-        bad = value <= low if strict else value < low
-        return f"must be {'>' if strict else '>='} {low}, got {value}" if bad else None
-    return check
-
-
-def _within(low: float, high: float, closed: bool = True):
-    def check(value):
-        ok = low <= value <= high if closed else low <= value < high
-        return None if ok else f"must be in [{low}, {high}{']' if closed else ')'}, got {value}"
-    return check
-
-
 TRAIN_OPTIONS = (
-    StepOption("epochs", (int,), 1, "epochs to train (0: none)", check=_at_least(0)),
-    StepOption("lr", (float,), 0.01, "learning rate at the start", check=_at_least(0, strict=True)),
+    StepOption("epochs", (int,), 1, "epochs to train (0: none)", check=at_least(0)),
+    StepOption("lr", (float,), 0.01, "learning rate at the start", check=at_least(0.0, strict=True)),
     StepOption("optimizer", (str,), "sgd", "sgd (momentum, nesterov), adam or adamw", choices=OPTIMIZERS),
-    StepOption("momentum", (float,), 0.9, "sgd momentum", check=_within(0, 1, closed=False)),
+    StepOption("momentum", (float,), 0.9, "sgd momentum", check=within(0, 1, closed=False)),
     StepOption("nesterov", (bool,), True, "Nesterov momentum (sgd)"),
     StepOption("weight_decay", (float,), 5e-4, "L2 (sgd, adam) or decoupled (adamw) decay",
-               check=_at_least(0)),
+               check=at_least(0.0)),
     StepOption("schedule", (str,), "cosine", "cosine, step or none (stepped once per epoch)",
                choices=SCHEDULES),
     StepOption("step_size", (int,), 0, "epochs between steps of the step schedule (0: a third of them)",
-               check=_at_least(0)),
-    StepOption("gamma", (float,), 0.1, "factor of the step schedule", check=_at_least(0, strict=True)),
+               check=at_least(0)),
+    StepOption("gamma", (float,), 0.1, "factor of the step schedule", check=at_least(0.0, strict=True)),
     StepOption("label_smoothing", (float,), 0.0, "label smoothing of the cross-entropy",
-               check=_within(0, 1, closed=False)),
-    StepOption("batch_size", (int,), 0, "0: the [data] table's (default 128)", check=_at_least(0)),
+               check=within(0, 1, closed=False)),
+    StepOption("batch_size", (int,), 0, "0: the [data] table's (default 128)", check=at_least(0)),
     StepOption("max_batches", (int,), 0, "batches per epoch and per evaluation (0: all)",
-               check=_at_least(0)),
+               check=at_least(0)),
     StepOption("checkpoint_dir", (str,), "", "write epoch-NNN.pt there after each epoch (\"\": none)"),
     StepOption("resume", (bool,), False, "continue from the newest checkpoint in checkpoint_dir"),
 )
@@ -69,9 +51,9 @@ DISTILL_OPTIONS = (
     StepOption("teacher", (str,), "original",
                "\"original\" (the pipeline's input model) or a model spec"),
     StepOption("teacher_weights", (str,), "", "a state dict for a teacher spec (\"\": none)"),
-    StepOption("temperature", (float,), 4.0, "softmax temperature T", check=_at_least(0, strict=True)),
+    StepOption("temperature", (float,), 4.0, "softmax temperature T", check=at_least(0.0, strict=True)),
     StepOption("alpha", (float,), 0.9, "weight of the soft (teacher) loss; 1 - alpha goes to the labels",
-               check=_within(0, 1)),
+               check=within(0, 1)),
 )
 
 
@@ -129,7 +111,8 @@ def _teacher(options: Mapping[str, Any], context: StepContext) -> nn.Module:
         return context.original
     from micronet.resolve import resolve_model
 
-    return resolve_model(spec, weights=weights or None, meta=False, trust=context.trust,
+    models = context.registries.models if context.registries is not None else None
+    return resolve_model(spec, weights=weights or None, meta=False, trust=context.trust, models=models,
                          origin="the distill step's teacher option").model
 
 

@@ -28,6 +28,16 @@ so the output shape does not change; the step checks that, and that the
 pruned model runs. A glob matching no layer is a :class:`PruneWarning` and a
 note.
 
+Layers Torch-Pruning has no pruner for (a plugin's declared
+:class:`~micronet.steps.WeightedLayer`, any other module owning a matrix or
+kernel) are found before it builds its graph and kept whole, with the
+channels entering and leaving them (a :class:`PruneWarning`, and the note
+``kept_whole.cannot_prune``): left to Torch-Pruning they hang
+``get_all_groups`` or break the model (see :mod:`micronet.plugins.prunable`).
+A model that computes with such a weight outside the layer's own call is
+refused in one line naming it; a failure inside Torch-Pruning is one
+CompressionError.
+
 Taylor importance needs gradients: the cross-entropy loss of a few batches
 (the model stays in eval mode, so BatchNorm statistics do not move). They
 come from ``micronet.data.batches``: the recipe's ``[data]`` table
@@ -44,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import warnings
-from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
@@ -55,7 +64,10 @@ from torch.utils._pytree import tree_leaves
 
 from micronet.errors import CompressionError
 from micronet.manager import hookimpl
-from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.plugins.prunable import KeepWhole, Pruner, survey, unknown_weighted
+from micronet.selection import glob_matches
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs, model_device, \
+    model_dtype
 
 __all__ = ["PRUNE", "PruneWarning", "prune", "output_layers", "micronet_register_steps"]
 
@@ -118,15 +130,6 @@ def check_ratio(value: Any) -> str | None:
     return None
 
 
-def check_globs(value: list) -> str | None:
-    bad = [g for g in value if not isinstance(g, str)]
-    return f"expected a list of layer-name globs (strings), got {bad[0]!r}" if bad else None
-
-
-def _at_least(minimum: int) -> Callable[[int], str | None]:
-    return lambda value: None if value >= minimum else f"expected an integer >= {minimum}, got {value}"
-
-
 # ------------------------------------------------------------------ layers
 
 
@@ -134,8 +137,8 @@ def _matching(model: nn.Module, globs: Iterable[str], what: str,
               context: StepContext) -> dict[str, list[nn.Module]]:
     """glob -> the modules whose ``named_modules()`` name it matches (the root
     excluded); a glob matching nothing is warned about and noted."""
-    named = [(name, module) for name, module in model.named_modules() if name]
-    found = {glob: [m for name, m in named if fnmatchcase(name, glob)] for glob in globs}
+    modules = {name: module for name, module in model.named_modules() if name}
+    found = {glob: [modules[name] for name in names] for glob, names in glob_matches(modules, globs).items()}
     unmatched = [glob for glob, modules in found.items() if not modules]
     for glob in unmatched:
         warnings.warn(f"prune: {what} glob {glob!r} matches no layer; it has no effect",
@@ -202,10 +205,7 @@ def _params(model: nn.Module) -> int:
 def _example_input(model: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """A standard normal input of ``shape`` on the model's device, in its
     floating-point dtype."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if param is None:
-        return torch.randn(shape)
-    return torch.randn(shape, device=param.device, dtype=param.dtype)
+    return torch.randn(shape, device=model_device(model), dtype=model_dtype(model))
 
 
 def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
@@ -234,19 +234,47 @@ def _autograd(model: nn.Module) -> Iterator[None]:
 
 def _pruner(model: nn.Module, example: torch.Tensor, options: Mapping[str, Any],
             ignored: list[nn.Module], ratio_dict: dict[tuple[nn.Module, ...], float],
-            default_ratio: float) -> tp.pruner.BasePruner:
+            default_ratio: float, keep: Mapping[str, nn.Module]) -> tp.pruner.BasePruner:
+    """Torch-Pruning's pruner, with the ``keep`` layers (``micronet.plugins.prunable``)
+    one uncoupled node each whose groups are left alone."""
     factory, _ = IMPORTANCES[options["importance"]]
+    found = survey(model, example, keep)
+    whole = KeepWhole(found.widths)
     try:
-        return tp.pruner.BasePruner(
+        return Pruner(
             model, example, importance=factory(), global_pruning=options["global"],
             pruning_ratio=default_ratio, pruning_ratio_dict=ratio_dict or None,
-            iterative_steps=options["iterative_steps"], ignored_layers=ignored,
-            round_to=options["round_to"] or None)
+            iterative_steps=options["iterative_steps"], ignored_layers=ignored + list(keep.values()),
+            round_to=options["round_to"] or None, keep=keep.values(),
+            customized_pruners={type(module): whole for module in keep.values()} or None)
     except Exception as error:
         raise CompressionError(f"Torch-Pruning could not build the dependency graph of "
                                f"{type(model).__name__}: {type(error).__name__}: {error}",
                                hint="the model must run forward under autograd on a "
                                     "standard normal input of the recipe's shape") from error
+
+
+def _step(pruner: tp.pruner.BasePruner) -> None:
+    """One pruning step; Torch-Pruning's own failures become one CompressionError."""
+    try:
+        pruner.step()
+    except Exception as error:
+        raise CompressionError(f"Torch-Pruning failed while removing channels: {type(error).__name__}: {error}",
+                               hint="list the layers around the failing one in `ignore`, "
+                                    "or leave prune out of the recipe") from error
+
+
+def _keep_whole(model: nn.Module, context: StepContext) -> dict[str, nn.Module]:
+    """The layers Torch-Pruning cannot prune, warned about and noted (``kept_whole``)."""
+    why = unknown_weighted(model, context.weighted_layers)
+    if why:
+        context.notes["kept_whole"]["cannot_prune"] = why
+        listed = ", ".join(f"{name} ({reason})" for name, reason in list(why.items())[:CHANGES_NOTED])
+        more = f" and {len(why) - CHANGES_NOTED} more" if len(why) > CHANGES_NOTED else ""
+        warnings.warn(f"prune: {len(why)} layer(s) Torch-Pruning cannot prune are kept whole, with the "
+                      f"channels entering and leaving them: {listed}{more}", PruneWarning, stacklevel=3)
+    modules = dict(model.named_modules())
+    return {name: modules[name] for name in why}
 
 
 # ------------------------------------------------------------------ taylor data
@@ -311,8 +339,8 @@ def _synthetic(shape: tuple[int, ...], count: int | None,
 
 
 def _to_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    param = next(p for p in model.parameters() if p.is_floating_point())
-    return x.to(param.device, param.dtype), y.to(param.device)
+    device = model_device(model)
+    return x.to(device, model_dtype(model)), y.to(device)
 
 
 def _gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -346,17 +374,18 @@ def _plan(model: nn.Module, options: Mapping[str, Any], context: StepContext):
 def prune(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """Remove channels from ``model`` in place (the pipeline's copy) and return it."""
     ignored, ratio_dict, default_ratio = _plan(model, options, context)
+    keep = _keep_whole(model, context)
     example = _example_input(model, context.input_shape)
     shapes = _output_shapes(model, example)
     widths, params = _widths(model), [_params(model)]
     taylor = options["importance"] == "taylor"
     with _autograd(model):
-        pruner = _pruner(model, example, options, ignored, ratio_dict, default_ratio)
+        pruner = _pruner(model, example, options, ignored, ratio_dict, default_ratio, keep)
         batches = _calibration(model, context, shapes[0]) if taylor else []
         for _ in range(options["iterative_steps"]):
             if taylor:
                 _gradients(model, batches)
-            pruner.step()
+            _step(pruner)
             params.append(_params(model))
     _verify(model, example, shapes)
     name = options["importance"]
@@ -397,10 +426,10 @@ PRUNE = CompressionStep(
                    choices=tuple(IMPORTANCES)),
         StepOption("global", (bool,), False, "rank channels across layers instead of within each"),
         StepOption("iterative_steps", (int,), 1, "pruning steps to reach the ratio (>= 1)",
-                   check=_at_least(1)),
+                   check=at_least(1)),
         StepOption("ignore", (list,), [], "globs of layer names kept whole", check=check_globs),
         StepOption("round_to", (int,), 0, "keep channel counts multiples of this (0: no rounding)",
-                   check=_at_least(0)),
+                   check=at_least(0)),
     ),
 )
 

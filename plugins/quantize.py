@@ -3,9 +3,13 @@
 What it does to the model it is handed (a ``torch.fx.GraphModule``):
 
 1. **Layers**: every ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (subclasses
-   included) the graph calls, whose name matches a glob of ``layers``
-   (default ``["*"]``) and none of ``ignore``. Transposed convolutions,
-   functional convolutions and layers the forward never calls are left alone.
+   included) the graph calls, and every layer of a class a plugin declared
+   as a :class:`~micronet.steps.WeightedLayer`, whose name matches a glob of
+   ``layers`` (default ``["*"]``; an empty list selects nothing) and none of
+   ``ignore``. Transposed convolutions, functional convolutions and layers
+   the forward never calls are left alone. A glob of ``layers``, ``ignore``
+   or ``overrides`` that matches no such layer, and a selection left empty,
+   are warned and noted (``warnings``).
 2. **Bits per layer**: ``weight_bits`` (1 to 16) for weights, biases included,
    ``activation_bits`` (2 to 16, or 32 = activations stay float) for the
    layer's input. ``overrides`` maps a layer-name glob to bits, the last
@@ -21,6 +25,9 @@ What it does to the model it is handed (a ``torch.fx.GraphModule``):
    (at most ``2^b`` distinct values per output channel). The bias is rounded
    to a per-tensor grid of the same width, because the rules charge every
    parameter of a layer at the layer's bits (as the reference counter does).
+   A declared weighted layer is treated the same way through its named
+   weight: that one per output channel, each of its other parameters per
+   tensor.
    The layer's widths are declared with :func:`micronet.bits.set_bits`
    (weight and accumulator), and so is the storage of the grid's scales
    (:func:`micronet.bits.declare_storage`: one float32 per output channel for
@@ -81,10 +88,10 @@ Conventions where the rules are silent (named choices):
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
@@ -97,7 +104,10 @@ from micronet.counters._common import aten_ops, first_tensor, lenient
 from micronet.manager import hookimpl
 from micronet.records import TensorInfo
 from micronet.registry import OpCall, collect, free, shape_rule
-from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.selection import Selection, StepWarnings, glob_matches, kinds_text, select_modules, \
+    weighted_candidates
+from micronet.steps import CompressionStep, StepContext, StepOption, WeightedLayer, at_least, check_globs, \
+    model_device
 from micronet.plugins.fakequant import OBSERVERS, ActivationQuant, WeightQuant
 from micronet.training.train import TrainConfig, fit
 
@@ -136,12 +146,13 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """One layer to quantize: its module path and bit widths
-    (``input_bits == FLOAT_BITS``: the input stays float)."""
+    """One layer to quantize: its module path, bit widths (``input_bits ==
+    FLOAT_BITS``: the input stays float) and the name of its weight."""
 
     name: str
     weight_bits: int
     input_bits: int
+    weight: str = "weight"
 
 
 def _override(value: Any, weight_bits: int, input_bits: int) -> tuple[int, int]:
@@ -151,45 +162,58 @@ def _override(value: Any, weight_bits: int, input_bits: int) -> tuple[int, int]:
     return value, value if quantized_input else input_bits
 
 
-def plan_layers(gm: fx.GraphModule, config: QuantConfig) -> dict[str, LayerPlan]:
-    """Layer name -> plan, for every quantizable layer the graph calls."""
-    modules = dict(gm.named_modules())
+def plan_layers(gm: fx.GraphModule, config: QuantConfig, weighted: tuple[WeightedLayer, ...] = (),
+                warner: StepWarnings | None = None) -> dict[str, LayerPlan]:
+    """Layer name -> plan, for every quantizable layer the graph calls (see
+    the module docstring); globs that match nothing are warned through ``warner``."""
+    warner = warner or StepWarnings("quantize")
+    chosen = _selection(gm, config, weighted)
+    for message in chosen.unmatched:
+        warner.warn(message)
+    for pattern, names in glob_matches(chosen.modules, config.overrides).items():
+        if not names:
+            warner.warn(f"overrides glob {pattern!r} matches no selected layer")
     plans = {}
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target in plans:
-            continue
-        name = node.target
-        if not isinstance(modules.get(name), QUANTIZABLE) or not _selected(name, config):
-            continue
+    for name, candidate in chosen.modules.items():
         bits = config.weight_bits, config.activation_bits
         for pattern, value in config.overrides.items():
-            if fnmatch.fnmatchcase(name, pattern):
+            if fnmatchcase(name, pattern):
                 bits = _override(value, *bits)
-        plans[name] = LayerPlan(name, *bits)
+        plans[name] = LayerPlan(name, *bits, weight=candidate.weight)
     return plans
 
 
-def _selected(name: str, config: QuantConfig) -> bool:
-    return (any(fnmatch.fnmatchcase(name, p) for p in config.layers)
-            and not any(fnmatch.fnmatchcase(name, p) for p in config.ignore))
+def _selection(gm: fx.GraphModule, config: QuantConfig, weighted: tuple[WeightedLayer, ...]) -> Selection:
+    """The quantizable layers the graph calls (in call order) chosen by the
+    ``layers`` / ``ignore`` globs."""
+    modules = dict(gm.named_modules())
+    called = dict.fromkeys(n.target for n in gm.graph.nodes if n.op == "call_module")
+    candidates = weighted_candidates(((name, modules[name]) for name in called), weighted, QUANTIZABLE)
+    what = kinds_text("Conv/Linear", weighted) + " layer the graph calls"
+    if not config.layers:
+        return Selection({}, (f"layers is empty: no {what} is selected",), ())
+    return select_modules(candidates, config.layers, config.ignore, 0, lambda candidate: 0, what)
 
 
 # ------------------------------------------------------------------- weights
 
 
 def attach_weight_quant(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bits: int) -> None:
-    """Parametrize each planned layer's weight (per channel) and bias (per
-    tensor) with its fake quantizer and set its bit-width attributes."""
+    """Parametrize each planned layer's weight (per channel) and its other
+    parameters, the bias (per tensor), with their fake quantizers and set
+    its bit-width attributes."""
     modules = dict(gm.named_modules())
     for plan in plans.values():
         module = modules[plan.name]
-        for name, per_channel in (("weight", True), ("bias", False)):
-            if getattr(module, name, None) is None or parametrize.is_parametrized(module, name):
+        for name in list(module._parameters):
+            per_channel = name == plan.weight
+            if module._parameters[name] is None or parametrize.is_parametrized(module, name):
                 continue
+            param = module._parameters[name]
             mask = _mask(module, name, plan.weight_bits)
             parametrize.register_parametrization(module, name, WeightQuant(plan.weight_bits, per_channel, mask))
-            # the grid's scales are stored too: one float32 per output channel (weight), one for the bias
-            scales = module.weight.shape[0] if per_channel else 1
+            # the grid's scales are stored too: one float32 per output channel (weight), one per other tensor
+            scales = param.shape[0] if per_channel and param.dim() else 1
             declare_storage(module, f"{name}_scales", elements=scales, bits=FLOAT_BITS)
         quantized_input = plan.input_bits != FLOAT_BITS
         if quantized_input:
@@ -277,7 +301,7 @@ def calibrate(gm: nn.Module, quantizers: list[ActivationQuant], batches: Iterabl
         quantizer.start_calibration()
     gm.eval()
     count = 0
-    device = _device(gm)
+    device = model_device(gm)
     for batch in batches:
         gm(batch.to(device))
         count += 1
@@ -289,17 +313,14 @@ def calibrate(gm: nn.Module, quantizers: list[ActivationQuant], batches: Iterabl
 # --------------------------------------------------------------------- model
 
 
-def _device(module: nn.Module) -> torch.device:
-    return next(iter(module.parameters()), torch.empty(0)).device
-
-
 def quantize_model(gm: fx.GraphModule, config: QuantConfig, calibration: Iterable[torch.Tensor],
-                   *, train: Any = None) -> dict[str, LayerPlan]:
-    """Quantize ``gm`` in place (see the module docstring): plan, weights on
-    their grid, activation quantizers calibrated on ``calibration``, then
-    ``train(gm)`` with the fake quantization in place when given, then the
-    weights baked. Returns the plans."""
-    plans = plan_layers(gm, config)
+                   *, train: Any = None, weighted: tuple[WeightedLayer, ...] = (),
+                   warner: StepWarnings | None = None) -> dict[str, LayerPlan]:
+    """Quantize ``gm`` in place (see the module docstring): plan (``weighted``:
+    the plugins' weighted layers), weights on their grid, activation
+    quantizers calibrated on ``calibration``, then ``train(gm)`` with the fake
+    quantization in place when given, then the weights baked. Returns the plans."""
+    plans = plan_layers(gm, config, weighted, warner)
     attach_weight_quant(gm, plans, config.accumulator_bits)
     try:
         quantizers = insert_activation_quant(gm, plans, config)
@@ -320,11 +341,8 @@ def overflow_risk(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bit
     for plan in plans.values():
         if plan.input_bits == FLOAT_BITS:
             continue
-        module = modules[plan.name]
-        if isinstance(module, nn.Linear):
-            length = module.in_features
-        else:
-            length = module.in_channels // module.groups * math.prod(module.kernel_size)
+        weight = modules[plan.name]._parameters[plan.weight]
+        length = weight[0].numel() if weight.dim() > 1 else 1  # [out, in*kernel]: in/groups * kernel terms
         if plan.weight_bits + plan.input_bits + math.ceil(math.log2(max(length, 1))) > accumulator_bits:
             risky.append(plan.name)
     return risky
@@ -348,7 +366,7 @@ def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.M
 
     def train(gm: nn.Module) -> None:
         with torch.no_grad():
-            classes = gm.eval()(torch.zeros(context.input_shape, device=_device(gm))).shape[-1]
+            classes = gm.eval()(torch.zeros(context.input_shape, device=model_device(gm))).shape[-1]
         config = TrainConfig(epochs=options["qat_epochs"], lr=options["qat_lr"], device=context.device,
                              progress=False)
         history = fit(gm, context.data, config, input_shape=context.input_shape, num_classes=classes,
@@ -365,12 +383,15 @@ def run_quantize(model: nn.Module, options: Mapping[str, Any], context: StepCont
     if not isinstance(model, fx.GraphModule):
         raise TypeError(f"quantize needs a torch.fx.GraphModule, got {type(model).__name__}")
     config = QuantConfig.from_options(options)
-    home = _device(model)
+    home = model_device(model)
     model.to(context.device)
     train = _trainer(options, context) if options.get("qat") else None
-    plans = quantize_model(model, config, _calibration_batches(context), train=train)
+    warner = StepWarnings("quantize")
+    plans = quantize_model(model, config, _calibration_batches(context), train=train,
+                           weighted=context.weighted_layers, warner=warner)
     model.to(home).eval()
     context.note("quantized_layers", len(plans))
+    warner.note(context)
     mixed = {p.name: [p.weight_bits, p.input_bits] for p in plans.values()
              if (p.weight_bits, p.input_bits) != (config.weight_bits, config.activation_bits)}
     if mixed:
@@ -416,11 +437,6 @@ def _check_overrides(value: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _check_globs(value: list) -> str | None:
-    bad = [v for v in value if not isinstance(v, str)]
-    return f"expected layer-name globs (strings), got {bad!r}" if bad else None
-
-
 QUANTIZE = CompressionStep(
     name="quantize",
     description="fake quantization: per-channel symmetric weights, calibrated per-tensor activations",
@@ -438,13 +454,13 @@ QUANTIZE = CompressionStep(
                    check=lambda p: None if 50 < p <= 100 else f"expected 50 < p <= 100, got {p}"),
         StepOption("overrides", (dict,), {}, "layer-name glob -> bits, or {weight_bits, activation_bits}",
                    check=_check_overrides),
-        StepOption("layers", (list,), ["*"], "layer-name globs to quantize", check=_check_globs),
-        StepOption("ignore", (list,), [], "layer-name globs to leave in float", check=_check_globs),
+        StepOption("layers", (list,), ["*"], "layer-name globs to quantize", check=check_globs),
+        StepOption("ignore", (list,), [], "layer-name globs to leave in float", check=check_globs),
         StepOption("qat", (bool,), False, "train with the fake quantization in place (micronet.train)"),
         StepOption("qat_epochs", (int,), 1, "epochs of quantization-aware training",
-                   check=lambda n: None if n >= 1 else f"expected at least 1, got {n}"),
+                   check=at_least(1)),
         StepOption("qat_lr", (float,), 1e-3, "learning rate of quantization-aware training",
-                   check=lambda lr: None if lr > 0 else f"expected a positive rate, got {lr}"),
+                   check=at_least(0.0, strict=True)),
     ),
 )
 

@@ -1,7 +1,8 @@
 """Built-in step ``sparsify``: magnitude pruning to a target sparsity.
 
 Every selected weight (by default the ``weight`` of every Conv*/Linear
-module) is viewed as ``[out, in*kernel]``, the view
+module, and the weight of every layer a plugin declared as a
+:class:`~micronet.steps.WeightedLayer`) is viewed as ``[out, in*kernel]``, the view
 :mod:`micronet.sparsity` measures, and cut into ``block`` tiles (``"1x1"``
 is unstructured, ``"1x4"`` four consecutive inputs of one output, ``"4x1"``
 four outputs at one input position). A tile's magnitude is the L1 norm of
@@ -32,86 +33,27 @@ Notes left in the history: ``schedule`` (the sparsity after each step),
 ``sparsity`` (per weight, the fraction of zeros reached), ``zeros`` /
 ``elements`` over the selected weights, ``skipped`` (weights left alone and
 why) and ``warnings``.
-
-The helpers :func:`select_modules`, :func:`check_globs` and :class:`Warnings`
-are shared with :mod:`micronet.plugins.factorise`.
 """
 from __future__ import annotations
 
 import re
-import warnings
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from micronet.manager import hookimpl
 from micronet.masks import MASK_SUFFIX, set_mask
-from micronet.steps import CompressionStep, StepContext, StepOption
+from micronet.selection import Candidate, StepWarnings, kinds_text, select_modules, weighted_candidates
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
 
-__all__ = ["SPARSIFY", "sparsify", "parse_block", "select_modules", "Selection", "check_globs", "Warnings"]
+__all__ = ["SPARSIFY", "sparsify", "parse_block", "schedule_targets"]
 
-#: Modules whose ``weight`` is pruned by default.
+#: Modules whose ``weight`` is pruned by default (besides declared weighted layers).
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
             nn.ConvTranspose3d, nn.Linear)
 
 _BLOCK = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
-
-
-# ------------------------------------------------- shared with factorise
-
-
-class Warnings:
-    """Warnings a step raises (``warnings.warn``) and also records, so they
-    land in the step's notes (``context.note("warnings", [...])``)."""
-
-    def __init__(self, step: str):
-        self.step = step
-        self.messages: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.messages.append(message)
-        warnings.warn(f"{self.step}: {message}", UserWarning, stacklevel=3)
-
-    def note(self, context: StepContext) -> None:
-        if self.messages:
-            context.note("warnings", list(self.messages))
-
-
-def check_globs(value: Any) -> str | None:
-    """StepOption check: a list of glob strings."""
-    if not all(isinstance(item, str) and item for item in value):
-        return f"expected a list of glob strings such as ['layer1.*'], got {value!r}"
-    return None
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Layers chosen by name globs and size: ``modules`` (name -> module),
-    ``unmatched`` (a message per glob that matched no candidate) and
-    ``small`` (names skipped for being under ``min_size``)."""
-
-    modules: dict[str, nn.Module]
-    unmatched: tuple[str, ...]
-    small: tuple[str, ...]
-
-
-def select_modules(candidates: Mapping[str, nn.Module], layers: Sequence[str], ignore: Sequence[str],
-                   min_size: int, size: Callable[[nn.Module], int], what: str) -> Selection:
-    """Candidates whose name matches a ``layers`` glob (all when empty) and
-    no ``ignore`` glob, of ``size(module) >= min_size``. Globs match whole
-    dotted module names (``fnmatch``: ``layer1.*``, ``*.conv2``)."""
-    unmatched = [f"{key} glob {glob!r} matches no {what}"
-                 for key, globs in (("layers", layers), ("ignore", ignore))
-                 for glob in globs if not any(fnmatchcase(name, glob) for name in candidates)]
-    chosen = {name: module for name, module in candidates.items()
-              if (not layers or any(fnmatchcase(name, g) for g in layers))
-              and not any(fnmatchcase(name, g) for g in ignore)}
-    small = tuple(name for name, module in chosen.items() if size(module) < min_size)
-    kept = {name: module for name, module in chosen.items() if name not in small}
-    return Selection(kept, tuple(unmatched), small)
 
 
 # ------------------------------------------------------------- options
@@ -135,10 +77,6 @@ def _check_block(value: str) -> str | None:
 
 def _check_amount(value: float) -> str | None:
     return None if 0 <= value < 1 else f"expected 0 <= amount < 1, got {value!r}"
-
-
-def _at_least(low: int) -> Callable[[int], str | None]:
-    return lambda value: None if value >= low else f"expected an integer >= {low}, got {value!r}"
 
 
 # ------------------------------------------------------------- pruning
@@ -182,20 +120,20 @@ def _keep(scores: torch.Tensor, k: int) -> torch.Tensor:
     return ~prune.view_as(scores)
 
 
-def _prune(targets: Mapping[str, nn.Module], sparsity: float, scope: str, block: tuple[int, int]) -> None:
+def _prune(targets: Mapping[str, Candidate], sparsity: float, scope: str, block: tuple[int, int]) -> None:
     """Zero the lowest tiles of every target's weight to ``sparsity`` and
     mask them (an earlier mask stays in force)."""
-    scores = {name: _tile_scores(module.weight, block) for name, module in targets.items()}
+    scores = {name: _tile_scores(target.tensor, block) for name, target in targets.items()}
     if scope == "layer":
         keep = {name: _keep(s, round(sparsity * s.numel())) for name, s in scores.items()}
     else:
         flat = torch.cat([s.flatten() for s in scores.values()])
         kept = _keep(flat, round(sparsity * flat.numel())).split([s.numel() for s in scores.values()])
         keep = {name: k.view_as(scores[name]) for name, k in zip(scores, kept)}
-    for name, module in targets.items():
-        mask = _expand(keep[name], block, module.weight)
-        earlier = module._buffers.get("weight" + MASK_SUFFIX)
-        set_mask(module, "weight", mask if earlier is None else mask & earlier)
+    for name, target in targets.items():
+        mask = _expand(keep[name], block, target.tensor)
+        earlier = target.module._buffers.get(target.weight + MASK_SUFFIX)
+        set_mask(target.module, target.weight, mask if earlier is None else mask & earlier)
 
 
 def schedule_targets(amount: float, steps: int) -> list[float]:
@@ -206,25 +144,27 @@ def schedule_targets(amount: float, steps: int) -> list[float]:
 # ---------------------------------------------------------------- step
 
 
-def _targets(model: nn.Module, options: Mapping[str, Any], block: tuple[int, int],
-             warner: Warnings) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    candidates = {name: m for name, m in model.named_modules()
-                  if name and isinstance(m, PRUNABLE) and isinstance(m._parameters.get("weight"), torch.Tensor)
-                  and m.weight.dim() >= 2}
+def _targets(model: nn.Module, options: Mapping[str, Any], block: tuple[int, int], warner: StepWarnings,
+             context: StepContext) -> tuple[dict[str, Candidate], dict[str, str]]:
+    declared = context.weighted_layers
+    candidates = weighted_candidates(model.named_modules(), declared, PRUNABLE)
     chosen = select_modules(candidates, options["layers"], options["ignore"], options["min_size"],
-                            lambda m: m.weight.numel(), "Conv/Linear layer")
+                            lambda c: c.tensor.numel(), kinds_text("Conv/Linear", declared) + " layer")
     for message in chosen.unmatched:
         warner.warn(message)
     skipped = {name: f"weight smaller than min_size {options['min_size']}" for name in chosen.small}
     targets = {}
-    for name, module in chosen.modules.items():
-        rows, cols = _matrix_shape(module.weight)
-        if rows % block[0] or cols % block[1]:
+    for name, target in chosen.modules.items():
+        rows, cols = _matrix_shape(target.tensor)
+        if target.tensor.dim() < 2:
+            skipped[name] = f"weight {target.weight!r} has {target.tensor.dim()} dimension(s), not [out, in, ...]"
+        elif rows % block[0] or cols % block[1]:
             skipped[name] = (f"weight viewed as [{rows}, {cols}] does not split into "
                              f"{block[0]}x{block[1]} blocks; left unpruned")
-            warner.warn(f"{name}: {skipped[name]}")
         else:
-            targets[name] = module
+            targets[name] = target
+            continue
+        warner.warn(f"{name}: {skipped[name]}")
     return targets, skipped
 
 
@@ -235,24 +175,24 @@ def _zero_fraction(weight: torch.Tensor) -> float:
 def sparsify(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """Magnitude-prune the selected weights of ``model`` (in place on the
     pipeline's copy) and return it; see the module docstring."""
-    warner = Warnings("sparsify")
+    warner = StepWarnings("sparsify")
     block = parse_block(options["block"])
-    targets, skipped = _targets(model, options, block, warner)
-    if not targets:
+    targets, skipped = _targets(model, options, block, warner, context)
+    if not targets and skipped:
         warner.warn("no weight was selected: nothing pruned")
     schedule = schedule_targets(options["amount"], options["schedule"])
     if targets:
         for sparsity in schedule:
             _prune(targets, sparsity, options["scope"], block)
-    reached = {name: _zero_fraction(module.weight) for name, module in targets.items()}
+    reached = {name: _zero_fraction(target.tensor) for name, target in targets.items()}
     for name, fraction in reached.items():
         if fraction == 1.0 and options["amount"] > 0:
             warner.warn(f"{name}: every weight was pruned (its output no longer depends on its input)")
-    zeros = sum(round(f * targets[n].weight.numel()) for n, f in reached.items())
+    zeros = sum(round(f * targets[n].tensor.numel()) for n, f in reached.items())
     context.note("schedule", [round(s, 6) for s in schedule])
     context.note("sparsity", {name: round(f, 6) for name, f in reached.items()})
     context.note("zeros", zeros)
-    context.note("elements", sum(m.weight.numel() for m in targets.values()))
+    context.note("elements", sum(t.tensor.numel() for t in targets.values()))
     if skipped:
         context.note("skipped", skipped)
     warner.note(context)
@@ -268,13 +208,13 @@ SPARSIFY = CompressionStep(
                    check=_check_amount),
         StepOption("scope", (str,), "layer", "'layer': every weight reaches amount; 'global': ranked "
                    "across all selected weights", choices=("layer", "global")),
-        StepOption("schedule", (int,), 1, "prune in this many geometric steps", check=_at_least(1)),
+        StepOption("schedule", (int,), 1, "prune in this many geometric steps", check=at_least(1)),
         StepOption("block", (str,), "1x1", "tile pruned together over the weight viewed as "
                    "[out, in*kernel]: '1x1' (unstructured), '1x4', '4x1', ...", check=_check_block),
-        StepOption("layers", (list,), [], "module name globs to prune (default: every Conv*/Linear)",
-                   check=check_globs),
+        StepOption("layers", (list,), [], "module name globs to prune (default: every Conv*/Linear "
+                   "and declared weighted layer)", check=check_globs),
         StepOption("ignore", (list,), [], "module name globs to leave alone", check=check_globs),
-        StepOption("min_size", (int,), 0, "leave weights with fewer elements alone", check=_at_least(0)),
+        StepOption("min_size", (int,), 0, "leave weights with fewer elements alone", check=at_least(0)),
     ),
 )
 

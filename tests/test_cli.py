@@ -3,7 +3,9 @@ import json
 
 import pytest
 
+import micronet.manager
 from micronet.cli import main
+from micronet.manager import Registries, get_plugin_manager, hookimpl
 
 
 def run(capsys, *argv):
@@ -89,3 +91,58 @@ def test_data_flag_measures_accuracy(capsys, tmp_path):
     assert 0 <= doc["accuracy"]["top1"] <= 100 and doc["accuracy"]["meets_bar"] is False
     code, out, err = run(capsys, "audit", f"{tmp_path / 'tiny.py'}:make", "--input", "1x3x8x8", "--data", "fake")
     assert code == 2 and "--weights" in err
+
+
+# ------------------------------------------------------------------ registries
+
+
+class Observer:
+    """A plugin that only notes that the pipeline it observed finished."""
+
+    finished = 0
+
+    @hookimpl
+    def micronet_pipeline_finished(self, history):
+        self.finished += 1
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """Counts the Registries each command builds; default_registries() must not be read."""
+    calls = []
+    fresh = Registries.from_manager
+
+    def counted(pm=None):
+        calls.append(pm)
+        return fresh(pm)
+
+    def global_registries():
+        raise AssertionError("the command line read the process-wide default_registries()")
+
+    monkeypatch.setattr(Registries, "from_manager", counted)
+    monkeypatch.setattr(micronet.manager, "default_registries", global_registries)
+    return calls
+
+
+def test_each_command_builds_its_registries_once(built, capsys, tmp_path):
+    assert main(["plugins"]) == 0
+    assert len(built) == 1
+    assert main(["audit", "micronet:resnet18_cifar", "--input", "1x3x32x32", "--quiet"]) == 0
+    assert len(built) == 2
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[model]\nspec = "micronet:resnet18_cifar"\ninput = [1, 3, 32, 32]\n'
+                      '[[step]]\nuse = "half"\n')
+    assert main(["compress", str(recipe), "--quiet"]) == 0
+    assert len(built) == 3
+
+
+def test_the_registries_given_to_main_are_the_ones_used(built, capsys, tmp_path):
+    observer = Observer()
+    given = Registries.from_manager(get_plugin_manager(entry_points=False, extra=[observer]))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[model]\nspec = "micronet:resnet18_cifar"\ninput = [1, 3, 32, 32]\n'
+                      '[[step]]\nuse = "half"\n')
+    assert main(["compress", str(recipe), "--quiet"], registries=given) == 0
+    assert main(["plugins"], registries=given) == 0
+    assert len(built) == 1 and observer.finished == 1  # the one built above, for this test
+    assert "registered in code (Observer)" in capsys.readouterr().out

@@ -1,7 +1,11 @@
 """The ``micronet`` command line: ``micronet audit SPEC ...``.
 
 Errors print one line (exit 2 for usage errors, 1 otherwise); ``--debug``
-shows the traceback instead.
+shows the traceback instead. Each command builds the plugins' registries
+once (:class:`~micronet.manager.Registries`: a fresh plugin manager, about
+10 ms) and hands them to everything it calls: ``audit``, ``compress``, the
+report sections, the plugin listing. Nothing here reads a process-wide
+registry.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import warnings
 from typing import Sequence
 
 from .errors import MicronetError
-from .manager import hookimpl
+from .manager import Registries, hookimpl
 from .text import positive_int, printable
 
 __all__ = ["main", "build_parser"]
@@ -83,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_audit(args: argparse.Namespace) -> int:
     from .audit import UncountedWarning, audit
-    from .manager import default_registries
     from .outdir import check_output_file
     from .reports import render_table, render_what_if, write_csv, write_json
 
@@ -92,7 +95,7 @@ def run_audit(args: argparse.Namespace) -> int:
     for option in ("json", "csv", "html"):  # before any work, not after it
         check_output_file(getattr(args, option), f"--{option}")
     levels = parse_what_if(args.what_if) if args.what_if else None
-    registries = default_registries()
+    registries = _registries(args)
     _mention_failed_plugins(registries)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
@@ -133,13 +136,12 @@ class _KeepHistory:
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from .manager import default_registries
     from .outdir import check_output_file
     from .pipeline import compress
 
     check_output_file(args.html, "--html")  # --out is checked and locked by compress, before any work
     log = (lambda message: None) if args.quiet else (lambda message: print(printable(message), flush=True))
-    registries = default_registries()
+    registries = _registries(args)
     _mention_failed_plugins(registries)
     keeper = _KeepHistory()
     if args.html:
@@ -174,6 +176,12 @@ def run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registries(args: argparse.Namespace) -> Registries:
+    """The command's registries: those ``main`` was given, else built now
+    from the installed plugins (once per command)."""
+    return getattr(args, "registries", None) or Registries.from_manager()
+
+
 def _mention_failed_plugins(registries) -> None:
     """One line per plugin left out (it failed to load or to register)."""
     for name, error in registries.failed_plugins:
@@ -188,9 +196,10 @@ def _write_pipeline_page(history, path: str, registries) -> None:
 
 
 def run_plugins(args: argparse.Namespace) -> int:
-    from .manager import default_registries, describe_plugins
+    from .manager import describe_plugins
 
-    for info in describe_plugins(default_registries().pm):
+    registries = _registries(args)
+    for info in describe_plugins(registries.pm):
         version = f" {info.version}" if info.version else ""
         print(f"{info.name}{version}  [{info.origin}]")
         if info.error:
@@ -204,11 +213,13 @@ def run_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, registries: Registries | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
     Errors and warnings print one line each (``micronet: error: ...``,
-    ``micronet: warning: ...``), unprintable characters escaped."""
+    ``micronet: warning: ...``), unprintable characters escaped.
+    ``registries`` (tests, programs embedding the CLI) are the plugins the
+    command uses; by default it builds them from the installed plugins."""
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -219,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = show_warning
         try:
+            args.registries = registries
             return args.run(args)
         except MicronetError as error:
             if args.debug:

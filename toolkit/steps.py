@@ -8,14 +8,17 @@ every unknown key and wrong type named, before any work starts.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["StepOption", "CompressionStep", "StepContext", "check_options", "MISSING"]
+__all__ = ["StepOption", "CompressionStep", "StepContext", "WeightedLayer", "check_options", "MISSING",
+           "check_globs", "at_least", "within", "model_device", "model_dtype"]
 
 
 class _Missing:
@@ -59,6 +62,9 @@ class StepContext:
     ``note(key, value)`` records a
     fact about how the step ran (e.g. which batches an importance used); the
     notes land in the step's record and in ``history.json``.
+    ``registries`` are the run's merged :class:`~micronet.manager.Registries`
+    (None outside a pipeline: then only the built-ins are known);
+    :attr:`weighted_layers` reads the plugins' weighted layers from them.
     """
 
     input_shape: tuple[int, ...]
@@ -69,10 +75,45 @@ class StepContext:
     notes: dict[str, Any] = field(default_factory=dict)
     original: nn.Module | None = None
     trust: bool = False
+    registries: Any = None
 
     def note(self, key: str, value: Any) -> None:
         """Record ``key = value`` (JSON-friendly) for this step's history entry."""
         self.notes[key] = value
+
+    @property
+    def weighted_layers(self) -> tuple["WeightedLayer", ...]:
+        """The weighted layers plugins registered for this run (none without registries)."""
+        return tuple(self.registries.weighted_layers.values()) if self.registries is not None else ()
+
+
+@dataclass(frozen=True)
+class WeightedLayer:
+    """A module class whose parameter ``weight`` the built-in steps ``prune``,
+    ``sparsify``, ``quantize`` and ``factorise`` may select, besides
+    ``nn.Conv*`` and ``nn.Linear`` (``micronet_register_weighted_layers``).
+
+    The weight is read as ``[out, in*kernel]`` (dim 0 the outputs), the view
+    :mod:`micronet.sparsity` measures. ``sparsify`` zeroes and masks it;
+    ``quantize`` puts it on a per-output-channel grid and the layer's other
+    parameters on per-tensor grids; ``factorise`` leaves it alone with a
+    reason; ``prune`` keeps it whole, with the channels entering and leaving
+    it. Subclasses match too. A class declared twice is refused, naming both
+    plugins, unless the later declaration says ``replace=True``.
+    """
+
+    module_class: type[nn.Module]
+    weight: str = "weight"
+    replace: bool = False
+
+    @property
+    def name(self) -> str:
+        """The class's dotted path: what duplicates are found by."""
+        return f"{self.module_class.__module__}.{self.module_class.__qualname__}"
+
+    def weight_of(self, module: nn.Module) -> torch.Tensor | None:
+        """``module``'s weight parameter, if it has one."""
+        return module._parameters.get(self.weight)
 
 
 @dataclass(frozen=True)
@@ -143,3 +184,54 @@ def check_options(step: CompressionStep, given: Mapping[str, Any], where: str) -
         except UsageError as error:
             raise UsageError(f"{where}: {error}") from error
     return options
+
+
+# ------------------------------------------------------------- option checks
+# ``StepOption.check`` functions shared by the built-in steps: each returns an
+# error message for a bad value, or None.
+
+
+def check_globs(value: list) -> str | None:
+    """A list of non-empty glob strings (``["layer1.*", "*.conv2"]``)."""
+    if not all(isinstance(item, str) and item for item in value):
+        return f"expected a list of layer-name globs such as ['layer1.*'], got {value!r}"
+    return None
+
+
+def at_least(low: float, *, strict: bool = False) -> Callable[[float], str | None]:
+    """A finite number ``>= low`` (``> low`` when ``strict``); ``low``'s type
+    names the kind in the message: ``at_least(1)`` an integer, ``at_least(0.0)``
+    a number."""
+    kind = "an integer" if isinstance(low, int) else "a number"
+
+    def check(value: float) -> str | None:
+        if not math.isfinite(value) or value < low or strict and value == low:
+            return f"expected {kind} {'>' if strict else '>='} {low}, got {value!r}"
+        return None
+
+    return check
+
+
+def within(low: float, high: float, *, closed: bool = True) -> Callable[[float], str | None]:
+    """A number in ``[low, high]`` (``[low, high)`` when not ``closed``)."""
+
+    def check(value: float) -> str | None:
+        if low <= value <= high and (closed or value < high):
+            return None
+        return f"expected a number in [{low}, {high}{']' if closed else ')'}, got {value!r}"
+
+    return check
+
+
+# ------------------------------------------------------------ device, dtype
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (or buffer) lives; the CPU when it has none."""
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 when none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

@@ -9,6 +9,8 @@ from micronet.pipeline import compress
 from micronet.plugins.factorise import depthwise_separable, energy_rank, factorise, low_rank, thin_svd
 from micronet.steps import StepContext
 
+import weighted_layer
+
 
 class ConvNet(nn.Module):
     """conv(cin -> cout, k, stride, pad k//2) -> ReLU -> global pool -> linear(cout -> 10)."""
@@ -263,6 +265,34 @@ def test_the_step_runs_on_a_plain_module_too():
     assert isinstance(model.fc1, nn.Sequential) and isinstance(model.fc2, nn.Linear)
     assert low_rank(nn.Linear(4, 3), 2)[0].weight.shape == (2, 4)
 
+
+
+LOW_RANK = {"method": "low-rank", "rank": 2, "energy": 0.0, "groups": 0, "layers": [], "ignore": [],
+            "min_size": 0}
+
+
+def test_a_declared_weighted_layer_is_selected_and_left_unchanged_with_its_reason():
+    context = StepContext((1, 6), None, registries=weighted_layer.registries())
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), weighted_layer.Mix(8, 4))
+    with pytest.warns(UserWarning) as caught:
+        model = factorise(model, LOW_RANK, context)
+    reason = "Mix is a weighted layer a plugin declared (weighted_layer.Mix); factorise replaces only " \
+             "Conv2d and Linear"
+    assert [str(w.message) for w in caught] == [
+        f"factorise: 1 layer(s) cannot be factorised by 'low-rank' and are left unchanged: 2: {reason}"]
+    assert context.notes["unchanged"] == {"2": reason} and list(context.notes["replaced"]) == ["0"]
+    assert isinstance(model[0], nn.Sequential) and isinstance(model[2], weighted_layer.Mix)
+
+
+def test_globs_name_the_declared_layers_among_the_candidates():
+    context = StepContext((1, 6), None, registries=weighted_layer.registries())
+    with pytest.warns(UserWarning) as caught:
+        factorise(nn.Sequential(nn.Linear(6, 8)), {**LOW_RANK, "ignore": ["0", "head"]}, context)
+    assert [str(w.message) for w in caught] == [
+        "factorise: ignore glob 'head' matches no Conv2d or Linear or Mix layer called by the model",
+        "factorise: no Conv2d or Linear or Mix layer called by the model is selected (layers [], "
+        "ignore ['0', 'head'])",
+        "factorise: no layer was changed by 'low-rank'"]
 
 @pytest.mark.parametrize("options, message", [
     ({"method": "svd"}, r"option 'method' must be one of 'groups', 'depthwise-separable', 'low-rank'"),

@@ -111,13 +111,14 @@ def test_masks_stay_in_force_through_the_pipeline(registries):
 
 
 @pytest.mark.parametrize("step, given, message", [
-    (FINETUNE, {"epochs": -1}, "'epochs': must be >= 0"),
+    (FINETUNE, {"epochs": -1}, "'epochs': expected an integer >= 0, got -1"),
     (FINETUNE, {"optimizer": "rmsprop"}, "must be one of 'sgd', 'adam', 'adamw'"),
     (FINETUNE, {"schedule": "linear"}, "must be one of 'cosine', 'step', 'none'"),
-    (FINETUNE, {"label_smoothing": 1.0}, "must be in \\[0, 1\\)"),
-    (FINETUNE, {"lr": 0}, "must be > 0"),
-    (DISTILL, {"alpha": 1.5}, "must be in \\[0, 1\\]"),
-    (DISTILL, {"temperature": 0}, "must be > 0"),
+    (FINETUNE, {"label_smoothing": 1.0}, "expected a number in \\[0, 1\\), got 1.0"),
+    (FINETUNE, {"lr": 0}, "expected a number > 0.0, got 0"),
+    (FINETUNE, {"weight_decay": float("nan")}, "expected a number >= 0.0, got nan"),
+    (DISTILL, {"alpha": 1.5}, "expected a number in \\[0, 1\\], got 1.5"),
+    (DISTILL, {"temperature": 0}, "expected a number > 0.0, got 0"),
     (FINETUNE, {"teacher": "original"}, "unknown option 'teacher'"),
 ])
 def test_option_errors(step, given, message):

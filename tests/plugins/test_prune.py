@@ -1,16 +1,24 @@
-"""The ``prune`` step: exact costs after pruning, the options, the zoo, errors."""
+"""The ``prune`` step: exact costs after pruning, the options, the zoo, errors,
+and the layers Torch-Pruning cannot prune."""
+import json
+import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
-from micronet.errors import UsageError
+from micronet.errors import CompressionError, UsageError
 from micronet.models import densenet_cifar
 from micronet.pipeline import compress
 from micronet.plugins.prune import PRUNE, PruneWarning, output_layers
 from micronet.steps import StepContext, check_options
+
+import weighted_layer
 
 CIFAR100_PARAMS, CIFAR100_OPS = 36.5e6, 10.49e9
 
@@ -282,3 +290,166 @@ def test_a_glob_matching_nothing_warns_and_is_noted(registries):
         "prune: ratio glob 'layer9' matches no layer; it has no effect",
         "prune: no channel was removed (ratio too small for the layers' widths, or every group kept whole)"]
     assert widths(history.model) == (8, 16)
+
+
+# ---------------------------------------------- layers Torch-Pruning cannot prune
+
+# A residual token stream around a plugin's linear layer: Torch-Pruning took the
+# layer's F.linear for an elementwise op and looped in get_all_groups for good
+# (over ten minutes, whatever `ignore` said). Run in a child process with a
+# deadline, so that a regression fails instead of hanging the test run.
+RESIDUAL_TOKENS = '''
+import json, sys, warnings
+import torch
+from torch import fx, nn
+import weighted_layer
+from micronet.plugins.prune import PRUNE
+from micronet.steps import StepContext, check_options
+
+
+class Tokens(nn.Module):
+    """conv 3 -> 8, BN, ReLU; 4x4 patches 8 -> 16 as 4 tokens; two residual Mix
+    blocks (16 -> 32 -> 16, a plugin's layer); mean over tokens; linear 16 -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        self.embed = nn.Conv2d(8, 16, 4, 4)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(16), weighted_layer.Mix(16, 32), nn.GELU(),
+                                                  weighted_layer.Mix(32, 16)) for _ in range(2))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.embed(self.relu(self.bn(self.conv(x)))).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x.mean(1))
+
+
+found = weighted_layer.registries()
+report = {}
+for declared in (True, False):
+    model = Tokens().eval()
+    context = StepContext((1, 3, 8, 8), None, registries=found if declared else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options = check_options(PRUNE, {"ratio": 0.5, "ignore": ["blocks.*"]}, "test")  # ignore did not help
+        pruned = PRUNE.run(weighted_layer.traced(model, found), options, context)
+    report[str(declared)] = {"notes": context.notes, "output": list(pruned(torch.randn(1, 3, 8, 8)).shape),
+                             "warnings": [str(w.message) for w in caught if "prune" in str(w.message)]}
+print(json.dumps(report))
+'''
+
+
+def test_prune_around_a_plugins_layer_in_a_residual_stream_finishes():
+    directory = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(directory), os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run([sys.executable, "-c", RESIDUAL_TOKENS], capture_output=True, text=True,
+                              timeout=180, env=env, cwd=directory)
+    except subprocess.TimeoutExpired:
+        pytest.fail("prune did not finish in 180 s: Torch-Pruning hangs on the plugin's layer again")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    blocks = [f"blocks.{b}.{i}" for b in (0, 1) for i in (1, 3)]
+    for declared, why in (("True", "a weighted layer a plugin declared"),
+                          ("False", "a weighted module Torch-Pruning has no pruner for")):
+        notes = report[declared]["notes"]
+        assert notes["kept_whole"]["cannot_prune"] == {name: f"Mix ({why})" for name in blocks}
+        # the conv before the patches still loses half its channels; the stream and the layers stay
+        assert notes["channels"] == {"conv": {"in": [3, 3], "out": [8, 4]}, "embed": {"in": [8, 4], "out": [16, 16]}}
+        assert report[declared]["output"] == [1, 10]
+        assert report[declared]["warnings"] == [
+            f"prune: 4 layer(s) Torch-Pruning cannot prune are kept whole, with the channels entering and "
+            f"leaving them: {', '.join(f'{name} (Mix ({why}))' for name in blocks)}"]
+
+
+class MixInTheMiddle(nn.Module):
+    """linear 12 -> 16, ReLU, the plugin's Mix 16 -> 8, ReLU, linear 8 -> 10:
+    Torch-Pruning passed the 16 indices of the first group through Mix into
+    the last linear (8 inputs) and raised a raw IndexError."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.mix, self.fc2 = nn.Linear(12, 16), weighted_layer.Mix(16, 8), nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.mix(torch.relu(self.fc1(x)))))
+
+
+def test_a_plugins_layer_between_linears_is_kept_whole_with_its_neighbours_channels():
+    found = weighted_layer.registries()
+    model = weighted_layer.traced(MixInTheMiddle(), found)
+    context = StepContext((1, 12), None, registries=found)
+    with pytest.warns(PruneWarning) as caught:
+        pruned = PRUNE.run(model, check_options(PRUNE, {"ratio": 0.5}, "test"), context)
+    assert [str(w.message) for w in caught] == [
+        "prune: 1 layer(s) Torch-Pruning cannot prune are kept whole, with the channels entering and leaving "
+        "them: mix (Mix (a weighted layer a plugin declared))",
+        "prune: no channel was removed (ratio too small for the layers' widths, or every group kept whole)"]
+    assert context.notes["kept_whole"]["cannot_prune"] == {"mix": "Mix (a weighted layer a plugin declared)"}
+    assert (pruned.fc1.out_features, pruned.mix.weight.shape) == (16, (8, 16))
+    assert pruned(torch.randn(2, 12)).shape == (2, 10)
+
+
+class KernelConv(nn.Module):
+    """A plugin's 3x3 convolution through F.conv2d (no counter: traced through)."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, padding=1)
+
+
+class CatWithKernelConv(nn.Module):
+    """cat([KernelConv b (3 -> 8), conv a (3 -> 8)]) -> conv c (16 -> 16) -> pool -> linear:
+    pruning a's channels must remove some of c's inputs 8..15, the ones after b's 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = KernelConv(3, 8)
+        self.a, self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.c(torch.cat([self.b(x), self.a(x)], 1)).mean((2, 3)))
+
+
+def test_a_kept_layer_in_a_concatenation_keeps_the_offsets_of_the_others():
+    model = CatWithKernelConv()
+    before = model.c.weight.detach().clone()
+    with pytest.warns(PruneWarning, match=r"kept whole, .*: b \(KernelConv \(a weighted module Torch-Pruning"):
+        pruned = PRUNE.run(model, check_options(PRUNE, {"ratio": 0.5}, "test"), StepContext((1, 3, 8, 8), None))
+    rows = [int((before[:, 0] == row[0]).all(dim=(1, 2)).nonzero()[0]) for row in pruned.c.weight.detach()]
+    kept = [int(next(i for i in range(16) if torch.equal(before[rows, i], column)))
+            for column in pruned.c.weight.detach().transpose(0, 1)]
+    assert kept[:8] == list(range(8)) and len(kept) == 12 and all(i >= 8 for i in kept[8:])  # b's 8 inputs stay
+    assert (pruned.a.out_channels, pruned.b.weight.shape) == (4, (8, 3, 3, 3))
+
+
+def test_a_kept_layer_the_traced_model_does_not_call_is_refused_in_one_line():
+    model = fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 8, 3), KernelConv(8, 8), nn.Flatten(), nn.LazyLinear(10)))
+    model(torch.randn(1, 3, 8, 8))  # the lazy linear takes its width
+    with pytest.raises(CompressionError, match=r"prune cannot work on this model: layer '1' \(Module\) is not "
+                       r"called as a module: the model computes with its parameter '1.weight' directly"), \
+            pytest.warns(PruneWarning, match="kept whole"):
+        PRUNE.run(model, check_options(PRUNE, {"ratio": 0.5}, "test"), StepContext((1, 3, 8, 8), None))
+
+
+class LooseProjection(nn.Module):
+    """A model holding a projection matrix it multiplies by itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 16)
+        self.projection = nn.Parameter(torch.randn(16, 10))
+
+    def forward(self, x):
+        return torch.relu(self.fc(x)) @ self.projection
+
+
+def test_a_loose_matrix_feeding_a_product_is_refused_in_one_line():
+    with pytest.raises(CompressionError, match=r"parameter 'projection' of LooseProjection feeds a convolution "
+                       r"or matrix product outside any layer Torch-Pruning knows \(hint: declare LooseProjection"):
+        PRUNE.run(LooseProjection(), check_options(PRUNE, {"ratio": 0.5}, "test"), StepContext((1, 12), None))

@@ -1,40 +1,35 @@
 """The quantize step: grids, prices, freebie, overrides, observers, accuracy, QAT."""
 import math
 
+import conftest
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 import micronet
-from micronet.bits import bits_of
+from micronet.bits import bits_of, storage_of
 from micronet.errors import UsageError
 from micronet.pipeline import compress
 from micronet.plugins.fakequant import ActivationQuant, fake_quant
 from micronet.plugins.quantize import QuantConfig, quantize_model
 
+import weighted_layer
 
-class Small(nn.Module):
-    """conv(3->8, k3, bias) -> BN -> ReLU -> pool -> linear(8->10) at 16x16:
-    two quantizable layers around unquantized ones, small enough to price by
-    hand. Weights are drawn away from zero (0.6 to 1 times the largest
-    magnitude), so no grid of 2 bits or more rounds one to zero and the dot
-    products stay dense."""
+
+class Small(conftest.Small):
+    """conftest's conv(3->8, k3, bias) -> BN -> ReLU -> pool -> linear(8->10),
+    at 16x16: two quantizable layers around unquantized ones, small enough to
+    price by hand. Weights are drawn away from zero (0.6 to 1 times the
+    largest magnitude), so no grid of 2 bits or more rounds one to zero and
+    the dot products stay dense."""
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 10)
         with torch.no_grad():
             for layer in (self.conv, self.fc):
                 w = layer.weight
                 w.copy_(torch.sign(torch.randn_like(w)) * torch.empty_like(w).uniform_(0.6, 1.0) * 0.3)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.relu(self.bn(self.conv(x)))).flatten(1))
 
 
 def recipe(*steps, freebie=False, data=None, shape=(1, 3, 16, 16)):
@@ -91,6 +86,47 @@ def test_the_bias_is_on_a_per_tensor_grid_of_the_layer_bits():
     quantize_model(gm, QuantConfig(weight_bits=4, activation_bits=32), [])
     assert torch.unique(gm.get_submodule("0").bias).numel() <= 2 ** 4  # the rules charge it at 4 bits
 
+
+def _on_grid(values: torch.Tensor, step: torch.Tensor, bits: int) -> bool:
+    """Whether ``values`` are whole multiples k * step with |k| <= 2^(bits-1) - 1."""
+    k = values.detach() / step
+    return bool(torch.allclose(k, k.round(), atol=1e-4) and k.abs().max() <= 2 ** (bits - 1) - 1 + 1e-4)
+
+
+def test_a_declared_weighted_layer_is_quantized_through_its_named_weight():
+    found = weighted_layer.registries()
+    mix = weighted_layer.Mix(8, 4)
+    with torch.no_grad():
+        mix.scale.uniform_(0.5, 2.0)
+        mix.bias.uniform_(-1.0, 1.0)
+    original = {name: p.detach().clone() for name, p in mix.named_parameters()}
+    gm = weighted_layer.traced(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), mix), found)
+    plans = quantize_model(gm, QuantConfig(weight_bits=4, activation_bits=8), [torch.randn(2, 6)],
+                           weighted=tuple(found.weighted_layers.values()))
+    assert list(plans) == ["0", "2"] and plans["2"].weight == "weight"
+    layer = gm.get_submodule("2")
+    assert _on_grid(layer.weight, original["weight"].abs().amax(1, keepdim=True) / 7, 4)  # per output
+    for name in ("scale", "bias"):  # the layer's other parameters: per tensor
+        assert _on_grid(getattr(layer, name), original[name].abs().max() / 7, 4), name
+    assert bits_of(layer) == {"weight": 4, "input": 8, "accumulator": 32}
+    # the grids' float32 scales: one per output of the weight, one per other tensor, the input's
+    assert storage_of(layer) == {"weight_scales": (4, 32), "scale_scales": (1, 32), "bias_scales": (1, 32),
+                                 "input_scale": (1, 32)}
+    assert isinstance(gm.get_submodule("2_input_quant"), ActivationQuant)
+
+
+def test_an_undeclared_layer_is_left_in_float_and_globs_matching_nothing_warn():
+    found = weighted_layer.registries(declare=False)
+    gm = weighted_layer.traced(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), weighted_layer.Mix(8, 4)), found)
+    config = QuantConfig(weight_bits=4, activation_bits=32, layers=("*", "mix*"), overrides={"2": 8})
+    with pytest.warns(UserWarning) as caught:
+        plans = quantize_model(gm, config, [])
+    assert [str(w.message) for w in caught] == [
+        "quantize: layers glob 'mix*' matches no Conv/Linear layer the graph calls",
+        "quantize: overrides glob '2' matches no selected layer"]
+    assert list(plans) == ["0"] and bits_of(gm.get_submodule("2")) == {}
+    with pytest.warns(UserWarning, match="layers is empty: no Conv/Linear layer the graph calls is selected"):
+        assert quantize_model(gm, QuantConfig(layers=()), []) == {}
 
 def test_fake_quant_passes_gradients_straight_through():
     w = torch.randn(4, 5, requires_grad=True)

@@ -13,6 +13,8 @@ from micronet.masks import apply_masks, mask_zeros, masks, set_mask
 from micronet.plugins.sparsify import schedule_targets, sparsify
 from micronet.steps import StepContext
 
+import weighted_layer
+
 
 class Small(nn.Module):
     """conv(cin -> 8, k3, pad 1) -> ReLU -> global pool -> linear(8 -> 10):
@@ -198,6 +200,58 @@ def test_the_step_runs_on_a_plain_module_too():
     assert zeros(model.conv.weight) == 108 and zeros(model.fc.weight) == 0
     assert context.notes["zeros"] == 108 and context.notes["elements"] == 216
 
+
+
+# ------------------------------------------------------ a plugin's weighted layer
+
+OPTIONS = {"amount": 0.5, "scope": "layer", "schedule": 1, "block": "1x1", "layers": [], "ignore": [],
+           "min_size": 0}
+
+
+def mixed() -> nn.Module:
+    """linear 6 -> 8, ReLU, the plugin's Mix 8 -> 4."""
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), weighted_layer.Mix(8, 4))
+
+
+def test_a_declared_weighted_layer_is_sparsified_and_its_ops_shrink():
+    found = weighted_layer.registries()
+    context = StepContext((1, 6), None, registries=found)
+    model = sparsify(mixed(), {**OPTIONS, "layers": ["2"]}, context)
+    mix = model[2]
+    assert zeros(mix.weight) == 16 and zeros(model[0].weight) == 0  # half of the 4 x 8 weight
+    assert mix.weight_mask.dtype == torch.bool and int(mix.weight_mask.sum()) == 16
+    assert context.notes["sparsity"] == {"2": 0.5} and context.notes["elements"] == 32
+    result = micronet.audit(model, (1, 6), registries=found)
+    (record, cost), = [(r, c) for r, c in result.layers if r.name == "2"]
+    assert (record.op, record.weight_params, record.weight_nonzero) == ("mix", 32, 16)
+    # 4 dot products of 8 * 0.5 = 4 terms + 4 scale mults; 4 * 3 adds + 4 bias adds
+    assert (cost.mults, cost.adds) == (4 * 4 + 4, 4 * 3 + 4)
+
+
+def test_by_default_every_conv_linear_and_declared_layer_is_selected():
+    context = StepContext((1, 6), None, registries=weighted_layer.registries())
+    model = sparsify(mixed(), OPTIONS, context)
+    assert context.notes["sparsity"] == {"0": 0.5, "2": 0.5}
+    assert zeros(model[0].weight) == 24 and zeros(model[2].weight) == 16
+
+
+def test_an_undeclared_layer_is_not_selected_and_the_step_says_so():
+    context = StepContext((1, 6), None, registries=weighted_layer.registries(declare=False))
+    with pytest.warns(UserWarning) as caught:
+        model = sparsify(mixed(), {**OPTIONS, "layers": ["2"]}, context)
+    assert [str(w.message) for w in caught] == [
+        "sparsify: layers glob '2' matches no Conv/Linear layer",
+        "sparsify: no Conv/Linear layer is selected (layers ['2'], ignore [])"]
+    assert zeros(model[2].weight) == 0
+    assert context.notes["warnings"][0] == "layers glob '2' matches no Conv/Linear layer"
+
+
+def test_a_model_without_weighted_layers_says_nothing_is_selected():
+    context = StepContext((1, 6), None, registries=weighted_layer.registries())
+    with pytest.warns(UserWarning) as caught:
+        sparsify(nn.Sequential(nn.ReLU()), OPTIONS, context)
+    assert [str(w.message) for w in caught] == [
+        "sparsify: the model has no Conv/Linear or Mix layer: nothing is selected"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, scope", [("resnet18", "global"), ("mobilenet_v2", "layer"),
