@@ -1,7 +1,5 @@
 """What `micronet compress` and `micronet audit` say on the terminal: warnings
 shown, steps that changed nothing, plugins that failed to load."""
-import pytest
-
 from micronet import hookimpl
 from micronet.cli import main
 from micronet.manager import Registries, get_plugin_manager
@@ -42,17 +40,12 @@ class Broken:
         raise RuntimeError("tracks table missing")
 
 
-@pytest.fixture
-def with_broken_plugin(monkeypatch):
+def test_audit_and_compress_name_a_plugin_that_failed_to_load(tmp_path, capsys):
     registries = Registries.from_manager(get_plugin_manager(entry_points=False, extra=[Broken()]))
-    monkeypatch.setattr("micronet.manager.default_registries", lambda: registries)
-    return registries
-
-
-def test_audit_and_compress_name_a_plugin_that_failed_to_load(with_broken_plugin, tmp_path, capsys):
-    assert [name for name, _ in with_broken_plugin.failed_plugins] != []
-    assert main(["audit", "micronet:resnet18_cifar", "--track", "cifar10", "--quiet"]) == 0
+    assert [name for name, _ in registries.failed_plugins] != []
+    assert main(["audit", "micronet:resnet18_cifar", "--track", "cifar10", "--quiet"], registries=registries) == 0
     err = capsys.readouterr().err
     assert "failed to load and is left out" in err and "tracks table missing" in err
-    assert main(["compress", write_recipe(tmp_path, '[[step]]\nuse = "half"\n'), "--quiet"]) == 0
+    recipe = write_recipe(tmp_path, '[[step]]\nuse = "half"\n')
+    assert main(["compress", recipe, "--quiet"], registries=registries) == 0
     assert "tracks table missing" in capsys.readouterr().err
