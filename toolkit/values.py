@@ -18,7 +18,7 @@ from torch.utils import _pytree as pytree
 
 from .records import TensorInfo
 
-__all__ = ["to_info", "to_meta", "tensor_infos", "has_tensor", "shapes", "first_dtype"]
+__all__ = ["to_info", "to_meta", "tensor_infos", "has_tensor", "shapes"]
 
 
 def _is_size(value: Any) -> bool:
@@ -78,9 +78,3 @@ def has_tensor(value: Any) -> bool:
 def shapes(value: Any) -> tuple[tuple[int, ...], ...]:
     """The shapes of every TensorInfo in ``value``, in order."""
     return tuple(info.shape for info in tensor_infos(value))
-
-
-def first_dtype(value: Any) -> torch.dtype | None:
-    """The dtype of the first TensorInfo in ``value`` (None without one)."""
-    infos = tensor_infos(value)
-    return infos[0].dtype if infos else None
