@@ -259,7 +259,7 @@ def test_audit_html_flag_writes_the_page(tmp_path, capsys):
     assert page.count('<g class="cell') == 4 and 'id="what-if"' in page
 
 
-def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, capsys, steps, monkeypatch):
+def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, capsys, steps):
     (tmp_path / "net.py").write_text(MODEL_FILE)
     path = tmp_path / "recipe.toml"
     path.write_text(f'[model]\nspec = "{tmp_path / "net.py"}:make"\ninput = [1, 3, 8, 8]\n'
@@ -272,10 +272,9 @@ def test_compress_html_flag_writes_the_page_even_when_a_step_fails(tmp_path, cap
     assert 'id="step-1"' in out.read_text()
 
     _, registries = steps
-    monkeypatch.setattr("micronet.manager.default_registries", lambda: registries)
     path.write_text(path.read_text() + '[[step]]\nuse = "explode"\n')
     failed = tmp_path / "failed.html"
-    assert main(["compress", str(path), "--trust", "--quiet", "--html", str(failed)]) == 1
+    assert main(["compress", str(path), "--trust", "--quiet", "--html", str(failed)], registries=registries) == 1
     assert "report of the steps that ran" in capsys.readouterr().err
     page = failed.read_text()
     assert 'class="card step failed" id="step-2"' in page and 'class="card step" id="step-1"' in page
