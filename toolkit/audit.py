@@ -14,6 +14,7 @@ from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
+from .steps import model_device
 from .walk import WalkSettings, walk
 from .walk_export import walk_exported
 from .whatif import WhatIfGrid, parse_what_if, what_if_grid
@@ -264,7 +265,7 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, info:
     else:
         # made only if torch.export is needed; zeros are valid token ids too
         cap = capture(module, registries.counters,
-                      lambda: (torch.zeros(info.shape, dtype=info.dtype, device=_device(module)),))
+                      lambda: (torch.zeros(info.shape, dtype=info.dtype, device=model_device(module)),))
     if cap.via == "fx":
         return walk(cap, registries.counters, info, settings), cap
     return walk_exported(cap, registries.counters, settings, module), cap
@@ -320,12 +321,6 @@ def input_dtype_of(module: nn.Module, requested: str | torch.dtype | None = None
         if p.dtype.is_floating_point:
             return p.dtype
     return torch.get_default_dtype()
-
-
-def _device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _warnings(records: Sequence[LayerRecord], precision: Precision, cap) -> list[str]:

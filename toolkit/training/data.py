@@ -33,9 +33,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UsageError
+from ..steps import model_device, model_dtype
 
 __all__ = ["DatasetSpec", "SyntheticProblem", "parse_dataset", "load_dataset", "loaders", "batches",
-           "evaluate", "top1", "mix_batch", "resolve_device", "model_device", "model_dtype", "eval_mode",
+           "evaluate", "top1", "mix_batch", "resolve_device", "eval_mode",
            "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS"]
 
 DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake"
@@ -386,17 +387,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise UsageError(f"unknown device {device!r}", hint="auto, cpu, cuda or cuda:N") from error
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's first parameter (or buffer) lives; the CPU when it has none."""
-    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 when none)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 @contextmanager

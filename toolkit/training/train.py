@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import (eval_mode, loaders, logits_of, mix_batch, model_device, model_dtype, resolve_device,
-                   top1)
 from ..errors import MicronetError, UsageError
 from ..fileio import atomic_write_bytes
 from ..masks import apply_masks
+from ..steps import model_device, model_dtype
+from .data import eval_mode, loaders, logits_of, mix_batch, resolve_device, top1
 
 __all__ = ["TrainConfig", "fit", "distillation_loss", "latest_checkpoint", "OPTIMIZERS", "SCHEDULES"]
 
