@@ -4,15 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-__all__ = ["ReportSection", "render_sections"]
+__all__ = ["ReportSection", "render_sections", "sections_document"]
 
 
 @dataclass(frozen=True)
 class ReportSection:
     """A titled block of (label, value) lines computed from a Result.
 
-    ``render(result)`` returns the lines, or an empty list when the section
-    has nothing to say about this result; it must not modify the result.
+    ``render(result)`` receives a :class:`~micronet.audit.Result` (its
+    ``records``, per-layer ``layers`` as (record, cost) pairs, ``score``,
+    ``totals``, ``track``, ``accuracy``) and returns the lines as pairs of
+    strings, or an empty list when the section has nothing to say about this
+    result; it must not modify the result. A section that raises shows its
+    error in place of its lines. ``name`` is unique among sections
+    (``replace=True`` overrides an earlier one); ``title`` heads the block in
+    the terminal table, keys it in ``--json`` and ``history.json``
+    (``"sections": {title: [[label, value], ...]}``) and in the HTML page.
     """
 
     name: str
@@ -33,3 +40,9 @@ def render_sections(result, sections: Mapping[str, ReportSection]) -> list[tuple
         if lines:
             rendered.append((section.title, lines))
     return rendered
+
+
+def sections_document(result, sections: Mapping[str, ReportSection]) -> dict[str, list[tuple[str, str]]]:
+    """``{title: [(label, value), ...]}``: the ``"sections"`` entry of a JSON
+    document (``--json``, each entry of ``history.json``)."""
+    return {title: lines for title, lines in render_sections(result, sections)}

@@ -61,3 +61,39 @@ def add_entry_point(monkeypatch, name: str, value: str) -> None:
         return found + [extra] if kwargs.get("group") == "micronet" else found
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+
+# ------------------------------------------------------------ CI: no silent skips
+# On CI (CI set) a skipped test fails the run: the browser test without Chromium, the
+# example plugin's tests without the package installed, anything a missing dependency
+# turns off would otherwise pass unseen. Elsewhere skips stay skips (`-rs` lists them).
+
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def _note_skip(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI") and _SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if os.environ.get("CI") and _SKIPPED:
+        terminalreporter.section("skipped on CI", sep="=", red=True, bold=True)
+        for nodeid, reason in _SKIPPED:
+            terminalreporter.line(f"SKIPPED {nodeid}: {reason}", red=True)
+        terminalreporter.line(f"CI is set: {len(_SKIPPED)} skipped test(s) fail the run; "
+                              "install what they need (`make test` does)", red=True)

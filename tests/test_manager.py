@@ -1,9 +1,7 @@
 """The plugin manager: default plugins, duplicates, disabling, failures."""
-import sys
 import types
 
 import pytest
-import torch
 from torch import nn
 
 from micronet import Counts, hookimpl

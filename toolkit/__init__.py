@@ -3,6 +3,8 @@
 >>> import micronet
 >>> result = micronet.audit("micronet:wrn_28_10", (1, 3, 32, 32), track="cifar100")
 >>> result.score.total  # doctest: +SKIP
+
+A plugin imports what it needs from :mod:`micronet.plugin`.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from .rules import LayerCost, Rulebook, Score, ScoreOptions, Track
 from .steps import CompressionStep, StepContext, StepOption
 from .whatif import WhatIfGrid
 
+from . import plugin  # last: the plugin contract re-exports the names above
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "audit", "Result", "UncountedWarning", "parse_input_shape",
+    "__version__", "plugin", "audit", "Result", "UncountedWarning", "parse_input_shape",
     "compress", "History", "CompressionStep", "StepOption", "StepContext",
     "hookimpl", "get_plugin_manager", "Registries", "UnknownPluginWarning",
     "Counts", "LayerRecord", "TensorInfo", "Method", "OpCall", "counter", "free", "shape_rule",

@@ -76,15 +76,27 @@ class History:
     def failed(self) -> StepRecord | None:
         return next((s for s in self.steps if s.error is not None), None)
 
-    def to_list(self) -> list[dict[str, Any]]:
+    def to_list(self, sections: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``history.json``: the input's audit document, then one per step,
-        each with ``step`` = {index, name, plugin, options, seconds, error}."""
-        entries = [{"step": None, **self.input.to_dict()}]
+        each with ``step`` = {index, name, plugin, options, seconds, error,
+        notes, changed}; with report ``sections`` (name ->
+        :class:`~micronet.reports.sections.ReportSection`), each result's
+        document carries ``"sections": {title: [[label, value], ...]}`` as
+        ``audit --json`` does."""
+        from .reports.sections import sections_document
+
+        def document(result: Result) -> dict[str, Any]:
+            entry = result.to_dict()
+            if sections:
+                entry["sections"] = sections_document(result, sections)
+            return entry
+
+        entries = [{"step": None, **document(self.input)}]
         for s in self.steps:
             step = {"index": s.index, "name": s.name, "plugin": s.plugin, "options": dict(s.options),
                     "seconds": round(s.seconds, 4), "error": s.error, "notes": dict(s.notes),
                     "changed": s.changed}
-            entries.append({"step": step, **(s.result.to_dict() if s.result is not None else {})})
+            entries.append({"step": step, **(document(s.result) if s.result is not None else {})})
         return entries
 
 
@@ -323,7 +335,7 @@ def write_outputs(history: History, out: str | Path, log: Callable[[str], None] 
     if history.model is not None:
         _save_model(history, folder, log, registries)
     # last: a folder with history.json is a whole run (micronet.outdir.RUN_MARKER)
-    atomic_write_text(folder / "history.json", json.dumps(clean(history.to_list()), indent=1) + "\n")
+    atomic_write_text(folder / "history.json", json.dumps(clean(history.to_list(sections)), indent=1) + "\n")
     return folder
 
 

@@ -153,29 +153,27 @@ def test_method_targets_exist_on_tensor():
 
 # ------------------------------------------------------------------ softmax
 
+#: (form, n): each softmax form on x = [2, 6, 3, 5] and the size n of the dimension it reduces
 SOFTMAX_FORMS = [
-    mod(nn.Softmax(dim=1)), mod(nn.Softmax(dim=-1)), mod(nn.Softmax2d()), fn(F.softmax, 1), fn(F.softmax, dim=-1),
-    fn(F.softmax, 1, 3, torch.float64), fn(F.softmax), fn(torch.softmax, 2), fn(torch.softmax, 1, torch.float64),
-    meth("softmax", 0), meth("softmax", -1, dtype=torch.float64), at(aten._softmax.default, 1, False),
-    at(aten.softmax.int, 2),
+    (mod(nn.Softmax(dim=1)), 6), (mod(nn.Softmax(dim=-1)), 5),
+    (mod(nn.Softmax2d()), 6),  # dim -3 of a 4-d input
+    (fn(F.softmax, 1), 6), (fn(F.softmax, dim=-1), 5), (fn(F.softmax, 1, 3, torch.float64), 6),
+    (fn(F.softmax), 6),  # legacy implicit dim: 1 for a 4-d input
+    (fn(torch.softmax, 2), 3), (fn(torch.softmax, 1, torch.float64), 6),
+    (meth("softmax", 0), 2), (meth("softmax", -1, dtype=torch.float64), 5),
+    (at(aten._softmax.default, 1, False), 6), (at(aten.softmax.int, 2), 3),
 ]
 
 
-def _softmax_n(call: OpCall) -> int:
-    return call.x.shape[activation._softmax_dim(call)]
-
-
-@pytest.mark.parametrize("form", SOFTMAX_FORMS)
-def test_softmax_counts_per_row(form):
+@pytest.mark.parametrize("form, n", SOFTMAX_FORMS)
+def test_softmax_counts_per_row(form, n):
     x = TensorInfo((2, 6, 3, 5))
     call = make(form, x)
     out = execute(call)
     call = OpCall(call.kind, call.target, call.args, call.kwargs, call.module, out=out)
-    n = _softmax_n(call)
-    e = 2 * 6 * 3 * 5
-    rows = e // n
+    e = 2 * 6 * 3 * 5  # 180 elements in 180 / n rows of n
     # per row: n exp, n - 1 adds, n divisions
-    assert activation.count_softmax(call) == Counts(mults=e, adds=rows * (n - 1), other_ops=e)
+    assert activation.count_softmax(call) == Counts(mults=e, adds=e // n * (n - 1), other_ops=e)
 
 
 def test_softmax_dims_closed_form():
@@ -196,8 +194,9 @@ def test_softmax_dims_closed_form():
     assert activation.count_softmax(implicit) == Counts(mults=24, adds=6 * 3, other_ops=24)
 
 
-@pytest.mark.parametrize("form", SOFTMAX_FORMS + [fn(F.log_softmax, 1), fn(F.softmin, 0), mod(nn.LogSoftmax(1)),
-                                                  at(aten._log_softmax.default, 0, False), meth("log_softmax", 1)])
+@pytest.mark.parametrize("form", [form for form, _ in SOFTMAX_FORMS] + [
+    fn(F.log_softmax, 1), fn(F.softmin, 0), mod(nn.LogSoftmax(1)), at(aten._log_softmax.default, 0, False),
+    meth("log_softmax", 1)])
 def test_softmax_shape_rule_matches_torch(form):
     call = make(form, TensorInfo((2, 3, 4, 5)))
     assert activation.shape_softmax(call) == execute(call)

@@ -1,7 +1,6 @@
 """Convolution counters and shape rules: closed forms, every form, PyTorch and thop agreement."""
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import pytest
@@ -119,7 +118,9 @@ def test_transposed_conv_divisible_books_dot_products():
     counts = conv.conv_module(replace(call, out=out))
     mults = 1 * 16 * 8 * 8 * 4 * 4 * 8  # N * cin * in_spatial * k*k * cout
     assert counts.dense_mults == mults
-    assert (counts.dot_products, counts.dot_length) == (8 * 16 * 16, mults // (8 * 16 * 16))  # 64 terms
+    # E = 8 * 16 * 16 outputs divide M: E dot products of M / E = 16 * 4 * 4 / (2 * 2) = 64 terms (cin * k*k / stride^2)
+    assert (counts.dot_products, counts.dot_length) == (8 * 16 * 16, 64)
+    assert 8 * 16 * 16 * 64 == mults
     assert counts.dense_adds == mults - 8 * 16 * 16 + 8 * 16 * 16  # sums + bias
 
 
@@ -183,11 +184,12 @@ def test_conv_shape_and_macs_match_pytorch(case, bias):
     x = meta((batch, cin) + spatial)
     call = module_call(m, info(*x.shape))
     out = conv.conv_module_shape(call)
-    assert out.shape == tuple(m(x).shape)
+    expected = m(x)
+    assert out.shape == tuple(expected.shape)
     counts = conv.conv_module(replace(call, out=out))
-    brute = out.numel * torch.Size(kernel).numel() * (cin // groups)  # outputs * kernel volume * cin/g
-    assert counts.macs == brute
-    assert counts.adds == (out.numel if bias else 0)
+    # one dot product per output element, over the kernel volume times cin/g
+    assert (counts.dot_products, counts.dot_length) == (expected.numel(), torch.Size(kernel).numel() * (cin // groups))
+    assert counts.adds == (expected.numel() if bias else 0)
     fcall = OpCall("function", getattr(F, f"conv{nd}d"), (info(*x.shape), info(*m.weight.shape)),
                    {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
     assert conv.conv_function_shape(fcall) == out
@@ -214,9 +216,16 @@ def test_transposed_conv_shape_and_mults_match_pytorch(case, extra):
     out = conv.conv_module_shape(call)
     assert out.shape == expected
     counts = conv.conv_module(replace(call, out=out))
-    scatter = batch * cin * torch.Size(spatial).numel() * torch.Size(kernel).numel() * (cout // groups)
+    outputs = torch.Size(expected).numel()  # E
+    scatter = batch * cin * torch.Size(spatial).numel() * torch.Size(kernel).numel() * (cout // groups)  # M
+    partial = scatter // (cin // groups)  # P: one partial sum per (input position, cout, kernel offset)
     assert counts.dense_mults == scatter
-    assert counts.dense_adds == max(scatter - out.numel, scatter - counts.dot_products)
+    if scatter % outputs == 0:  # E dot products of M / E terms: M - E adds
+        assert (counts.dot_products, counts.dot_length, counts.dense_adds) == (outputs, scatter // outputs,
+                                                                                scatter - outputs)
+    else:  # P partial sums of cin/g terms, then each output sums its partials: M - min(P, E) adds
+        assert (counts.dot_products, counts.dot_length, counts.dense_adds) == (partial, cin // groups,
+                                                                                scatter - min(partial, outputs))
     fcall = OpCall("function", getattr(F, f"conv_transpose{nd}d"), (info(*x.shape), info(*m.weight.shape)),
                    {"stride": stride, "padding": padding, "output_padding": output_padding,
                     "groups": groups, "dilation": dilation})
@@ -255,4 +264,3 @@ def test_every_form_resolves_in_a_registry():
 
     assert registry.counter(MyConv).fn is conv.conv_module
     assert registry.counter(F.conv_transpose2d).fn is conv.conv_transpose_function
-    assert conv.micronet_register_counters() == collect(sys.modules[conv.__name__])

@@ -1,78 +1,54 @@
-"""A third-party micronet plugin in one file.
+"""A third-party micronet plugin: the hooks micronet calls.
 
-It brings a module micronet has never heard of (``ClippedReLU``), tells
-micronet how to count it, and adds a compression step (``swap-relu``) that
-puts it in place of every ``nn.ReLU``.
+The entry point (``micronet = example = micronet_example`` in setup.cfg)
+names this module; micronet registers it as the plugin ``example`` and
+calls the hooks below, each returning the records it declares.
 """
-import sys
+from torch import nn
 
-import torch
-from torch import fx, nn
+from micronet.plugin import ModelEntry, WeightedLayer, collect, hookimpl
 
-from micronet import Counts, hookimpl
-from micronet.registry import collect, counter, shape_rule
-from micronet.reports.sections import ReportSection
-from micronet.steps import CompressionStep, StepOption
+from . import layers, report, steps
+from .layers import ClippedReLU, ScaledLinear
+
+__all__ = ["ClippedReLU", "ScaledLinear", "ExampleNet"]
 
 
-class ClippedReLU(nn.Module):
-    """min(max(x, 0), ceiling): a ReLU with a ceiling, as used for low-bit activations."""
+class ExampleNet(nn.Module):
+    """conv -> ReLU -> pool -> ScaledLinear: a model holding the plugin's layer."""
 
-    def __init__(self, ceiling: float = 6.0):
+    def __init__(self, num_classes: int = 3):
         super().__init__()
-        self.ceiling = ceiling
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = ScaledLinear(4, num_classes)
 
     def forward(self, x):
-        return torch.clamp(x, 0.0, self.ceiling)
-
-
-@counter(ClippedReLU, op="clipped_relu")
-def count_clipped_relu(call):
-    """Two comparisons per element, booked as multiplies like ReLU's one."""
-    return Counts(mults=2 * call.y.numel)
-
-
-@shape_rule(ClippedReLU)
-def clipped_relu_shape(call):
-    """Same shape and dtype as the input."""
-    return call.x
-
-
-def swap_relu(model: fx.GraphModule, options, context):
-    """Replace every nn.ReLU submodule by ClippedReLU(ceiling)."""
-    for name, module in list(model.named_modules()):
-        if type(module) is nn.ReLU:
-            model.set_submodule(name, ClippedReLU(options["ceiling"]))
-    return model
-
-
-SWAP_RELU = CompressionStep(
-    name="swap-relu",
-    description="replace nn.ReLU by ClippedReLU",
-    run=swap_relu,
-    options=(StepOption("ceiling", (float,), 6.0, "upper clip value"),),
-)
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
 
 
 @hookimpl
 def micronet_register_counters():
-    return collect(sys.modules[__name__])
+    return collect(layers)
+
+
+@hookimpl
+def micronet_register_weighted_layers():
+    # the built-in prune / sparsify / quantize / factorise steps may now select ScaledLinear.weight
+    return [WeightedLayer(ScaledLinear, weight="weight")]
 
 
 @hookimpl
 def micronet_register_steps():
-    return [SWAP_RELU]
-
-
-def _clipped_layers(result):
-    """How many ClippedReLU layers the model has, and their share of the ops."""
-    layers = [(record, cost) for record, cost in result.layers if record.op == "clipped_relu"]
-    if not layers:
-        return []
-    ops = sum(cost.ops for _, cost in layers)
-    return [("layers", str(len(layers))), ("share of MicroNet ops", f"{ops / result.score.ops:.2%}")]
+    return [steps.SWAP_RELU, steps.CLUSTER]
 
 
 @hookimpl
 def micronet_register_report_sections():
-    return [ReportSection("clipped-relu", "ClippedReLU layers", _clipped_layers)]
+    return report.SECTIONS
+
+
+@hookimpl
+def micronet_register_models():
+    return [ModelEntry("example_net", ExampleNet, "conv, ReLU, pool, ScaledLinear", input_shape=(1, 3, 8, 8))]
