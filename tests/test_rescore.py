@@ -187,3 +187,12 @@ def test_a_data_dependent_model_prints_no_graph_dump(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "cannot capture DD" in err
     assert "def forward" not in err and "Unable to find user code" not in err
+
+
+def test_compress_uses_the_models_own_input_shape():
+    """micronet:resnet18_cifar knows its 1x3x32x32 input: the imagenet track's 224x224 is not used."""
+    document = {"model": {"spec": "micronet:resnet18_cifar"}, "score": {"track": "imagenet"},
+                "step": [{"use": "half"}]}
+    history = compress(document)
+    assert history.input.input_shape == history.final.input_shape == (1, 3, 32, 32)
+    assert history.input.totals["macs"] == micronet.audit("micronet:resnet18_cifar").totals["macs"]

@@ -161,10 +161,10 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
          log: Callable[[str], None], trust: bool) -> tuple[History, CompressionError | None]:
     """Audit the input, then run each step on a copy; stops at the first failure."""
     name = _model_name(recipe, model)
-    current = _input_model(recipe, model, registries, trust, log)
+    current, own_shape = _input_model(recipe, model, registries, trust, log)
     original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
-    first = _measured(_audited(current, recipe.input_shape, name, score), current, recipe)
+    first = _measured(_audited(current, recipe.input_shape or own_shape, name, score), current, recipe)
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
@@ -258,16 +258,19 @@ def _tree(model: nn.Module) -> list[tuple[str, Any]]:
 
 
 def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries, trust: bool,
-                 log: Callable[[str], None]) -> fx.GraphModule:
-    """The recipe's model with real weights, as a GraphModule (a private copy)."""
+                 log: Callable[[str], None]) -> tuple[fx.GraphModule, tuple[int, ...] | None]:
+    """The recipe's model with real weights, as a GraphModule (a private copy),
+    and its own input shape when the spec knows one (a built-in's, an archive's)."""
+    own_shape = None
     if model is not None:
         module = copy.deepcopy(model)
     else:
-        module = resolve_model(recipe.spec, weights=recipe.weights, trust=trust, models=registries.models,
-                               meta=False, origin=recipe.source).model
+        resolved = resolve_model(recipe.spec, weights=recipe.weights, trust=trust, models=registries.models,
+                                 meta=False, origin=recipe.source)
+        module, own_shape = resolved.model, resolved.input_shape
     set_eval(module)
     if is_aten_graph(module):  # a torch.export archive: steps get its module as it is
-        return module
+        return module, own_shape
     try:
         captured = trace_fx(module, registries.counters)
     except Exception as error:
@@ -279,7 +282,7 @@ def _input_model(recipe: Recipe, model: nn.Module | None, registries: Registries
     if renamed:
         log("module names Python code cannot hold were renamed in the pipeline's copy: "
             + ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items()))
-    return graph_module
+    return graph_module, own_shape
 
 
 def _recaptured(model: nn.Module, registries: Registries) -> nn.Module:
