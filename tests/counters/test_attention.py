@@ -194,4 +194,3 @@ def test_every_form_resolves_in_a_registry():
         assert registry.counter(target) is not None and registry.shape(target) is not None, target
     for packet in attention.ATEN_SDPA:
         assert registry.counter(packet.default).fn in (attention.sdpa_aten,), packet
-    assert attention.micronet_register_counters() == collect(attention)
