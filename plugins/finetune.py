@@ -1,6 +1,6 @@
 """Built-in steps ``finetune`` and ``distill``: train the compressed model.
 
-Both train the pipeline's copy in place with :func:`micronet.train.fit` on
+Both train the pipeline's copy in place with :func:`micronet.training.train.fit` on
 the recipe's ``[data]`` table (without one: the synthetic ``fake`` problem,
 said in a note), keeping pruning masks and fake quantization in force, and
 note the loss per epoch and, when the recipe names its data, the final
@@ -9,7 +9,7 @@ pipeline's input model, before any compression) or a model spec with
 ``teacher_weights`` (a spec importing code, ``module:factory`` or
 ``file.py:factory``, needs the recipe's ``trust = true`` or ``--trust``);
 its loss is ``alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE`` at
-temperature ``T`` (see :mod:`micronet.train`).
+temperature ``T`` (see :mod:`micronet.training.train`).
 """
 from __future__ import annotations
 

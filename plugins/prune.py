@@ -40,19 +40,16 @@ CompressionError.
 
 Taylor importance needs gradients: the cross-entropy loss of a few batches
 (the model stays in eval mode, so BatchNorm statistics do not move). They
-come from ``micronet.data.batches``: the recipe's ``[data]`` table
+come from ``micronet.training.data.batches``: the recipe's ``[data]`` table
 (``calibration_batches`` batches of ``batch_size`` from the train split;
 ``fake`` is that module's synthetic problem) or, without a table, 4 batches
-of 8 standard normal inputs with random labels. Without ``micronet.data``
-the step makes those synthetic batches itself (a warning when the recipe
-names a real dataset). The note ``importance_data`` says which. Notes also
+of 8 standard normal inputs with random labels. The note ``importance_data`` says which. Notes also
 hold the importance, the parameters before and after (and after each
 iterative step), the layers whose widths fell most, and the layers kept whole.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -66,6 +63,7 @@ from micronet.errors import CompressionError
 from micronet.manager import hookimpl
 from micronet.plugins.prunable import KeepWhole, Pruner, survey, unknown_weighted
 from micronet.selection import glob_matches
+from micronet.training import data as training_data
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs, model_device, \
     model_dtype
 
@@ -280,17 +278,6 @@ def _keep_whole(model: nn.Module, context: StepContext) -> dict[str, nn.Module]:
 # ------------------------------------------------------------------ taylor data
 
 
-def _data_module() -> Any | None:
-    """``micronet.data`` when it exists and has ``batches`` (the training issue's loaders)."""
-    try:
-        module = importlib.import_module("micronet.training.data")
-    except ModuleNotFoundError as error:
-        if error.name in ("micronet.training.data", "micronet.training", "micronet"):
-            return None
-        raise
-    return module if hasattr(module, "batches") else None
-
-
 def _calibration(model: nn.Module, context: StepContext,
                  output: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, labels) batches for Taylor importance, on the model's device
@@ -299,43 +286,22 @@ def _calibration(model: nn.Module, context: StepContext,
         raise CompressionError(f"Taylor importance takes a cross-entropy loss over an output of "
                                f"shape [N, classes], got {list(output)}",
                                hint="use importance = 'magnitude' for this model")
-    data, loader = context.data, _data_module()
+    data = context.data
     dataset = (data or {}).get("dataset")
-    if loader is not None and data is not None:
-        found = loader.batches(data, context.input_shape, None, num_classes=output[1])
-        source = ("synthetic: dataset 'fake' (micronet.data.batches)" if dataset == "fake" else
-                  f"dataset {dataset!r} (micronet.data.batches, train split)")
-    elif loader is not None:
-        found = loader.batches(None, context.input_shape, SYNTHETIC_BATCHES, num_classes=output[1],
-                               batch_size=SYNTHETIC_BATCH_SIZE)
-        source = "synthetic (micronet.data.batches without a [data] table)"
+    if data is not None:
+        found = training_data.batches(data, context.input_shape, None, num_classes=output[1])
+        source = ("synthetic: dataset 'fake' (micronet.training.data.batches)" if dataset == "fake" else
+                  f"dataset {dataset!r} (micronet.training.data.batches, train split)")
     else:
-        found = _synthetic(context.input_shape, (data or {}).get("calibration_batches"), output[1])
-        source = "synthetic (" + _why_synthetic(dataset) + ")"
+        found = training_data.batches(None, context.input_shape, SYNTHETIC_BATCHES, num_classes=output[1],
+                                      batch_size=SYNTHETIC_BATCH_SIZE)
+        source = "synthetic (micronet.training.data.batches without a [data] table: standard normal inputs)"
     if not found:
         raise CompressionError(f"Taylor importance got no batches from {source}",
                                hint="set [data] calibration_batches >= 1")
     plural = "batch" if len(found) == 1 else "batches"
     context.note("importance_data", f"{source}: {len(found)} {plural} of {len(found[0][0])}")
     return [_to_model(model, x, y) for x, y in found]
-
-
-def _why_synthetic(dataset: str | None) -> str:
-    if dataset is None or dataset == "fake":
-        return "no micronet.data; the recipe names no real dataset"
-    warnings.warn(f"prune: Taylor importance uses synthetic batches: [data] dataset = {dataset!r} but "
-                  f"micronet.data is not available", PruneWarning, stacklevel=4)
-    return f"micronet.data is not available to read [data] dataset = {dataset!r}"
-
-
-def _synthetic(shape: tuple[int, ...], count: int | None,
-               classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Standard normal inputs and uniform random labels, from a generator seeded with 0."""
-    generator = torch.Generator().manual_seed(0)
-    size = (SYNTHETIC_BATCH_SIZE, *shape[1:])
-    return [(torch.randn(size, generator=generator),
-             torch.randint(classes, (SYNTHETIC_BATCH_SIZE,), generator=generator))
-            for _ in range(count or SYNTHETIC_BATCHES)]
 
 
 def _to_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,12 +44,12 @@ What it does to the model it is handed (a ``torch.fx.GraphModule``):
    Running the step again replaces earlier quantizers rather than stacking.
 5. **Calibration**: with the weights already on their grid, the model runs
    the recipe's ``calibration_batches`` (``[data]``; default 8) through
-   ``micronet.data.batches``: the recipe's dataset, or standard-normal
+   ``micronet.training.data.batches``: the recipe's dataset, or standard-normal
    batches when the recipe has no ``[data]`` table (the step notes which).
    The observer (``minmax``, ``percentile``, ``mse``) sets each quantizer's
    range.
 6. **QAT** (``qat = true``): the calibrated model trains for ``qat_epochs`` at
-   ``qat_lr`` with ``micronet.train.fit`` while each weight is re-quantized
+   ``qat_lr`` with ``micronet.training.train.fit`` while each weight is re-quantized
    in every forward (a ``torch.nn.utils.parametrize`` parametrization,
    straight-through gradient; activation ranges stay frozen). Afterwards the
    weights are baked onto their grid and the parametrizations removed.
@@ -352,7 +352,7 @@ def overflow_risk(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bit
 
 
 def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
-    """Calibration inputs from ``micronet.data.batches`` (the recipe's data,
+    """Calibration inputs from ``micronet.training.data.batches`` (the recipe's data,
     or standard-normal batches without a ``[data]`` table), noted."""
     batches = data.batches(context.data, context.input_shape)
     source = "standard-normal batches (no [data] in the recipe)" if context.data is None \
@@ -362,7 +362,7 @@ def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
 
 
 def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.Module], None]:
-    """``train(gm)``: ``micronet.train.fit`` with the QAT options."""
+    """``train(gm)``: ``micronet.training.train.fit`` with the QAT options."""
 
     def train(gm: nn.Module) -> None:
         with torch.no_grad():
@@ -456,7 +456,7 @@ QUANTIZE = CompressionStep(
                    check=_check_overrides),
         StepOption("layers", (list,), ["*"], "layer-name globs to quantize", check=check_globs),
         StepOption("ignore", (list,), [], "layer-name globs to leave in float", check=check_globs),
-        StepOption("qat", (bool,), False, "train with the fake quantization in place (micronet.train)"),
+        StepOption("qat", (bool,), False, "train with the fake quantization in place (micronet.training.train)"),
         StepOption("qat_epochs", (int,), 1, "epochs of quantization-aware training",
                    check=at_least(1)),
         StepOption("qat_lr", (float,), 1e-3, "learning rate of quantization-aware training",

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -190,12 +189,10 @@ def test_taylor_takes_the_recipes_batches_from_micronet_data(monkeypatch):
         calls.append((dict(data), tuple(input_shape), n, kwargs))
         return [(torch.randn(5, *input_shape[1:]), torch.randint(10, (5,))) for _ in range(3)]
 
-    module = types.ModuleType("micronet.training.data")
-    module.batches = batches
-    monkeypatch.setitem(sys.modules, "micronet.training.data", module)
+    monkeypatch.setattr("micronet.training.data.batches", batches)  # a real dataset, stood in for
     model, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
     assert calls == [({"dataset": "cifar10:/data"}, (1, 3, 8, 8), None, {"num_classes": 10})]
-    assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.data.batches, train split): "
+    assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.training.data.batches, train split): "
                                         "3 batches of 5")
     assert widths(model) == (4, 8)
 
@@ -203,22 +200,9 @@ def test_taylor_takes_the_recipes_batches_from_micronet_data(monkeypatch):
 def test_taylor_on_the_fake_dataset_recomputes_gradients_each_step():
     data = {"dataset": "fake", "calibration_batches": 2, "batch_size": 4}
     model, notes = run_step(Tiny(), {"importance": "taylor", "iterative_steps": 2}, data=data)
-    assert notes["importance_data"] == "synthetic: dataset 'fake' (micronet.data.batches): 2 batches of 4"
+    assert notes["importance_data"] == "synthetic: dataset 'fake' (micronet.training.data.batches): 2 batches of 4"
     assert notes["params_per_step"] == [tiny_params(8, 16), tiny_params(6, 12), tiny_params(4, 8)]
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
-
-
-def test_taylor_without_micronet_data_warns_and_uses_synthetic_batches(monkeypatch):
-    monkeypatch.setitem(sys.modules, "micronet.training.data", None)  # as if the module did not exist
-    with pytest.warns(PruneWarning, match="micronet.data is not available"):
-        _, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
-    assert notes["importance_data"].startswith("synthetic (micronet.data is not available")
-    _, notes = run_step(Tiny(), {"importance": "taylor"}, data=None)
-    assert notes["importance_data"] == ("synthetic (no micronet.data; the recipe names no real "
-                                        "dataset): 4 batches of 8")
-
-
-# ------------------------------------------------------------------ the zoo
 
 
 def smoke(registries, spec, shape, **options):
