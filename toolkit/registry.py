@@ -106,6 +106,8 @@ class OpCall:
 
 
 def _iter_tensors(values: Iterable[Any]):
+    # micronet.values.tensor_infos does this with torch's pytree; counters call this one on
+    # every node, where the plain generator is about 5x faster (1.4 vs 8 us for a conv's args)
     for value in values:
         if isinstance(value, TensorInfo):
             yield value
