@@ -7,7 +7,7 @@ import os
 
 from micronet.fileio import atomic_write_text
 
-from .sections import render_sections
+from .sections import sections_document
 
 
 def clean(value):
@@ -30,7 +30,7 @@ def render_json(result, what_if=None, sections=None) -> str:
     if what_if is not None:
         document["what_if"] = what_if.to_dict()
     if sections:
-        document["sections"] = {title: lines for title, lines in render_sections(result, sections)}
+        document["sections"] = sections_document(result, sections)
     return json.dumps(clean(document), indent=1)
 
 
