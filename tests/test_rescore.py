@@ -196,3 +196,30 @@ def test_compress_uses_the_models_own_input_shape():
     history = compress(document)
     assert history.input.input_shape == history.final.input_shape == (1, 3, 32, 32)
     assert history.input.totals["macs"] == micronet.audit("micronet:resnet18_cifar").totals["macs"]
+
+
+def test_a_plugins_module_counter_prices_its_layer_whichever_capture_saw_it(capfd):
+    """The example plugin's ClippedReLU has a counter of its own (two comparisons per
+    element). A model fx cannot trace is captured by torch.export, whose walk prices
+    that layer with the same counter, not by its aten ops (one clamp)."""
+    from micronet_example.layers import ClippedReLU
+
+    class NeedsExport(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = Small()
+            self.body.relu = ClippedReLU(6.0)
+
+        def forward(self, x):
+            if x.shape[0] > 1:  # fx cannot trace a branch on a size; export can
+                x = x[:1]
+            return self.body(x)
+
+    traced = micronet.audit(NeedsExport().body, (1, 3, 16, 16))
+    exported = micronet.audit(NeedsExport(), (1, 3, 16, 16))
+    assert exported.captured_via == "export" and traced.captured_via == "fx"
+    by_fx = next(r for r in traced.records if r.name == "relu")
+    by_export = next(r for r in exported.records if r.name == "body.relu")
+    assert by_fx.rule == by_export.rule == "micronet_example.layers:count_clipped_relu"
+    assert by_fx.counts == by_export.counts
+    assert exported.score.total == pytest.approx(traced.score.total, rel=1e-12)

@@ -42,6 +42,7 @@ class Capture:
     via: str
     fx_error: str = ""
     modules: dict[str, nn.Module] = field(default_factory=dict)
+    signature: Any = None  # an export's graph signature: which placeholders are parameters
 
     def graph_module(self, class_name: str = "GraphModule") -> tuple[fx.GraphModule, dict[str, str]]:
         """The graph as a runnable GraphModule (built on demand: it costs codegen),
@@ -245,7 +246,8 @@ def _quiet_failure() -> Iterator[None]:
 def capture_exported(exported: Any) -> Capture:
     """Wrap an ``ExportedProgram`` as a Capture (its graph is already aten)."""
     gm = exported.graph_module
-    return Capture(gm.graph, gm, "export", modules=dict(gm.named_modules()))
+    return Capture(gm.graph, gm, "export", modules=dict(gm.named_modules()),
+                   signature=exported.graph_signature)
 
 
 def capture(model: nn.Module, registry: CounterRegistry,

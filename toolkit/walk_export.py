@@ -3,10 +3,14 @@
 When torch.fx cannot trace a model, :mod:`micronet.capture` exports it; the
 aten nodes of the exported graph carry the module stack they came from
 (``node.meta["nn_module_stack"]``). Each group of nodes from the same
-innermost module becomes one layer, named by its module path; its aten ops
-are counted one by one (:class:`~micronet.atencount.AtenTally`, the fx
-walk's fallback) and its record is built by the same
-:class:`~micronet.recordbuilder.RecordBuilder` as the fx walk's.
+innermost module becomes one layer, named by its module path. A leaf
+module whose class has a counter of its own (a plugin's too) is priced by
+it, as the fx walk prices it; any other group's aten ops are counted one by
+one (:class:`~micronet.atencount.AtenTally`, the fx walk's fallback). Either
+way the record is built by the same
+:class:`~micronet.recordbuilder.RecordBuilder` as the fx walk's. A
+``model.pt2`` read back keeps no module classes (its submodules are plain
+containers), so its layers are priced by their aten ops.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from torch import fx, nn
 
 from .atencount import AtenTally
 from .capture import Capture
-from .recordbuilder import RecordBuilder, Site, WalkSettings, weight_of
+from .recordbuilder import Outcome, RecordBuilder, Site, WalkSettings, run_counter, weight_of
 from .records import LayerRecord
-from .registry import CounterRegistry
+from .registry import CounterRegistry, OpCall
 from .sparsity import count_nonzero_all
 from .values import to_info
 
@@ -31,18 +35,53 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     """Records of a torch.export capture: its aten nodes grouped by the
     innermost module they came from, so layers keep their module names."""
     groups, classes = _groups(cap.graph)
+    params = _state_placeholders(cap)
     modules = dict(model.named_modules())
     first_of = {n: nodes[0].name for nodes in groups.values() for n in nodes}
     builder = RecordBuilder(settings, count_nonzero_all(model.parameters()))  # all weights read up front
     for path, nodes in groups.items():
         edges = tuple(dict.fromkeys(first_of[a] for n in nodes for a in n.all_input_nodes
                                     if a in first_of and first_of[a] != nodes[0].name))
-        tally = AtenTally(registry)
-        for n in _inline_subgraphs(nodes, cap.root):
-            args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: a.meta.get("val"))
-            tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"), f"node {n.name} ({path or '(model)'})")
-        _add_layer(builder, path, nodes, classes[path], modules.get(path), edges, tally)
+        module = modules.get(path)
+        outcome = _module_outcome(registry, module, nodes, params, path)
+        if outcome is None:
+            tally = AtenTally(registry)
+            for n in _inline_subgraphs(nodes, cap.root):
+                args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: a.meta.get("val"))
+                tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"),
+                          f"node {n.name} ({path or '(model)'})")
+            outcome = tally.outcome()
+        _add_layer(builder, path, nodes, classes[path], module, edges, outcome)
     return builder.records
+
+
+def _module_outcome(registry: CounterRegistry, module: nn.Module | None, nodes: list[fx.Node],
+                    params: frozenset[str], path: str) -> Outcome | None:
+    """A leaf module with a counter of its own is priced by it, as the fx walk
+    prices it (so an archive re-scores as its model did, a plugin's counter
+    included); None when the group is left to its aten ops."""
+    if module is None or next(module.children(), None) is not None:
+        return None
+    entry = registry.counter(type(module))
+    if entry is None:
+        return None
+    if entry.free:
+        return Outcome.free(entry.plugin)
+    inside = set(nodes)
+    feeds = [a for n in nodes for a in n.all_input_nodes
+             if a not in inside and a.op != "get_attr" and a.name not in params]
+    args = tuple(to_info(a.meta.get("val")) for a in dict.fromkeys(feeds))
+    call = OpCall("module", type(module), args, {}, module, to_info(nodes[-1].meta.get("val")))
+    return Outcome.counted(entry, run_counter(entry, call, f"node {nodes[0].name} ({path})"))
+
+
+def _state_placeholders(cap: Capture) -> frozenset[str]:
+    """Placeholder names that stand for parameters, buffers and constants (not inputs)."""
+    signature = cap.signature
+    if signature is None:
+        return frozenset()
+    return frozenset(signature.inputs_to_parameters) | frozenset(signature.inputs_to_buffers) \
+        | frozenset(signature.inputs_to_lifted_tensor_constants)
 
 
 def _groups(graph: fx.Graph) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
@@ -60,7 +99,7 @@ def _groups(graph: fx.Graph) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
 
 
 def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname: str,
-               module: nn.Module | None, edges: tuple[str, ...], tally: AtenTally) -> None:
+               module: nn.Module | None, edges: tuple[str, ...], outcome: Outcome) -> None:
     """One group's record. A leaf owns its parameters; any other module those
     it uses itself (relative position tables, class tokens), not its children's."""
     leaf = module is not None and next(module.children(), None) is None
@@ -70,7 +109,7 @@ def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname
     in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
     site = Site(first.name, path or "(model)", path.rpartition(".")[0] if leaf else path, "aten",
                 qualname.rpartition(".")[2].lower() or "graph", qualname or "aten", edges, "export")
-    builder.add(site, tally.outcome(), inputs=(to_info(in_val),), out=to_info(last.meta.get("val")),
+    builder.add(site, outcome, inputs=(to_info(in_val),), out=to_info(last.meta.get("val")),
                 module=layer, owned=builder.claim(owned), weight=weight_of(layer),
                 classes=_export_classes(qualname) if leaf else ())
 
