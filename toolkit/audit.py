@@ -230,7 +230,8 @@ def audit(
                               else resolved.input_shape or track_obj.input_shape)
     module = resolved.model
     dtype = input_dtype_of(module, input_dtype)
-    settings = WalkSettings(precision=precision, strict=strict)
+    settings = WalkSettings(precision=precision, strict=strict,
+                            weight_names={w.module_class: w.weight for w in registries.weighted_layers.values()})
     try:
         if resolved.exported is None:
             set_eval(module)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -44,6 +44,9 @@ class WalkSettings:
 
     precision: Precision = field(default_factory=Precision)
     strict: bool = False
+    #: The weight's name in a plugin's weighted layer classes (``WeightedLayer``), by
+    #: class; any other module's weight is its ``weight``.
+    weight_names: Mapping[type, str] = field(default_factory=dict)
 
 
 class Outcome(NamedTuple):
@@ -192,13 +195,15 @@ class RecordBuilder:
                 precision.acc_bits(declared))
 
 
-def weight_of(module: nn.Module | None) -> torch.Tensor | None:
-    """A module's ``weight`` (parameter, buffer or property), if it is a tensor."""
+def weight_of(module: nn.Module | None, names: Mapping[type, str] | None = None) -> torch.Tensor | None:
+    """A module's weight (parameter, buffer or property), if it is a tensor: the
+    one ``names`` declares for its class (or a base), else its ``weight``."""
     if module is None:
         return None
-    weight = module._parameters.get("weight")  # fast path; buffers and properties below
+    name = next((names[c] for c in type(module).__mro__ if c in names), "weight") if names else "weight"
+    weight = module._parameters.get(name)  # fast path; buffers and properties below
     if weight is None:
-        weight = getattr(module, "weight", None)
+        weight = getattr(module, name, None)
     return weight if isinstance(weight, torch.Tensor) else None
 
 

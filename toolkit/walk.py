@@ -205,7 +205,7 @@ class Walker(fx.Interpreter):
         site = Site(n.name, self.record_name(n), self._owner(n), call.kind, op, target_name(call.target),
                     self._edges(n), "fx" if entry is not None else "aten")
         self._keep(n, site, outcome, inputs=call.args + tuple(call.kwargs.values()), out=call.out,
-                   module=module, owned=owned, weight=weight_of(module),
+                   module=module, owned=owned, weight=weight_of(module, self.settings.weight_names),
                    classes=module_classes(type(module)) if module is not None else ())
 
     def _keep(self, n: fx.Node, site: Site, outcome: Outcome, **facts: Any) -> None:

@@ -110,7 +110,7 @@ def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname
     site = Site(first.name, path or "(model)", path.rpartition(".")[0] if leaf else path, "aten",
                 qualname.rpartition(".")[2].lower() or "graph", qualname or "aten", edges, "export")
     builder.add(site, outcome, inputs=(to_info(in_val),), out=to_info(last.meta.get("val")),
-                module=layer, owned=builder.claim(owned), weight=weight_of(layer),
+                module=layer, owned=builder.claim(owned), weight=weight_of(layer, builder.settings.weight_names),
                 classes=_export_classes(qualname) if leaf else ())
 
 
