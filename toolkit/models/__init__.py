@@ -10,6 +10,7 @@ name                          architecture                                parame
 ``resnet18_cifar``            kuangliu CIFAR ResNet-18, 10 classes         11,173,962
 ``wrn_28_10``                 WideResNet-28-10, 100 classes                36,536,884
 ``mobilenet_v2_cifar``        kuangliu MobileNetV2 for 32x32, 10 classes    2,296,922
+``digits_cnn``                3-conv CNN for 8x8 digits, width 16            24,058
 ============================  ==========================================  ===========
 """
 from __future__ import annotations
@@ -17,19 +18,22 @@ from __future__ import annotations
 from ..manager import hookimpl
 from ..resolve import ModelEntry
 from .densenet_cifar import densenet_cifar
+from .digits_cnn import digits_cnn
 from .mobilenet_v2_cifar import mobilenet_v2_cifar
 from .resnet_cifar import resnet18_cifar
 from .wide_resnet import wrn_28_10
 
-__all__ = ["densenet_cifar", "resnet18_cifar", "wrn_28_10", "mobilenet_v2_cifar",
+__all__ = ["densenet_cifar", "resnet18_cifar", "wrn_28_10", "mobilenet_v2_cifar", "digits_cnn",
            "micronet_register_models"]
 
 CIFAR_INPUT = (1, 3, 32, 32)
+DIGITS_INPUT = (1, 1, 8, 8)
 
 
 @hookimpl
 def micronet_register_models():
-    """The four built-in CIFAR models, all with a 1x3x32x32 default input."""
+    """The four built-in CIFAR models (1x3x32x32 default input) and the
+    digits CNN (1x1x8x8)."""
     return [
         ModelEntry(name="densenet_cifar", factory=densenet_cifar, input_shape=CIFAR_INPUT,
                    description="DenseNet-BC for CIFAR (kuangliu/pytorch-cifar), growth 12: 1.0M params"),
@@ -39,4 +43,6 @@ def micronet_register_models():
                    description="WideResNet-28-10, the MicroNet CIFAR-100 reference: 36.5M params"),
         ModelEntry(name="mobilenet_v2_cifar", factory=mobilenet_v2_cifar, input_shape=CIFAR_INPUT,
                    description="MobileNetV2 for 32x32 inputs (kuangliu/pytorch-cifar): 2.3M params"),
+        ModelEntry(name="digits_cnn", factory=digits_cnn, input_shape=DIGITS_INPUT,
+                   description="small CNN for the 8x8 digits dataset, the digits track's reference: 24K params"),
     ]

@@ -12,14 +12,25 @@ A dataset is named by a short text (the recipe's ``[data] dataset`` and
   the model's input.
 - ``fake``: a deterministic, learnable synthetic problem (see
   :class:`SyntheticProblem`) shaped like the model's input, for demos and tests.
+- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside
+  scikit-learn, never downloaded; ``pip install 'micronet-toolkit[data]'``) in
+  a fixed stratified split of 1,077 train / 180 calibration / 540 test images
+  (see :class:`Digits`). ``digits:size=32`` (and ``mode=bilinear``, default
+  ``nearest``: ``digits:size=32,mode=bilinear``) upsamples to a larger square.
+
+Splits: ``train`` and ``test`` everywhere; ``calibration`` is a split of its
+own for ``digits`` and the train split for the others (:func:`batches`'
+``split``).
 
 The recipe's ``[data]`` table: ``dataset``, ``batch_size`` (128), ``workers``
 (0), ``calibration_batches`` (8), ``augment`` (true for CIFAR and image folders:
 random crop with 4 pixels of padding and horizontal flip, or a random resized
-crop), ``mixup`` and ``cutmix`` (Beta alphas for :func:`mix_batch`, 0 = off).
+crop; false and ignored for ``fake`` and ``digits``), ``mixup`` and ``cutmix`` (Beta alphas for :func:`mix_batch`, 0 = off).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import numbers
 from contextlib import contextmanager
@@ -35,11 +46,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UsageError
 from ..steps import model_device, model_dtype
 
-__all__ = ["DatasetSpec", "SyntheticProblem", "parse_dataset", "load_dataset", "loaders", "batches",
+__all__ = ["DatasetSpec", "SyntheticProblem", "Digits", "parse_dataset", "load_dataset", "loaders", "batches",
            "evaluate", "top1", "mix_batch", "resolve_device", "eval_mode",
-           "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS"]
+           "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS", "SPLITS"]
 
-DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake"
+DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH, fake or digits[:size=N,mode=nearest|bilinear]"
+#: The splits a dataset can be read as (``calibration`` is the train split but for ``digits``).
+SPLITS = ("train", "calibration", "test")
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_CALIBRATION_BATCHES = 8
 #: Batch size of the synthetic batches :func:`batches` makes without data.
@@ -49,6 +62,11 @@ CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
                "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _PATH_KINDS = ("cifar10", "cifar100", "imagefolder")
+#: The ``digits`` options: key -> (parser, test, what it takes).
+_DIGITS_OPTIONS = {"size": (int, lambda side: side >= 8, "a square side of at least 8 pixels"),
+                   "mode": (str, lambda mode: mode in ("nearest", "bilinear"), "nearest or bilinear")}
+_DIGITS_HINT = "e.g. digits, digits:size=32 or digits:size=32,mode=bilinear"
+_SKLEARN_MISSING = "the digits dataset needs scikit-learn: pip install 'micronet-toolkit[data]'"
 #: The ``[data]`` table's numbers: key -> (smallest value the loaders take, hint).
 DATA_LIMITS = {
     "batch_size": (1, "examples per batch, e.g. batch_size = 128"),
@@ -61,13 +79,17 @@ DATA_LIMITS = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A parsed dataset text: ``kind`` (cifar10, cifar100, imagefolder, fake)
-    and the local folder (None for ``fake``)."""
+    """A parsed dataset text: ``kind`` (cifar10, cifar100, imagefolder, fake,
+    digits), the local folder (None for ``fake`` and ``digits``) and the
+    options (``digits``: sorted ``(key, value)`` pairs of size and mode)."""
 
     kind: str
     path: Path | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __str__(self) -> str:
+        if self.options:
+            return f"{self.kind}:" + ",".join(f"{key}={value}" for key, value in self.options)
         return self.kind if self.path is None else f"{self.kind}:{self.path}"
 
 
@@ -82,6 +104,8 @@ def parse_dataset(text: str) -> DatasetSpec:
     kind, sep, path = text.strip().partition(":")
     if kind == "fake" and not sep:
         return DatasetSpec("fake")
+    if kind == "digits":
+        return DatasetSpec("digits", options=_digits_options(path) if sep else ())
     if kind in _PATH_KINDS and path.strip():
         return DatasetSpec(kind, Path(path.strip()).expanduser())
     if kind in _PATH_KINDS:
@@ -90,19 +114,40 @@ def parse_dataset(text: str) -> DatasetSpec:
                      hint="datasets are read from local folders and never downloaded")
 
 
+def _digits_options(text: str) -> tuple[tuple[str, Any], ...]:
+    """``"size=32,mode=bilinear"`` -> ``(("mode", "bilinear"), ("size", 32))``."""
+    options: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if key not in _DIGITS_OPTIONS or not sep or key in options:
+            raise UsageError(f"dataset digits: cannot read {item.strip()!r}; expected size=N or "
+                             "mode=nearest|bilinear, each once", hint=_DIGITS_HINT)
+        parse, ok, wanted = _DIGITS_OPTIONS[key]
+        try:
+            options[key] = parse(value)
+        except ValueError:
+            options[key] = None
+        if options[key] is None or not ok(options[key]):
+            raise UsageError(f"dataset digits: {key} must be {wanted}, got {value!r}", hint=_DIGITS_HINT)
+    return tuple(sorted(options.items()))
+
+
 def check_data_options(data: Mapping[str, Any], where: str = "[data]") -> None:
     """Refuse what the loaders cannot take, before any work: a ``dataset``
-    text :func:`parse_dataset` refuses, and a number of :data:`DATA_LIMITS`
-    that is not finite or is below its smallest value (``batch_size`` 1,
-    ``workers``, ``calibration_batches``, ``mixup`` and ``cutmix`` 0).
+    text :func:`parse_dataset` refuses, ``digits`` without scikit-learn,
+    and a number of :data:`DATA_LIMITS` that is not finite or is below its
+    smallest value (``batch_size`` 1, ``workers``, ``calibration_batches``,
+    ``mixup`` and ``cutmix`` 0).
 
     :raises UsageError: naming the key, the value and what it means.
     """
     if isinstance(data.get("dataset"), str):
         try:
-            parse_dataset(data["dataset"])
+            spec = parse_dataset(data["dataset"])
         except UsageError as error:
             raise UsageError(f"{where} {error}") from error
+        if spec.kind == "digits" and importlib.util.find_spec("sklearn") is None:
+            raise UsageError(f"{where} {_SKLEARN_MISSING}")
     for key, (least, hint) in DATA_LIMITS.items():
         value = data.get(key)
         if value is None:
@@ -164,21 +209,95 @@ class SyntheticProblem(Dataset):
         return self.pattern(label) + torch.randn(self.shape, generator=noise), label
 
 
-def load_dataset(text: str | DatasetSpec, train: bool, *, augment: bool = False,
-                 input_shape: Sequence[int] | None = None, num_classes: int = 10) -> Dataset:
-    """The train or test split of a dataset, as a torch ``Dataset`` of
-    ``(image tensor, label)``.
+#: (train, calibration, test) sizes of the ``digits`` split: 60% / 10% / 30% of 1,797.
+DIGITS_SIZES = {"train": 1077, "calibration": 180, "test": 540}
+#: The seed of the ``digits`` split (``random_state`` of both train_test_split calls).
+DIGITS_SEED = 0
 
+
+class Digits(Dataset):
+    """A split of scikit-learn's 8x8 handwritten digits (``load_digits``:
+    1,797 images of 64 pixels valued 0..16, labels 0..9), never downloaded.
+
+    The split is fixed: ``train_test_split(stratify=labels,
+    random_state=DIGITS_SEED)`` takes the 540 test images, a second call the
+    180 calibration images from the rest, leaving 1,077 to train on; every
+    split holds each class within one image of its share. Pixels are scaled
+    to [0, 1] (divided by 16), then normalised by the train split's mean and
+    standard deviation (:attr:`mean`, :attr:`std`, one channel), then resized
+    to ``size`` (``(height, width)``, default 8x8) by ``mode`` (nearest or
+    bilinear) and repeated to ``channels`` (1 or 3). Items are ``(x, label)``
+    with ``x``: float32 [channels, height, width].
+    """
+
+    def __init__(self, split: str = "train", *, size: Sequence[int] = (8, 8), mode: str = "nearest",
+                 channels: int = 1):
+        if split not in SPLITS:
+            raise UsageError(f"digits has the splits {', '.join(SPLITS)}, got {split!r}")
+        images, labels, self.mean, self.std = _digits_split(split)
+        x = (images - self.mean) / self.std  # x: [n, 1, 8, 8]
+        if tuple(size) != (8, 8):
+            x = F.interpolate(x, size=tuple(size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        self.split = split
+        self.images = x.expand(-1, channels, -1, -1).contiguous()
+        self.targets = labels.tolist()
+        self.classes = [str(c) for c in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], self.targets[index]
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_split(split: str) -> tuple[Tensor, Tensor, float, float]:
+    """(images in [0, 1] as float32 [n, 1, 8, 8], int64 labels [n], train
+    mean, train std) of one split, computed once per process."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:
+        raise UsageError(_SKLEARN_MISSING) from error
+    digits = load_digits()
+    labels = digits.target
+    rest, test = train_test_split(range(len(labels)), test_size=DIGITS_SIZES["test"], stratify=labels,
+                                  random_state=DIGITS_SEED)
+    train, calibration = train_test_split(rest, test_size=DIGITS_SIZES["calibration"], stratify=labels[rest],
+                                          random_state=DIGITS_SEED)
+    index = {"train": train, "calibration": calibration, "test": test}[split]
+    images = torch.tensor(digits.data[index] / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    scaled_train = torch.tensor(digits.data[train] / 16.0, dtype=torch.float32)
+    return images, torch.tensor(labels[index]), float(scaled_train.mean()), float(scaled_train.std())
+
+
+def load_dataset(text: str | DatasetSpec, train: bool, *, augment: bool = False,
+                 input_shape: Sequence[int] | None = None, num_classes: int = 10,
+                 split: str | None = None) -> Dataset:
+    """A split of a dataset, as a torch ``Dataset`` of ``(image tensor, label)``.
+
+    :param train: the train split (True) or the test split.
+    :param split: ``train``, ``calibration`` or ``test``, in place of
+        ``train`` (``calibration``: its own split for ``digits``, the train
+        split for the others).
     :param augment: random crop and flip (CIFAR), random resized crop and
-        flip (image folders); ignored for ``fake`` and for test splits.
+        flip (image folders); ignored for ``fake``, ``digits`` and for test splits.
     :param input_shape: the model's input (batch first); images are resized
-        to its height and width (CIFAR: only when it is not 32x32) and made
-        grey when it has one channel. Default: 32x32 (CIFAR, fake), 224x224.
+        to its height and width (CIFAR: only when it is not 32x32; ``digits``
+        with ``size``: must be that size) and made grey when it has one
+        channel (``digits``: grey repeated to three channels when it has
+        three). Default: 32x32 (CIFAR, fake), 224x224, 8x8 (digits).
     :param num_classes: classes of the ``fake`` problem.
     :raises UsageError: for a bad text, a missing folder or missing files,
         saying exactly what to put where.
     """
     spec = text if isinstance(text, DatasetSpec) else parse_dataset(text)
+    if split is not None and split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; expected {', '.join(SPLITS)}")
+    split = split or ("train" if train else "test")
+    if spec.kind == "digits":
+        return _digits(spec, split, input_shape)
+    train = split != "test"
     if spec.kind == "fake":
         shape = tuple(input_shape[1:]) if input_shape is not None else (3, 32, 32)
         return SyntheticProblem(shape, num_classes, 1024 if train else 512, seed=1 if train else 2)
@@ -186,6 +305,22 @@ def load_dataset(text: str | DatasetSpec, train: bool, *, augment: bool = False,
     if spec.kind in CIFAR_STATS:
         return _cifar(spec, train, _image_transform(spec.kind, augment, input_shape))
     return _image_folder(spec, train, _image_transform(spec.kind, augment, input_shape))
+
+
+def _digits(spec: DatasetSpec, split: str, input_shape: Sequence[int] | None) -> Digits:
+    """The ``digits`` split at the model's input (or the text's ``size``)."""
+    options = dict(spec.options)
+    side = options.get("size", 8)
+    channels, size = 1, (side, side)
+    if input_shape is not None:
+        if len(input_shape) != 4 or input_shape[1] not in (1, 3):
+            raise UsageError(f"digits gives images with 1 or 3 channels, the model takes input "
+                             f"{tuple(input_shape)}", hint="use fake for other input shapes")
+        channels, size = input_shape[1], (input_shape[2], input_shape[3])
+        if "size" in options and size != (side, side):
+            raise UsageError(f"{spec} gives {side}x{side} images, the model takes input {tuple(input_shape)}",
+                             hint=f"write digits:size={input_shape[2]} or leave size out (the model's input)")
+    return Digits(split, size=size, mode=options.get("mode", "nearest"), channels=channels)
 
 
 def _image_transform(kind: str, augment: bool, input_shape: Sequence[int] | None):
@@ -326,7 +461,7 @@ def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: in
     """
     text = _dataset_text(data)
     spec = parse_dataset(text)
-    augment = data.get("augment", spec.kind != "fake")
+    augment = data.get("augment", spec.kind not in ("fake", "digits"))
     check_data_options({**data, **({"batch_size": batch_size} if batch_size else {})})
     size = batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE)
     workers = data.get("workers", 0)
@@ -340,12 +475,13 @@ def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: in
 
 
 def batches(data: Mapping[str, Any] | None, input_shape: Sequence[int], n: int | None = None, *,
-            num_classes: int = 10, train: bool = True,
+            num_classes: int = 10, train: bool = True, split: str | None = None,
             batch_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
     """``n`` batches of (inputs, labels) for calibration or importance estimates.
 
     With ``data`` (a ``[data]`` table): the first ``n`` batches of the train
-    (or test) split, not augmented, in an order fixed by seed 0, of the
+    (or test) split, or of ``split`` when given (``train``, ``calibration``:
+    for ``digits`` its own split, else the train split; ``test``), not augmented, in an order fixed by seed 0, of the
     table's ``batch_size`` (fewer batches when the split is smaller). With
     ``data=None``: standard-normal inputs of ``input_shape[1:]`` and uniform
     random labels, ``SYNTHETIC_BATCH_SIZE`` per batch, from a generator seeded
@@ -364,7 +500,7 @@ def batches(data: Mapping[str, Any] | None, input_shape: Sequence[int], n: int |
                  torch.randint(num_classes, (size,), generator=generator)) for _ in range(n)]
     text = _dataset_text(data)
     check_data_options(data)
-    dataset = load_dataset(text, train, input_shape=input_shape, num_classes=num_classes)
+    dataset = load_dataset(text, train, input_shape=input_shape, num_classes=num_classes, split=split)
     loader = DataLoader(dataset, batch_size=batch_size or data.get("batch_size", DEFAULT_BATCH_SIZE),
                         shuffle=True, num_workers=data.get("workers", 0),
                         generator=torch.Generator().manual_seed(0))
