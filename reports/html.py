@@ -336,6 +336,14 @@ def _step_section(step, before) -> str:
             f'largest change of the score first</span></h3>{_delta_table(deltas)}</section>')
 
 
+def _top1_cell(result) -> str:
+    """Top-1 with the bar's verdict, or a dash when accuracy was not measured."""
+    if result.accuracy is None:
+        return '<span class="muted">—</span>'
+    verdict = "good" if result.meets_bar else "bad"
+    return f'<span class="pill {verdict}">{result.accuracy:.2f}%</span>'
+
+
 def _pipeline_card(history) -> str:
     recipe, first, final = history.recipe, history.input, history.final
     failed = history.failed
@@ -346,6 +354,8 @@ def _pipeline_card(history) -> str:
     facts = [("Recipe", esc(recipe.source)), ("Steps", steps),
              ("Scoring", f"{esc(recipe.rulebook)} · track {esc(recipe.track)} · freebie "
                          f"{'on' if recipe.freebie else 'off'}"),
+             ("Quality bar", _quality(final.track, final.accuracy)
+              + ("" if final.accuracy is not None else " (the recipe has no [data] table)")),
              ("Published", sentence)]
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
     return (f'<section class="card hero" id="summary"><div class="eyebrow">compression pipeline · {status}</div>'
@@ -363,17 +373,19 @@ def _steps_table(history) -> str:
         took = _seconds(step.seconds) if step is not None else ""
         if score is None:
             rows.append(f'<tr class="failed"><td>{esc(label)}</td><td class="mono">{esc(plugin)}</td>'
-                        f'<td class="num" colspan="4">failed</td><td class="num">{took}</td></tr>')
+                        f'<td class="num" colspan="5">failed</td><td class="num">{took}</td></tr>')
             continue
+        result = history.input if step is None else step.result
         change = score.total / previous.total - 1 if step is not None and previous.total else None
         cls = "" if not change else "down" if change < 0 else "up"
         rows.append(f'<tr><td>{esc(label)}</td><td class="mono">{esc(plugin)}</td>'
                     f'<td class="num"><b>{score.total:.4g}</b></td><td class="num">{score.storage_term:.4g}</td>'
                     f'<td class="num">{score.ops_term:.4g}</td>'
                     f'<td class="num {cls}">{"" if change is None else f"{change:+.1%}"}</td>'
-                    f'<td class="num">{took}</td></tr>')
+                    f'<td class="num">{_top1_cell(result)}</td><td class="num">{took}</td></tr>')
         previous = score
     head = ("<tr><th>step</th><th>plugin</th><th>score</th><th>storage</th><th>ops</th><th>change</th>"
+            f'<th title="on the test split; the track\'s bar: {history.input.track.quality_bar:g}%">top-1</th>'
             "<th>time</th></tr>")
     return f'<table class="steps-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 

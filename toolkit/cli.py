@@ -161,14 +161,17 @@ def run_compress(args: argparse.Namespace) -> int:
             registries.pm.unregister(keeper)
     if args.html:
         _write_pipeline_page(history, args.html, registries)
-    print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}")
+    measured = history.input.accuracy is not None
+    print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}" + (f"{'top-1':>9}" if measured else ""))
     rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
     unchanged = {f"{s.index}. {s.name}" for s in history.steps if not s.changed}
     for label, result in rows:
         score = result.score
         note = "  (changed nothing)" if label in unchanged else ""
+        top1 = f"{result.accuracy:>8.2f}%" if result.accuracy is not None else ""
         print(f"{printable(label):<28}{score.total:>10.4f}{score.storage_term:>10.4f}{score.ops_term:>10.4f}"
-              f"{note}")
+              f"{top1}{note}")
+    print(_verdict(history.final))
     if args.out:
         print(f"written to {args.out}/")
     if args.html:
@@ -180,6 +183,17 @@ def _registries(args: argparse.Namespace) -> Registries:
     """The command's registries: those ``main`` was given, else built now
     from the installed plugins (once per command)."""
     return getattr(args, "registries", None) or Registries.from_manager()
+
+
+def _verdict(final) -> str:
+    """The last line: whether the final model still qualifies for its track."""
+    bar = final.track.quality_bar
+    if final.accuracy is None:
+        return (f"accuracy was not measured (no [data] table): the score counts only if top-1 >= {bar:g}% "
+                f"on {final.track.name}")
+    if final.meets_bar:
+        return f"the final model qualifies: top-1 {final.accuracy:.2f}% >= {bar:g}% ({final.track.name})"
+    return f"the final model does NOT qualify: top-1 {final.accuracy:.2f}% < {bar:g}% ({final.track.name})"
 
 
 def _mention_failed_plugins(registries) -> None:
