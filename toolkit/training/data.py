@@ -50,7 +50,8 @@ __all__ = ["DatasetSpec", "SyntheticProblem", "Digits", "parse_dataset", "load_d
            "evaluate", "top1", "mix_batch", "resolve_device", "eval_mode",
            "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS", "SPLITS"]
 
-DATASET_FORMS = "cifar10:PATH, cifar100:PATH, imagefolder:PATH, fake or digits[:size=N,mode=nearest|bilinear]"
+DATASET_FORMS = ("cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake, "
+                 "or digits[:size=N,mode=nearest|bilinear]")
 #: The splits a dataset can be read as (``calibration`` is the train split but for ``digits``).
 SPLITS = ("train", "calibration", "test")
 DEFAULT_BATCH_SIZE = 128
@@ -111,7 +112,7 @@ def parse_dataset(text: str) -> DatasetSpec:
     if kind in _PATH_KINDS:
         raise UsageError(f"dataset {text!r} needs a folder after {kind}:", hint=f"e.g. {kind}:~/data")
     raise UsageError(f"unknown dataset {text!r}; expected {DATASET_FORMS}",
-                     hint="datasets are read from local folders and never downloaded")
+                     hint="datasets are read from local folders (digits: from scikit-learn) and never downloaded")
 
 
 def _digits_options(text: str) -> tuple[tuple[str, Any], ...]:
