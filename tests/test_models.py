@@ -12,7 +12,7 @@ from torch import nn
 import micronet.models as builtin_models
 from micronet import hookspecs
 from micronet.manager import Registries
-from micronet.models import densenet_cifar, mobilenet_v2_cifar, resnet18_cifar, wrn_28_10
+from micronet.models import densenet_cifar, digits_cnn, mobilenet_v2_cifar, resnet18_cifar, wrn_28_10
 from micronet.models.densenet_cifar import Bottleneck, DenseNet, Transition
 from micronet.models.mobilenet_v2_cifar import InvertedResidual, MobileNetV2Cifar
 from micronet.models.resnet_cifar import BasicBlock, ResNet
@@ -25,6 +25,8 @@ FACTORIES = {
     "wrn_28_10": wrn_28_10,
     "mobilenet_v2_cifar": mobilenet_v2_cifar,
 }
+#: Every built-in: the CIFAR models above and the digits CNN (tests/test_digits.py).
+BUILTINS = {**FACTORIES, "digits_cnn": digits_cnn}
 
 
 def n_params(model: nn.Module) -> int:
@@ -135,8 +137,10 @@ def test_classes_and_factories_are_documented():
 def test_hook_registers_every_builtin():
     entries = builtin_models.micronet_register_models()
     assert all(isinstance(e, ModelEntry) for e in entries)
-    assert {e.name: e.factory for e in entries} == FACTORIES
-    assert all(e.input_shape == (1, 3, 32, 32) and e.description and not e.replace for e in entries)
+    assert {e.name: e.factory for e in entries} == BUILTINS
+    assert {e.name: e.input_shape for e in entries} == {**{name: (1, 3, 32, 32) for name in FACTORIES},
+                                                         "digits_cnn": (1, 1, 8, 8)}
+    assert all(e.description and not e.replace for e in entries)
 
 
 def test_registered_through_the_plugin_manager():
@@ -145,5 +149,5 @@ def test_registered_through_the_plugin_manager():
     pm.register(builtin_models, name="micronet.models")
     pm.check_pending()
     models = Registries(pm).models
-    assert sorted(models) == sorted(FACTORIES)
+    assert sorted(models) == sorted(BUILTINS)
     assert models["wrn_28_10"].factory is wrn_28_10

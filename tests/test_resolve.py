@@ -345,7 +345,7 @@ def test_pickled_module_needs_trust(tmp_path):
     ("resnet19", "unknown model 'resnet19'; did you mean: resnet18"),
     ("torchvision:densenet_cifar", "unknown model 'torchvision:densenet_cifar'"),
     ("micronet:densenet", "unknown model 'micronet:densenet'; did you mean: densenet_cifar"),
-    ("micronet:zzz", "built-in models: densenet_cifar, mobilenet_v2_cifar"),
+    ("micronet:zzz", "built-in models: densenet_cifar, digits_cnn, mobilenet_v2_cifar"),
 ])
 def test_unknown_names_suggest_close_matches(spec, message):
     with pytest.raises(SpecError, match=message):
