@@ -289,9 +289,10 @@ def _calibration(model: nn.Module, context: StepContext,
     data = context.data
     dataset = (data or {}).get("dataset")
     if data is not None:
-        found = training_data.batches(data, context.input_shape, None, num_classes=output[1])
+        found = training_data.batches(data, context.input_shape, None, num_classes=output[1],
+                                      split="calibration")
         source = ("synthetic: dataset 'fake' (micronet.training.data.batches)" if dataset == "fake" else
-                  f"dataset {dataset!r} (micronet.training.data.batches, train split)")
+                  f"dataset {dataset!r} (micronet.training.data.batches, calibration split)")
     else:
         found = training_data.batches(None, context.input_shape, SYNTHETIC_BATCHES, num_classes=output[1],
                                       batch_size=SYNTHETIC_BATCH_SIZE)

@@ -352,9 +352,10 @@ def overflow_risk(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulator_bit
 
 
 def _calibration_batches(context: StepContext) -> Iterator[torch.Tensor]:
-    """Calibration inputs from ``micronet.training.data.batches`` (the recipe's data,
-    or standard-normal batches without a ``[data]`` table), noted."""
-    batches = data.batches(context.data, context.input_shape)
+    """Calibration inputs from ``micronet.training.data.batches`` (the recipe's
+    data, its calibration split: its own for ``digits``, the train split
+    otherwise; standard-normal batches without a ``[data]`` table), noted."""
+    batches = data.batches(context.data, context.input_shape, split="calibration")
     source = "standard-normal batches (no [data] in the recipe)" if context.data is None \
         else f"batches of {context.data.get('dataset')}"
     context.note("calibration", f"{len(batches)} {source}")

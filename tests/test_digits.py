@@ -9,13 +9,14 @@ import time
 import pytest
 import torch
 
-import micronet.training.data as data_module
+import micronet.training.digits as digits_module
 from micronet.cli import main
 from micronet.errors import UsageError
 from micronet.models import digits_cnn
 from micronet.rules import DIGITS
-from micronet.training.data import (DIGITS_SIZES, Digits, DatasetSpec, batches, check_data_options, evaluate,
+from micronet.training.data import (DatasetSpec, batches, check_data_options, evaluate,
                                     load_dataset, loaders, parse_dataset)
+from micronet.training.digits import DIGITS_SIZES, Digits
 from micronet.training.train import TrainConfig, fit
 
 SHAPE = (1, 1, 8, 8)
@@ -50,7 +51,7 @@ def test_bad_digits_options_are_refused_with_the_forms(text, says):
 
 def test_missing_scikit_learn_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
-    monkeypatch.setattr(data_module, "_digits_split", data_module._digits_split.__wrapped__)
+    monkeypatch.setattr(digits_module, "_digits_split", digits_module._digits_split.__wrapped__)
     with pytest.raises(UsageError) as checked:
         check_data_options({"dataset": "digits"})
     with pytest.raises(UsageError) as loaded:
@@ -78,7 +79,7 @@ def test_split_sizes_and_stratification(sklearn):
 
 def test_splits_are_deterministic_and_disjoint(sklearn):
     first = {split: Digits(split) for split in DIGITS_SIZES}
-    data_module._digits_split.cache_clear()  # recomputed from scikit-learn, not the cache
+    digits_module._digits_split.cache_clear()  # recomputed from scikit-learn, not the cache
     for split, dataset in first.items():
         again = Digits(split)
         assert torch.equal(dataset.images, again.images) and dataset.targets == again.targets

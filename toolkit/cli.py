@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not count unquantized params and mults at 16 bits")
     audit.add_argument("--strict", action="store_true", help="fail on any node without a counter")
     audit.add_argument("--data", metavar="DATASET",
-                       help="measure top-1 on the test split: cifar10:PATH, cifar100:PATH, "
-                       "imagefolder:PATH or fake (needs --weights or a model with weights)")
+                       help="measure top-1 on the test split: digits (scikit-learn's, offline), "
+                       "cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake "
+                       "(needs --weights or a model with weights)")
     audit.add_argument("--what-if", metavar="GRID",
                        help="re-score under uniform levels, e.g. 'bits=32,16,8,4;sparsity=0,0.5,0.9'")
     audit.add_argument("--json", metavar="FILE", help="write the audit as JSON")

@@ -191,8 +191,8 @@ def test_taylor_takes_the_recipes_batches_from_micronet_data(monkeypatch):
 
     monkeypatch.setattr("micronet.training.data.batches", batches)  # a real dataset, stood in for
     model, notes = run_step(Tiny(), {"importance": "taylor"}, data={"dataset": "cifar10:/data"})
-    assert calls == [({"dataset": "cifar10:/data"}, (1, 3, 8, 8), None, {"num_classes": 10})]
-    assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.training.data.batches, train split): "
+    assert calls == [({"dataset": "cifar10:/data"}, (1, 3, 8, 8), None, {"num_classes": 10, "split": "calibration"})]
+    assert notes["importance_data"] == ("dataset 'cifar10:/data' (micronet.training.data.batches, calibration split): "
                                         "3 batches of 5")
     assert widths(model) == (4, 8)
 
