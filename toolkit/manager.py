@@ -64,6 +64,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.plugins.factorise",
     "micronet.plugins.finetune",
     "micronet.plugins.quantize",
+    "micronet.plugins.sensitivity",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.
