@@ -199,6 +199,7 @@ SENSITIVITY = CompressionStep(
     description="per-layer top-1 drop and loss increase on the calibration split at each bits and "
                 "sparsity setting; the model is not changed",
     run=sensitivity,
+    needs_data=True,
     options=(
         StepOption("layers", (list,), [], "module name globs to measure (default: every Conv*/Linear "
                    "and declared weighted layer)", check=check_globs),

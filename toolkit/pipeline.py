@@ -110,6 +110,10 @@ def _plan(recipe: Recipe, registries: Registries) -> list[tuple[CompressionStep,
             raise UsageError(f"{recipe.source}: {spec.where}: unknown step {spec.use!r}; "
                              f"steps available: {known}", hint="`micronet plugins` lists them")
         options = check_options(step, spec.options, f"{recipe.source}: {spec.where}")
+        if step.needs_data and recipe.data is None:
+            raise UsageError(f"{recipe.source}: {spec.where}: {step.name!r} measures the model on data, "
+                             "and the recipe has no [data] table",
+                             hint='add [data] dataset = "digits" (or cifar10:PATH, imagefolder:PATH)')
         plan.append((step, options, registries.origin("steps", spec.use)))
     return plan
 

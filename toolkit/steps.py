@@ -122,7 +122,9 @@ class CompressionStep:
 
     ``validate(options)`` (optional) checks combinations of options that a
     single :class:`StepOption` cannot, raising UsageError; the pipeline calls
-    it for every step before any work starts.
+    it for every step before any work starts. ``needs_data``: the step
+    cannot run without the recipe's ``[data]`` table (a measurement on real
+    data), so a recipe without one is refused before any work.
     """
 
     name: str
@@ -131,6 +133,7 @@ class CompressionStep:
     options: tuple[StepOption, ...] = ()
     replace: bool = False
     validate: Callable[[Mapping[str, Any]], None] | None = None
+    needs_data: bool = False
 
     def option(self, name: str) -> StepOption | None:
         return next((o for o in self.options if o.name == name), None)
