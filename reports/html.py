@@ -27,6 +27,7 @@ from .graphview import graph_views
 from .layertable import layer_table
 from .page import document
 from .sections import render_sections
+from .sensitivity import sensitivity_section
 from .svg import FAMILIES, OPS_COLOUR, STORAGE_COLOUR, esc, family
 
 __all__ = ["render_audit_html", "render_pipeline_html", "write_audit_html", "write_pipeline_html"]
@@ -325,7 +326,8 @@ def _step_section(step, before) -> str:
     head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}'
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
-            f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}')
+            f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}'
+            f'{sensitivity_section(step.notes)}')
     if step.result is None:
         return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
                 f'<b>This step failed</b>; the model before it is kept and the steps after it did not run.'
