@@ -65,6 +65,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.plugins.finetune",
     "micronet.plugins.quantize",
     "micronet.plugins.sensitivity",
+    "micronet.plugins.search",
 )
 
 #: The subset that cannot be disabled: without them nothing can be scored.

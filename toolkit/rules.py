@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import UsageError
 from .manager import hookimpl
 from .records import LayerRecord
 from .sparsity import block_elements
@@ -60,12 +61,20 @@ class Track:
 
 @dataclass(frozen=True)
 class ScoreOptions:
-    """How to score: the freebie, and uniform what-if assumptions.
+    """How to score: the freebie, and uniform or per-layer what-if assumptions.
 
     ``weight_bits`` / ``act_bits`` replace every layer's measured widths,
     ``sparsity`` replaces every sparsifiable weight's measured sparsity
     (unstructured); ``None`` keeps what was measured. ``extra`` holds
     rulebook-specific settings as (name, value) pairs.
+
+    Per-layer overrides, each a tuple aligned with the records (one entry
+    per record, ``None`` = that record as measured, or as the uniform
+    setting says), applied after the uniform ones: ``layer_weight_bits``
+    (bits), ``layer_sparsity`` (fraction of zero weights, unstructured: a
+    bitmask of one bit per weight) and ``layer_storage_bits`` (the bits a
+    compression declares beside the parameters, e.g. quantization scales).
+    A search re-scores thousands of per-layer choices with them, no re-trace.
     """
 
     freebie: bool = True
@@ -73,6 +82,9 @@ class ScoreOptions:
     act_bits: int | None = None
     sparsity: float | None = None
     extra: tuple[tuple[str, Any], ...] = ()
+    layer_weight_bits: tuple[int | None, ...] | None = None
+    layer_sparsity: tuple[float | None, ...] | None = None
+    layer_storage_bits: tuple[float | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,14 +226,31 @@ def _columns(records: Sequence[LayerRecord]) -> _Columns:
     )
 
 
+def _per_layer(column: np.ndarray, values: Sequence[float | None] | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``column`` with the records' ``values`` put in where not None, and
+    the bool column of where they were (all False without ``values``)."""
+    if values is None:
+        return column, np.zeros(len(column), dtype=bool)
+    if len(values) != len(column):
+        raise UsageError(f"ScoreOptions.{what} has {len(values)} entries, expected one per record ({len(column)})")
+    given = np.fromiter((v is not None for v in values), dtype=bool, count=len(column))
+    found = np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=len(column))
+    return np.where(given, found, column), given
+
+
 def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
     weight_bits = cols.weight_bits if options.weight_bits is None else np.full_like(cols.weight_bits, options.weight_bits)
+    weight_bits, _ = _per_layer(weight_bits, options.layer_weight_bits, "layer_weight_bits")
     input_bits = cols.input_bits if options.act_bits is None else np.full_like(cols.input_bits, options.act_bits)
     sparsifiable = cols.weight_params > 0
     if options.sparsity is None:
         nonzero, block = cols.weight_nonzero, cols.block
     else:
         nonzero, block = cols.weight_params * (1.0 - options.sparsity), np.ones_like(cols.block)
+    sparsity, given = _per_layer(np.zeros_like(nonzero), options.layer_sparsity, "layer_sparsity")
+    nonzero = np.where(given, cols.weight_params * (1.0 - sparsity), nonzero)
+    block = np.where(given, 1.0, block)
+    declared, _ = _per_layer(cols.declared_storage_bits, options.layer_storage_bits, "layer_storage_bits")
 
     # Freebie: an entry that quantizes nothing below 16 bits may count its
     # parameters and multiplies at 16 bits; additions stay at their width.
@@ -247,7 +276,7 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
     owned_weight = np.where(cols.params > 0, weight_storage, 0.0)
     rest = np.maximum(cols.params - np.where(cols.params > 0, cols.weight_params, 0) - cols.folded, 0)
     # Storage a compression declared (a codebook, scales) at its own width, freebie or not.
-    storage = owned_weight + rest * param_bits / 32 + cols.declared_storage_bits / 32
+    storage = owned_weight + rest * param_bits / 32 + declared / 32
 
     total_storage, total_ops = float(storage.sum()), float(ops.sum())
     storage_term = total_storage / track.reference_params
