@@ -50,7 +50,8 @@ def test_bad_digits_options_are_refused_with_the_forms(text, says):
 
 
 def test_missing_scikit_learn_is_one_line_naming_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    for name in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):  # as if not installed,
+        monkeypatch.setitem(sys.modules, name, None)  # also when an earlier test imported them
     monkeypatch.setattr(digits_module, "_digits_split", digits_module._digits_split.__wrapped__)
     with pytest.raises(UsageError) as checked:
         check_data_options({"dataset": "digits"})
