@@ -314,8 +314,21 @@ def _step_notes(step) -> str:
     notes = getattr(step, "notes", None) or {}
     if not notes:
         return ""
-    items = "".join(f"<dt>{esc(key)}</dt><dd>{esc(value)}</dd>" for key, value in notes.items())
+    items = "".join(f"<dt>{esc(key)}</dt><dd>{esc(_note_text(value))}</dd>" for key, value in notes.items())
     return f'<dl class="facts step-notes">{items}</dl>'
+
+
+#: A note longer than this is summarised on the page (it is whole in history.json).
+NOTE_CHARS = 400
+
+
+def _note_text(value) -> str:
+    """A note as text, or a one-line summary when it is long (a sensitivity table)."""
+    text = str(value)
+    if len(text) <= NOTE_CHARS:
+        return text
+    size = f"{len(value)} entries" if isinstance(value, (list, tuple, dict)) else f"{len(text)} characters"
+    return f"{size}: whole in history.json"
 
 
 def _seconds(value: float) -> str:
