@@ -264,11 +264,34 @@ def _targets(model: nn.Module, options: Mapping[str, Any], warner: StepWarnings,
 
 def _table(model: nn.Module, targets: Mapping[str, Candidate], options: Mapping[str, Any],
            context: StepContext) -> dict[str, Any]:
-    """The sensitivity table for the search's levels, measured on the calibration split."""
-    loaded = _load(model, {"batches": None}, context)
+    """The sensitivity table for the search's levels: an earlier ``sensitivity``
+    step's, when it covers them and no step changed the model since; else
+    measured now on the calibration split."""
     settings = [("bits", int(b)) for b in options["weight_bits"]]
     settings += [("sparsity", float(s)) for s in options["sparsity"] if s > 0]
+    reused = _earlier_table(context, targets, settings)
+    if reused is not None:
+        return reused
+    loaded = _load(model, {"batches": None}, context)
     return measure(model, targets, settings, loaded, context.log)
+
+
+def _earlier_table(context: StepContext, targets: Mapping[str, Candidate],
+                   settings: list[tuple[str, float]]) -> dict[str, Any] | None:
+    """The notes of the last ``sensitivity`` step, if they measured every
+    (layer, setting) needed on the model as it still is."""
+    for record in reversed(context.earlier):
+        if record.name == "sensitivity" and record.error is None:
+            table = record.notes.get("table") or []
+            have = {(row["layer"], row["kind"], float(row["level"])) for row in table}
+            needed = {(layer, kind, float(level)) for layer in targets for kind, level in settings}
+            if not needed <= have:
+                return None
+            context.note("sensitivity_from", f"step {record.index}")
+            return dict(record.notes)
+        if record.changed:
+            return None  # the model changed after any sensitivity step: measure again
+    return None
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, options: Mapping[str, Any], context: StepContext) -> None:

@@ -21,7 +21,8 @@ def test_digits_recipe_trains_measures_searches_and_still_qualifies(tmp_path, ca
     assert trained["score"]["total"] == pytest.approx(2.0)  # the track's reference model at fp32
     assert trained["accuracy"]["meets_bar"] and searched["accuracy"]["meets_bar"]
     assert searched["score"]["total"] <= 0.5  # the budget, met exactly by the rules
-    assert len(entries[2]["step"]["notes"]["table"]) == 4 * 6  # 4 layers x (3 bit widths + 3 sparsities)
+    assert len(entries[2]["step"]["notes"]["table"]) == 4 * 7  # 4 layers x (4 bit widths + 3 sparsities)
+    assert searched["step"]["notes"]["sensitivity_from"] == "step 2"  # reused, not measured again
     settings = searched["step"]["notes"]["settings"]
     assert set(settings) == {"conv1", "conv2", "conv3", "fc"}
     # the archive re-scores to the recorded score, its bit widths and scales carried along

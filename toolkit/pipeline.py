@@ -179,7 +179,8 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
         context = StepContext(first.input_shape, history.final, recipe.data, _device(), log,
-                              original=original, trust=trust, registries=registries)
+                              original=original, trust=trust, registries=registries,
+                              earlier=tuple(history.steps))
         try:
             produced = step.run(working, options, context)
             _check_produced(produced)

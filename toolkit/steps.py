@@ -65,6 +65,9 @@ class StepContext:
     ``registries`` are the run's merged :class:`~micronet.manager.Registries`
     (None outside a pipeline: then only the built-ins are known);
     :attr:`weighted_layers` reads the plugins' weighted layers from them.
+    ``earlier`` holds the records of the steps that ran before this one
+    (:class:`~micronet.pipeline.StepRecord`: name, options, notes, result,
+    ``changed``), so a step can reuse what an earlier one measured.
     """
 
     input_shape: tuple[int, ...]
@@ -76,6 +79,7 @@ class StepContext:
     original: nn.Module | None = None
     trust: bool = False
     registries: Any = None
+    earlier: tuple[Any, ...] = ()
 
     def note(self, key: str, value: Any) -> None:
         """Record ``key = value`` (JSON-friendly) for this step's history entry."""

@@ -170,3 +170,15 @@ def test_per_layer_overrides_agree_with_uniform_ones_and_keep_the_rest(trained):
 def test_bad_options_are_refused_before_work(step, says):
     with pytest.raises(UsageError, match=says):
         compress(recipe({"use": "search", **step}), model=nn.Linear(1, 1))
+
+
+def test_search_measures_again_when_a_step_changed_the_model_after_sensitivity(trained):
+    """A sensitivity table describes the model it measured: after a step that
+    changed the model (half), search measures its own."""
+    steps = [{"use": "sensitivity", "bits": [8, 6, 4, 2], "sparsity": [0.5, 0.75, 0.9]},
+             {"use": "search", "target_score": 1.0}]
+    reused = compress(recipe(*steps), model=trained)
+    assert reused.steps[1].notes["sensitivity_from"] == "step 1"
+    steps.insert(1, {"use": "half"})
+    fresh = compress(recipe(*steps), model=trained)
+    assert "sensitivity_from" not in fresh.steps[2].notes
