@@ -33,6 +33,7 @@ from .outdir import claim_output_folder
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model, set_eval
 from .steps import CompressionStep, StepContext, check_options
+from .training.data import resolve_device
 
 __all__ = ["compress", "History", "StepRecord"]
 
@@ -178,7 +179,7 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
         working = copy.deepcopy(current)
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
-        context = StepContext(first.input_shape, history.final, recipe.data, _device(), log,
+        context = StepContext(first.input_shape, history.final, recipe.data, str(resolve_device("auto")), log,
                               original=original, trust=trust, registries=registries,
                               earlier=tuple(history.steps))
         try:
@@ -310,10 +311,6 @@ def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:
     if recipe.data is None or "dataset" not in recipe.data:
         return result
     return measure_accuracy(result, model, recipe.data)
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------ outputs
