@@ -53,7 +53,31 @@ What it does to the model it is handed (a ``torch.fx.GraphModule``):
    in every forward (a ``torch.nn.utils.parametrize`` parametrization,
    straight-through gradient; activation ranges stay frozen). Afterwards the
    weights are baked onto their grid and the parametrizations removed.
-7. **Pruned weights** (a ``<name>_mask`` buffer, :mod:`micronet.masks`)
+7. **BatchNorm** (``batchnorm = true``; default false, which leaves every
+   BatchNorm in float as before). Chosen: every ``nn.BatchNorm1d/2d/3d``
+   (any ``_BatchNorm``, affine) the graph calls that either reads a quantized
+   layer's output directly (the conv -> BN pair whose scale the rules fold
+   into the conv) or whose own name matches a ``layers`` glob (so
+   ``layers = ["dense3*"]`` takes a pre-activation DenseNet block's BNs
+   too); a BN matched by ``ignore`` stays float. Its bits: an ``overrides``
+   glob naming the BN, else the weight bits of the layer it follows, else
+   ``weight_bits``. What the bits apply to: the BN's two stored parameter
+   tensors, ``weight`` (gamma) and ``bias`` (beta), each on a *per-tensor*
+   symmetric grid of that width (at most ``2^b`` values each), with one
+   float32 scale each declared (``weight_scales``, ``bias_scales``), and
+   the width declared with ``set_bits(bn, weight=b)`` (its input and
+   additions are left undeclared, so its ops are priced as before).
+   ``running_mean`` / ``running_var`` stay float: they are buffers, not
+   parameters (the rules charge none), and at inference they fold with
+   gamma into the preceding layer's per-channel scale and the BN's bias
+   (``beta - gamma * mean / sqrt(var + eps)``); a deployment that folds
+   them rounds that folded bias to the same ``b`` bits. The rules make the
+   BN's scale free (folded) and charge its bias at the BN's declared
+   width, so at ``b`` bits a BN of ``C`` channels costs ``C * b / 32 + 2``
+   (the two scales) instead of ``C``. The step notes each quantized BN
+   (``batchnorm``: its bits, the layer it follows, the quantized and the
+   float tensors).
+8. **Pruned weights** (a ``<name>_mask`` buffer, :mod:`micronet.masks`)
    stay pruned: the mask applies before rounding, and 0 is on every grid of
    2 bits or more. Binary weights have no zero: a 1-bit layer loses its
    masks and its zeros (under the rules a sparse 1-bit weight never pays:
@@ -111,7 +135,8 @@ from micronet.steps import CompressionStep, StepContext, StepOption, WeightedLay
 from micronet.plugins.fakequant import OBSERVERS, ActivationQuant, WeightQuant
 from micronet.training.train import TrainConfig, fit
 
-__all__ = ["QuantConfig", "LayerPlan", "plan_layers", "quantize_model", "attach_weight_quant",
+__all__ = ["QuantConfig", "LayerPlan", "plan_layers", "plan_batchnorms", "quantize_model", "attach_weight_quant",
+           "attach_batchnorm_quant",
            "bake_weights", "QUANTIZE", "FLOAT_BITS"]
 
 #: ``activation_bits`` meaning "leave activations in float".
@@ -134,6 +159,7 @@ class QuantConfig:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     layers: tuple[str, ...] = ("*",)
     ignore: tuple[str, ...] = ()
+    batchnorm: bool = False
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "QuantConfig":
@@ -153,6 +179,8 @@ class LayerPlan:
     weight_bits: int
     input_bits: int
     weight: str = "weight"
+    #: for a BatchNorm plan: the quantized layer whose output it reads (None: chosen by glob)
+    follows: str | None = None
 
 
 def _override(value: Any, weight_bits: int, input_bits: int) -> tuple[int, int]:
@@ -168,10 +196,16 @@ def plan_layers(gm: fx.GraphModule, config: QuantConfig, weighted: tuple[Weighte
     the module docstring); globs that match nothing are warned through ``warner``."""
     warner = warner or StepWarnings("quantize")
     chosen = _selection(gm, config, weighted)
+    # with batchnorm = true a glob naming a BatchNorm selects (or ignores, or sets the bits of) that BN
+    norms = _batchnorm_names(gm) if config.batchnorm else ()
+    covered = tuple(f"{key} glob {glob!r} matches no " for key, globs in (("layers", config.layers),
+                                                                          ("ignore", config.ignore))
+                    for glob in globs if any(fnmatchcase(n, glob) for n in norms))
     for message in chosen.unmatched:
-        warner.warn(message)
+        if not message.startswith(covered):
+            warner.warn(message)
     for pattern, names in glob_matches(chosen.modules, config.overrides).items():
-        if not names:
+        if not names and not any(fnmatchcase(n, pattern) for n in norms):
             warner.warn(f"overrides glob {pattern!r} matches no selected layer")
     plans = {}
     for name, candidate in chosen.modules.items():
@@ -193,6 +227,69 @@ def _selection(gm: fx.GraphModule, config: QuantConfig, weighted: tuple[Weighted
     if not config.layers:
         return Selection({}, (f"layers is empty: no {what} is selected",), ())
     return select_modules(candidates, config.layers, config.ignore, 0, lambda candidate: 0, what)
+
+
+def _batchnorm_names(gm: fx.GraphModule) -> list[str]:
+    """The affine BatchNorms the graph calls, by name."""
+    modules = dict(gm.named_modules())
+    return [n.target for n in gm.graph.nodes if n.op == "call_module"
+            and isinstance(modules.get(n.target), nn.modules.batchnorm._BatchNorm)
+            and (modules[n.target].weight is not None or modules[n.target].bias is not None)]
+
+
+def plan_batchnorms(gm: fx.GraphModule, config: QuantConfig,
+                    plans: Mapping[str, LayerPlan]) -> dict[str, LayerPlan]:
+    """BatchNorm name -> plan (``input_bits == FLOAT_BITS``; ``follows``: the
+    quantized layer it reads) for ``batchnorm = true``: the affine BatchNorms
+    the graph calls that read a quantized layer's output or whose name
+    matches a ``layers`` glob, none of ``ignore`` (module docstring, item 7)."""
+    if not config.batchnorm:
+        return {}
+    modules = dict(gm.named_modules())
+    chosen: dict[str, LayerPlan] = {}
+    for node in gm.graph.nodes:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or node.target in chosen:
+            continue
+        if module.weight is None and module.bias is None:
+            continue  # affine=False: nothing stored to quantize
+        name = node.target
+        if any(fnmatchcase(name, pattern) for pattern in config.ignore):
+            continue
+        source = node.args[0] if node.args else None
+        follows = source.target if isinstance(source, fx.Node) and source.op == "call_module" \
+            and source.target in plans else None
+        if follows is None and not any(fnmatchcase(name, pattern) for pattern in config.layers):
+            continue
+        bits = plans[follows].weight_bits if follows else config.weight_bits
+        for pattern, value in config.overrides.items():
+            if fnmatchcase(name, pattern):
+                bits = value.get("weight_bits", bits) if isinstance(value, Mapping) else value
+        chosen[name] = LayerPlan(name, bits, FLOAT_BITS, follows=follows)
+    return chosen
+
+
+def attach_batchnorm_quant(gm: nn.Module, plans: Mapping[str, LayerPlan]) -> None:
+    """Put each planned BatchNorm's ``weight`` and ``bias`` on a per-tensor
+    grid of its bits (parametrized, so QAT trains through them), declare
+    its width and the grids' float32 scales; running statistics stay float."""
+    modules = dict(gm.named_modules())
+    for plan in plans.values():
+        module = modules[plan.name]
+        for name in ("weight", "bias"):
+            if module._parameters.get(name) is None or parametrize.is_parametrized(module, name):
+                continue
+            mask = _mask(module, name, plan.weight_bits)
+            parametrize.register_parametrization(module, name, WeightQuant(plan.weight_bits, False, mask))
+            declare_storage(module, f"{name}_scales", elements=1, bits=FLOAT_BITS)
+        set_bits(module, weight=plan.weight_bits)
+
+
+def batchnorm_notes(plans: Mapping[str, LayerPlan]) -> dict[str, dict[str, Any]]:
+    """What the bits of each quantized BatchNorm apply to (the step's ``batchnorm`` note)."""
+    return {p.name: {"bits": p.weight_bits, "follows": p.follows, "quantized": ["weight", "bias"],
+                     "grid": "per-tensor", "float": ["running_mean", "running_var"]}
+            for p in plans.values()}
 
 
 # ------------------------------------------------------------------- weights
@@ -315,13 +412,20 @@ def calibrate(gm: nn.Module, quantizers: list[ActivationQuant], batches: Iterabl
 
 def quantize_model(gm: fx.GraphModule, config: QuantConfig, calibration: Iterable[torch.Tensor],
                    *, train: Any = None, weighted: tuple[WeightedLayer, ...] = (),
-                   warner: StepWarnings | None = None) -> dict[str, LayerPlan]:
+                   warner: StepWarnings | None = None,
+                   batchnorms: dict[str, LayerPlan] | None = None) -> dict[str, LayerPlan]:
     """Quantize ``gm`` in place (see the module docstring): plan (``weighted``:
-    the plugins' weighted layers), weights on their grid, activation
-    quantizers calibrated on ``calibration``, then ``train(gm)`` with the fake
-    quantization in place when given, then the weights baked. Returns the plans."""
+    the plugins' weighted layers), weights on their grid (and, with
+    ``config.batchnorm``, the chosen BatchNorms', whose plans are put in
+    ``batchnorms`` when given), activation quantizers calibrated on
+    ``calibration``, then ``train(gm)`` with the fake quantization in place
+    when given, then the weights baked. Returns the layers' plans."""
     plans = plan_layers(gm, config, weighted, warner)
+    bn_plans = plan_batchnorms(gm, config, plans)
+    if batchnorms is not None:
+        batchnorms.update(bn_plans)
     attach_weight_quant(gm, plans, config.accumulator_bits)
+    attach_batchnorm_quant(gm, bn_plans)
     try:
         quantizers = insert_activation_quant(gm, plans, config)
         if quantizers:
@@ -388,10 +492,13 @@ def run_quantize(model: nn.Module, options: Mapping[str, Any], context: StepCont
     model.to(context.device)
     train = _trainer(options, context) if options.get("qat") else None
     warner = StepWarnings("quantize")
+    batchnorms: dict[str, LayerPlan] = {}
     plans = quantize_model(model, config, _calibration_batches(context), train=train,
-                           weighted=context.weighted_layers, warner=warner)
+                           weighted=context.weighted_layers, warner=warner, batchnorms=batchnorms)
     model.to(home).eval()
     context.note("quantized_layers", len(plans))
+    if config.batchnorm:
+        context.note("batchnorm", batchnorm_notes(batchnorms))
     warner.note(context)
     mixed = {p.name: [p.weight_bits, p.input_bits] for p in plans.values()
              if (p.weight_bits, p.input_bits) != (config.weight_bits, config.activation_bits)}
@@ -457,6 +564,9 @@ QUANTIZE = CompressionStep(
                    check=_check_overrides),
         StepOption("layers", (list,), ["*"], "layer-name globs to quantize", check=check_globs),
         StepOption("ignore", (list,), [], "layer-name globs to leave in float", check=check_globs),
+        StepOption("batchnorm", (bool,), False,
+                   "also put the BatchNorms after quantized layers (or matched by layers) on a grid "
+                   "of their bits: gamma and beta per tensor; running statistics stay float"),
         StepOption("qat", (bool,), False, "train with the fake quantization in place (micronet.training.train)"),
         StepOption("qat_epochs", (int,), 1, "epochs of quantization-aware training",
                    check=at_least(1)),

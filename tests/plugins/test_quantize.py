@@ -1,11 +1,13 @@
-"""The quantize step: grids, prices, freebie, overrides, observers, accuracy, QAT."""
+"""The quantize step: grids, prices, freebie, overrides, observers, accuracy, QAT, BatchNorm."""
 import math
+import warnings
 
 import conftest
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 import micronet
 from micronet.bits import bits_of, storage_of
@@ -386,3 +388,155 @@ def test_a_saved_archive_keeps_its_bit_widths(tmp_path):
     assert (conv.weight_bits, conv.input_bits) == (4, 8)
     assert reloaded.score.storage == pytest.approx(history.final.score.storage, rel=1e-9)
     assert not reloaded.score.freebie
+
+
+# ------------------------------------------------------------------- BatchNorm
+
+
+def _with_batchnorm_values(model):
+    """Give the BN non-trivial gamma, beta and running statistics (the defaults 1, 0 are on every grid)."""
+    with torch.no_grad():
+        model.bn.weight.uniform_(0.5, 1.5)
+        model.bn.bias.copy_(torch.randn(8) * 0.5)
+        model.bn.running_mean.copy_(torch.randn(8) * 0.1)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("wb, without, with_bn", [(8, 108.5, 104.5), (4, 69.25, 64.25)])
+def test_batchnorm_storage_is_the_hand_computation(wb, without, with_bn):
+    # float model: conv 216 + 8, fc 80 + 10, BN 16 of which 8 folded scales are free: 322
+    # off (today): 314 params at wb + the BN's 8 biases at 32 bits (8) + 22 float32 scales
+    #   8 bits: 78.5 + 8 + 22 = 108.5;  4 bits: 39.25 + 8 + 22 = 69.25
+    # on: the BN's 8 biases at wb (8 * wb / 32) + its 2 per-tensor scales (gamma's, beta's)
+    #   8 bits: 78.5 + 2 + 22 + 2 = 104.5;  4 bits: 39.25 + 1 + 22 + 2 = 64.25
+    step = {"weight_bits": wb, "activation_bits": 8}
+    off = compress(recipe(step), model=_with_batchnorm_values(Small()))
+    on = compress(recipe({**step, "batchnorm": True}), model=_with_batchnorm_values(Small()))
+    assert on.input.score.storage == off.input.score.storage == 322
+    assert off.final.score.storage == pytest.approx(without, rel=1e-12)
+    assert on.final.score.storage == pytest.approx(with_bn, rel=1e-12)
+    assert on.final.score.ops == pytest.approx(off.final.score.ops, rel=1e-12)  # BN's adds stay as they were
+    records = {r.name: r for r in on.final.records}
+    assert records["bn"].weight_bits == wb and records["bn"].input_bits == 32
+    assert {r.name: r for r in off.final.records}["bn"].weight_bits == 32
+    bn = on.model.bn
+    assert bits_of(bn) == {"weight": wb}
+    assert storage_of(bn) == {"weight_scales": (1, 32), "bias_scales": (1, 32)}
+    assert on.steps[0].notes["batchnorm"] == {"bn": {
+        "bits": wb, "follows": "conv", "quantized": ["weight", "bias"], "grid": "per-tensor",
+        "float": ["running_mean", "running_var"]}}
+    assert "batchnorm" not in off.steps[0].notes
+    assert not on.final.score.freebie
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_batchnorm_values_lie_on_a_per_tensor_grid_and_running_statistics_stay_float(bits):
+    model = _with_batchnorm_values(Small()).eval()
+    before = {k: v.clone() for k, v in model.bn.state_dict().items()}
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+    gm = graph(model)
+    plans = {}
+    quantize_model(gm, QuantConfig(weight_bits=bits, activation_bits=32, batchnorm=True), [], batchnorms=plans)
+    assert list(plans) == ["bn"] and plans["bn"].follows == "conv"
+    bn = gm.get_submodule("bn")
+    assert type(bn) is nn.BatchNorm2d  # parametrization removed, values baked
+    for name in ("weight", "bias"):
+        values = getattr(bn, name)
+        assert torch.unique(values).numel() <= 2 ** bits
+        assert _on_grid(values, before[name].abs().max() / (2 ** (bits - 1) - 1), bits), name
+        assert not torch.equal(values, before[name])  # really moved onto the grid
+    for name in ("running_mean", "running_var"):
+        assert torch.equal(getattr(bn, name), before[name])  # float: folded away at inference
+    with torch.no_grad():
+        out = gm.eval()(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    if bits == 8:
+        assert torch.allclose(out, expected, atol=0.05)  # still the same model, near enough
+
+
+def test_batchnorm_off_by_default_leaves_it_float():
+    model = _with_batchnorm_values(Small())
+    before = model.bn.weight.detach().clone()
+    gm = graph(model)
+    quantize_model(gm, QuantConfig(weight_bits=4, activation_bits=8), [torch.randn(2, 3, 16, 16)])
+    assert torch.equal(gm.get_submodule("bn").weight, before)
+    assert bits_of(gm.get_submodule("bn")) == {} and storage_of(gm.get_submodule("bn")) == {}
+
+
+def test_freebie_with_batchnorm_kept_at_16_bits_and_lost_when_the_bn_alone_is_below():
+    model = _with_batchnorm_values(Small())
+    sixteen = compress(recipe({"weight_bits": 16, "activation_bits": 16, "batchnorm": True}, freebie=True),
+                       model=model)
+    assert sixteen.final.score.freebie
+    # 322 params at 16 bits (161) as the freebie counts the float model, plus 22 + 2 float32 scales
+    assert sixteen.input.score.storage == 161
+    assert sixteen.final.score.storage == pytest.approx(161 + 24, rel=1e-12)
+    only_bn = compress(recipe({"weight_bits": 16, "activation_bits": 16, "batchnorm": True,
+                               "overrides": {"bn": 8}}, freebie=True), model=model)
+    records = {r.name: r for r in only_bn.final.records}
+    assert (records["conv"].weight_bits, records["bn"].weight_bits) == (16, 8)
+    assert not only_bn.final.score.freebie  # the BN's 8 bits turn it off
+
+
+class PreActivation(nn.Module):
+    """BN -> ReLU -> conv (DenseNet style): the first BN follows no quantized layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(3)
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.head = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn1(self.conv(torch.relu(self.bn0(x))))))
+
+
+def test_batchnorm_choice_follows_layers_globs_ignore_and_the_layer_it_follows():
+    def plan(**options):
+        chosen = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a glob naming a BN is not a glob matching nothing
+            quantize_model(graph(PreActivation()), QuantConfig(activation_bits=32, batchnorm=True, **options), [],
+                           batchnorms=chosen)
+        return {name: (p.weight_bits, p.follows) for name, p in chosen.items()}
+
+    # "*": every BN; bn1 follows the conv, the others by glob at weight_bits
+    assert plan(weight_bits=4) == {"bn0": (4, None), "bn1": (4, "conv"), "head": (4, None)}
+    # a BN after a quantized layer takes that layer's bits unless an override names the BN
+    assert plan(weight_bits=4, overrides={"conv": 8}) == {"bn0": (4, None), "bn1": (8, "conv"), "head": (4, None)}
+    assert plan(weight_bits=4, overrides={"conv": 8, "bn1": 6})["bn1"] == (6, "conv")
+    # layers picks the conv only: its BN follows it, the others are not selected
+    assert plan(weight_bits=4, layers=("conv",)) == {"bn1": (4, "conv")}
+    # a glob selects a BN without a quantized layer before it; ignore keeps one float
+    assert plan(weight_bits=4, layers=("conv", "bn0")) == {"bn0": (4, None), "bn1": (4, "conv")}
+    assert plan(weight_bits=4, ignore=("bn*",)) == {"head": (4, None)}
+    with pytest.warns(UserWarning, match="layers glob 'nothing' matches no"):  # still warned
+        quantize_model(graph(PreActivation()), QuantConfig(activation_bits=32, batchnorm=True, layers=("conv", "nothing")), [])
+
+
+def test_batchnorm_trains_through_its_grid_in_qat():
+    model = _with_batchnorm_values(Small())
+    gm = graph(model)
+    x, target = torch.randn(16, 3, 16, 16), torch.randn(16, 10)
+
+    def train(module):
+        assert parametrize.is_parametrized(module.get_submodule("bn"), "bias")
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+        for _ in range(5):
+            optimizer.zero_grad()
+            F.mse_loss(module.train()(x), target).backward()
+            optimizer.step()
+
+    quantize_model(gm, QuantConfig(weight_bits=4, activation_bits=8, batchnorm=True), [x], train=train)
+    bn = gm.get_submodule("bn")
+    assert type(bn) is nn.BatchNorm2d
+    assert torch.unique(bn.weight).numel() <= 16 and torch.unique(bn.bias).numel() <= 16
+
+
+def test_batchnorm_option_must_be_a_bool():
+    with pytest.raises(UsageError, match=r"option 'batchnorm'"):
+        compress(recipe({"batchnorm": "yes"}), model=Small())
