@@ -16,6 +16,47 @@ exactly, quirks included, so students get the figure they were graded on:
 - score = ops / 834,362,880 + params / 5,586,981 * (1 - unstructured
   sparsity): no bitmask, and sparsity does not reduce ops.
 
+Options (the course profiler's own switches), as ``ScoreOptions.extra``
+pairs or as registered rulebook names, which is what ``--rulebook`` takes
+(a name is looked up as is, so each combination is its own rulebook)::
+
+    imta-2021               quant 16, sparsity over all counted params
+    imta-2021-fp32          ("quant", 32): the course's ``our_quant = 32``
+    imta-2021-pruned        ("sparsity", "pruned")
+    imta-2021-fp32-pruned   both
+
+- ``quant``: the course set ``our_quant`` in {1, 8, 16, 32} and used
+  ``quant_factor = {1: 32, 8: 4, 16: 2, 32: 1}[our_quant]``; that one qf
+  divides the conv/linear multiplies (``kernel_mul / qf``) and every leaf's
+  parameter count. 16 (the default here, and what gives the reference
+  ResNet-18 its 5,586,981 params) caps a layer's bits at 16, so a float32
+  layer still gets qf 2. 32 caps them at 32: a float32 layer gets qf 1, so its
+  multiplies are no longer halved and its params no longer halved either
+  (the reference ResNet-18 then counts 11,173,962 params, score 2 + its
+  extra multiplies / 834,362,880); layers quantized below 16 bits keep
+  their qf (8 bits: 4) either way.
+- ``sparsity``: ``"all"`` (default) takes the fraction of exact zeros among
+  all counted params, BatchNorm and biases included; ``"pruned"`` takes
+  the zero fraction of the pruned weights only (the ``weight`` of each
+  Conv2d and Linear), the ratio the course teams passed to the profiler
+  after global unstructured pruning. Either way it scales all params
+  (``params * (1 - sparsity)``) and no ops. ``ScoreOptions.sparsity``
+  still replaces both.
+
+Models captured with ``torch.export`` (a ``.pt2``) carry no module calls,
+only aten ops grouped by the module that owns them, and no hyper-parameters;
+the profile is rebuilt from those: a Conv2d / Linear is its aten dot
+products (``dot_products`` outputs of ``dot_length = k*k*cin/groups``),
+BatchNorm2d / AvgPool2d their aten op on its input and output shapes, a
+ReLU module its counted elements (export merges a module's calls into one
+record, and torchvision's blocks call one ReLU twice), every other op
+nothing (as the hooks saw). Two things the graph no
+longer says are inferred: a conv's ``groups`` (the smallest divisor g of
+cin and cout with ``dot_length*g/cin`` a square kernel area, else an
+integer one; it only moves the ``- 1`` term), and an AvgPool2d's kernel,
+taken as given by an int ``k`` (the quirk: k per output, not k*k) when the
+window is a square, else as a tuple. A note says so.
+
 The exact counts are kept as fractions (``k*k*cin/qf`` need not be whole);
 the original accumulated per-layer float32 tensors, so the figure it printed
 is also given (``float32_ops`` / ``float32_params``). Choices where the
@@ -71,6 +112,8 @@ class _Layer:
     bits: int
     quantized_ops: Fraction  # multiplies that the quant factor divides
     plain_ops: Fraction  # everything else
+    pruned_params: int = 0  # the Conv2d / Linear weight's elements ("sparsity": "pruned")
+    pruned_zeros: int = 0
 
 
 def _conv(r: LayerRecord) -> tuple[Fraction, Fraction]:
@@ -111,11 +154,18 @@ def _numel(shape) -> int:
     return int(np.prod(shape)) if shape else 1
 
 
+_PRUNED = ("torch.nn.Conv2d", "torch.nn.Linear")
+
+
+def _pruned(r: LayerRecord, classes) -> tuple[int, int]:
+    if any(c in classes for c in _PRUNED) and r.weight_params:
+        return r.weight_params, r.weight_params - r.weight_nonzero
+    return 0, 0
+
+
 def _profile(records: Sequence[LayerRecord]) -> list[_Layer]:
     if any(r.via == "export" for r in records):
-        raise UsageError("imta-2021 counts module calls as the course's hooks did, but this model "
-                         "was captured with torch.export (aten ops, no module calls)",
-                         hint="audit a model torch.fx can trace (a spec or module, not a .pt2 archive)")
+        return _profile_export(records)
     layers = []
     for r in records:
         leaf_params = r.call_kind == "module" or (r.call_kind == "get_attr" and r.params)
@@ -126,19 +176,109 @@ def _profile(records: Sequence[LayerRecord]) -> list[_Layer]:
             rule = next((fn for name, fn in _RULES if r.is_module(name)), None)
             if rule is not None:
                 quantized, plain = rule(r)
-        layers.append(_Layer(r.name, r.params, r.params - r.nonzero_params, r.weight_bits, quantized, plain))
+        layers.append(_Layer(r.name, r.params, r.params - r.nonzero_params, r.weight_bits, quantized, plain,
+                             *_pruned(r, r.module_classes if r.call_kind == "module" else ())))
     return layers
 
 
-def _qf(bits: int) -> Fraction:
-    return Fraction(32, min(bits, 16))
+# ------------------------------------------- torch.export captures (.pt2)
+
+_PUBLIC = {"torch.nn.modules.conv.Conv2d": "torch.nn.Conv2d", "torch.nn.modules.linear.Linear": "torch.nn.Linear",
+           "torch.nn.modules.batchnorm.BatchNorm2d": "torch.nn.BatchNorm2d",
+           "torch.nn.modules.activation.ReLU": "torch.nn.ReLU",
+           "torch.nn.modules.pooling.AvgPool2d": "torch.nn.AvgPool2d"}
 
 
-def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
+def _export_classes(r: LayerRecord) -> set[str]:
+    """The owning module's class names (export records name it in ``target``)."""
+    names = {r.target, *r.module_classes}
+    return names | {_PUBLIC[n] for n in names if n in _PUBLIC}
+
+
+def _is_square(n: int) -> bool:
+    return n >= 0 and int(round(n ** 0.5)) ** 2 == n
+
+
+def _groups(cin: int, cout: int, dot_length: int) -> int:
+    """A conv's groups from cin and ``dot_length = k*k*cin/groups``."""
+    candidates = [g for g in range(1, cin + 1) if cin % g == 0 and cout % g == 0 and (dot_length * g) % cin == 0]
+    square = [g for g in candidates if _is_square(dot_length * g // cin)]
+    return (square or candidates or [1])[0]
+
+
+def _export_conv(r: LayerRecord) -> tuple[Fraction, Fraction]:
+    elements, length = r.counts.dot_products, r.counts.dot_length
+    cin = r.input_shapes[0][1] if r.input_shapes and len(r.input_shapes[0]) > 1 else length
+    cout = r.output_shapes[0][1] if r.output_shapes and len(r.output_shapes[0]) > 1 else 1
+    groups = _groups(cin, cout, length)
+    # (k*k*cin/qf + k*k*cin - 1) / groups per output, with k*k*cin/groups = dot_length
+    plain = Fraction(length * elements) - Fraction(elements, groups) + (elements if r.attrs.get("bias") else 0)
+    return Fraction(length * elements), plain
+
+
+def _export_linear(r: LayerRecord) -> tuple[Fraction, Fraction]:
+    elements, fan_in = r.counts.dot_products, r.counts.dot_length
+    return Fraction(fan_in * elements), Fraction((fan_in - 1) * elements)
+
+
+def _export_avg_pool(r: LayerRecord) -> tuple[Fraction, Fraction]:
+    outputs = _numel(r.output_shapes[0])
+    window = round(r.counts.adds / outputs) + 1 if outputs else 1  # adds = outputs * (window - 1)
+    counted = int(round(window ** 0.5)) if _is_square(window) else window  # as nn.AvgPool2d(int k)
+    return Fraction(0), Fraction(counted * outputs)
+
+
+# (class, aten node name prefixes, rule): the record must be that op of that module
+_EXPORT_RULES = (
+    ("torch.nn.Conv2d", ("conv2d", "convolution", "_convolution"), _export_conv),
+    ("torch.nn.Linear", ("linear", "addmm", "mm"), _export_linear),
+    ("torch.nn.AvgPool2d", ("avg_pool2d",), _export_avg_pool),
+    ("torch.nn.BatchNorm2d", ("batch_norm", "_native_batch_norm", "native_batch_norm", "cudnn_batch_norm"),
+     _per_input(3)),
+    ("torch.nn.ReLU", ("relu",), lambda r: (Fraction(0), Fraction(r.counts.mults + r.counts.adds + r.counts.other_ops))),
+)
+
+
+def _profile_export(records: Sequence[LayerRecord]) -> list[_Layer]:
+    layers = []
+    for r in records:
+        classes = _export_classes(r)
+        quantized = plain = Fraction(0)
+        for name, nodes, rule in _EXPORT_RULES:
+            if name in classes and r.node.startswith(nodes):
+                if rule in (_export_conv, _export_linear) and not r.counts.dot_products:
+                    continue
+                quantized, plain = rule(r)
+                break
+        if r.params or quantized or plain:
+            layers.append(_Layer(r.name, r.params, r.params - r.nonzero_params, r.weight_bits, quantized, plain,
+                                 *_pruned(r, classes)))
+    return layers
+
+
+def _qf(bits: int, quant: int = 16) -> Fraction:
+    return Fraction(32, min(bits, quant))
+
+
+def _settings(defaults: tuple, options: ScoreOptions) -> tuple[int, str]:
+    extra = {**dict(defaults), **dict(options.extra)}
+    quant, sparsity = extra.get("quant", 16), extra.get("sparsity", "all")
+    if quant not in (16, 32):
+        raise UsageError(f"imta-2021 option quant={quant!r}: the course's float settings are 16 and 32",
+                         hint="write quant=16 (float32 layers counted as fp16, the default) or quant=32")
+    if sparsity not in ("all", "pruned"):
+        raise UsageError(f"imta-2021 option sparsity={sparsity!r}: choose 'all' or 'pruned'")
+    return int(quant), sparsity
+
+
+def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, per_layer: bool,
+                   book: Rulebook | None = None) -> Scoring:
+    book = book or IMTA_2021
+    quant, sparsity_from = _settings(_DEFAULTS.get(book.name, ()), options)
     costs, float_ops, float_params = [], np.float32(0), np.float32(0)
     total_ops = total_params = Fraction(0)
     for layer in layers:
-        qf = _qf(options.weight_bits or layer.bits)
+        qf = _qf(options.weight_bits or layer.bits, quant)
         ops = layer.quantized_ops / qf + layer.plain_ops
         params = Fraction(layer.params) / qf
         total_ops += ops
@@ -150,24 +290,31 @@ def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, pe
                                    float(layer.plain_ops), 0.0, float(ops), int(32 / qf), int(32 / qf), 32,
                                    float(layer.quantized_ops)))
     counted = sum(l.params for l in layers)
-    sparsity = options.sparsity if options.sparsity is not None else (
-        sum(l.zeros for l in layers) / counted if counted else 0.0)
+    pruned = sum(l.pruned_params for l in layers)
+    if options.sparsity is not None:
+        sparsity = options.sparsity
+    elif sparsity_from == "pruned":
+        sparsity = sum(l.pruned_zeros for l in layers) / pruned if pruned else 0.0
+    else:
+        sparsity = sum(l.zeros for l in layers) / counted if counted else 0.0
     ops_term = float(total_ops) / track.reference_ops
     storage_term = float(total_params) / track.reference_params * (1 - sparsity)
     notes = (f"course profiler figures (float32): ops {float(float_ops):.8g}, params {float(float_params):.8g}",
-             f"unstructured sparsity {sparsity:.4f} scales params only; no bitmask")
+             f"unstructured sparsity {sparsity:.4f} ({'given' if options.sparsity is not None else sparsity_from}) "
+             "scales params only; no bitmask", f"quant {quant}: float32 layers counted at {min(32, quant)} bits")
     score = Score(storage_term + ops_term, storage_term, ops_term, float(total_params) * (1 - sparsity),
-                  float(total_ops), track.reference_params, track.reference_ops, False, IMTA_2021.name,
+                  float(total_ops), track.reference_params, track.reference_ops, False, book.name,
                   track.name, notes)
     totals = {
         "params": counted, "nonzero_params": counted - sum(l.zeros for l in layers),
         "storage": float(total_params) * (1 - sparsity),
-        "mults": float(sum(l.quantized_ops / _qf(options.weight_bits or l.bits) for l in layers)),
+        "mults": float(sum(l.quantized_ops / _qf(options.weight_bits or l.bits, quant) for l in layers)),
         "adds": float(sum(l.plain_ops for l in layers)), "other_ops": 0.0, "ops": float(total_ops),
         "macs": float(sum(l.quantized_ops for l in layers)),
         "exact_ops": str(total_ops), "exact_params": str(total_params),
         "float32_ops": float(float_ops), "float32_params": float(float_params),
         "unstructured_sparsity": sparsity,
+        "pruned_weights": pruned, "pruned_weight_zeros": sum(l.pruned_zeros for l in layers),
     }
     return Scoring(score, tuple(costs), totals)
 
@@ -176,9 +323,10 @@ def _prepare_2021(records: Sequence[LayerRecord]):
     return records, _profile(records)
 
 
-def _evaluate_2021_records(prepared, track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
+def _evaluate_2021_records(prepared, track: Track, options: ScoreOptions, per_layer: bool,
+                           book: Rulebook | None = None) -> Scoring:
     records, layers = prepared
-    scoring = _evaluate_2021(layers, track, options, per_layer)
+    scoring = _evaluate_2021(layers, track, options, per_layer, book)
     if not per_layer:
         return scoring
     by_name = {c.name: c for c in scoring.layers}
@@ -187,12 +335,24 @@ def _evaluate_2021_records(prepared, track: Track, options: ScoreOptions, per_la
     return Scoring(scoring.score, costs, scoring.totals)
 
 
-IMTA_2021 = Rulebook(
-    name="imta-2021",
-    description="IMT Atlantique course profiler (2021-2024), quirks included",
-    prepare=_prepare_2021,
-    evaluate=_evaluate_2021_records,
-)
+def _variant(name: str, description: str, defaults: tuple) -> Rulebook:
+    _DEFAULTS[name] = defaults
+    book = Rulebook(name=name, description=description, prepare=_prepare_2021,
+                    evaluate=lambda prepared, track, options, per_layer: _evaluate_2021_records(
+                        prepared, track, options, per_layer, _BOOKS[name]))
+    _BOOKS[name] = book
+    return book
+
+
+_DEFAULTS: dict[str, tuple] = {}
+_BOOKS: dict[str, Rulebook] = {}
+IMTA_2021 = _variant("imta-2021", "IMT Atlantique course profiler (2021-2024), quirks included", ())
+IMTA_2021_FP32 = _variant("imta-2021-fp32", "imta-2021 with the course's 32-bit setting (quant 32: qf 1 "
+                          "for float32 layers, multiplies and params not halved)", (("quant", 32),))
+IMTA_2021_PRUNED = _variant("imta-2021-pruned", "imta-2021 with sparsity from the pruned Conv2d/Linear "
+                            "weights' zeros", (("sparsity", "pruned"),))
+IMTA_2021_FP32_PRUNED = _variant("imta-2021-fp32-pruned", "imta-2021 with quant 32 and sparsity from the "
+                                 "pruned weights", (("quant", 32), ("sparsity", "pruned")))
 
 
 # ------------------------------------------------------------------ lab 4
@@ -238,7 +398,7 @@ IMTA_LAB4 = Rulebook(
 
 @hookimpl
 def micronet_register_rulebooks():
-    return [IMTA_2021, IMTA_LAB4]
+    return [IMTA_2021, IMTA_2021_FP32, IMTA_2021_PRUNED, IMTA_2021_FP32_PRUNED, IMTA_LAB4]
 
 
 @hookimpl
