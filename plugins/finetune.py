@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
-from micronet.training.data import eval_mode, logits_of
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
-from micronet.steps import CompressionStep, StepContext, StepOption, at_least, model_device, model_dtype, within
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, within
+from micronet.training.data import output_classes
 from micronet.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
 
 
@@ -70,13 +69,6 @@ def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool) ->
         max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate)
 
 
-def _num_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The width of the model's output (one forward pass at batch 1)."""
-    with eval_mode(model), torch.no_grad():
-        x = torch.zeros(input_shape, dtype=model_dtype(model), device=model_device(model))
-        return int(logits_of(model(x)).shape[-1])
-
-
 def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
            teacher: nn.Module | None = None, **distill: float) -> nn.Module:
     data = context.data
@@ -86,7 +78,7 @@ def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
         context.note("data", data.get("dataset"))
     config = _config(options, context, evaluate=data is not None)
     history = fit(model, data, config, input_shape=context.input_shape,
-                  num_classes=_num_classes(model, context.input_shape), teacher=teacher,
+                  num_classes=output_classes(model, context.input_shape), teacher=teacher,
                   log=context.log, **distill)
     context.note("loss", [round(loss, 6) for loss in history["loss"]])
     if history["accuracy"]:
@@ -119,7 +111,7 @@ def _teacher(options: Mapping[str, Any], context: StepContext) -> nn.Module:
 def run_distill(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """The ``distill`` step: train the copy against a teacher and return it."""
     teacher = _teacher(options, context)
-    student, taught = _num_classes(model, context.input_shape), _num_classes(teacher, context.input_shape)
+    student, taught = output_classes(model, context.input_shape), output_classes(teacher, context.input_shape)
     if student != taught:
         raise UsageError(f"the teacher outputs {taught} classes, the student {student}",
                          hint="distil from a teacher trained on the same classes")

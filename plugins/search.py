@@ -78,13 +78,13 @@ from micronet.errors import CompressionError, UsageError
 from micronet.manager import hookimpl
 from micronet.masks import set_mask
 from micronet.plugins.fakequant import WeightQuant
-from micronet.plugins.finetune import _num_classes
 from micronet.plugins.quantize import bake_weights
-from micronet.plugins.sensitivity import _check_bits, _check_sparsity, _load, measure, perturbed
-from micronet.plugins.sparsify import PRUNABLE
+from micronet.plugins.sensitivity import (check_bit_levels, check_sparsity_levels, load_batches, measure,
+                                          perturbed, select_targets)
 from micronet.rules import ScoreOptions
-from micronet.selection import Candidate, StepWarnings, kinds_text, select_modules, weighted_candidates
+from micronet.selection import Candidate, StepWarnings
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
+from micronet.training.data import output_classes
 from micronet.training.train import TrainConfig, fit
 
 __all__ = ["SEARCH", "search", "Plan", "Allocation", "predicted_drops", "allocate"]
@@ -251,17 +251,6 @@ def _zero_fraction(tensor: torch.Tensor) -> float:
 # ----------------------------------------------------------------- step
 
 
-def _targets(model: nn.Module, options: Mapping[str, Any], warner: StepWarnings,
-             context: StepContext) -> dict[str, Candidate]:
-    declared = context.weighted_layers
-    candidates = weighted_candidates(model.named_modules(), declared, PRUNABLE)
-    chosen = select_modules(candidates, options["layers"], options["ignore"], 0,
-                            lambda c: c.tensor.numel(), kinds_text("Conv/Linear", declared) + " layer")
-    for message in chosen.unmatched:
-        warner.warn(message)
-    return chosen.modules
-
-
 def _table(model: nn.Module, targets: Mapping[str, Candidate], options: Mapping[str, Any],
            context: StepContext) -> dict[str, Any]:
     """The sensitivity table for the search's levels: an earlier ``sensitivity``
@@ -272,7 +261,7 @@ def _table(model: nn.Module, targets: Mapping[str, Candidate], options: Mapping[
     reused = _earlier_table(context, targets, settings)
     if reused is not None:
         return reused
-    loaded = _load(model, {"batches": None}, context)
+    loaded = load_batches(model, {"batches": None}, context)
     return measure(model, targets, settings, loaded, context.log)
 
 
@@ -298,7 +287,7 @@ def _finetune(model: nn.Module, teacher: nn.Module, options: Mapping[str, Any], 
     config = TrainConfig(epochs=options["epochs"], lr=options["lr"], device=context.device, progress=False,
                          evaluate=False)
     found = fit(model, context.data, config, input_shape=context.input_shape,
-                num_classes=_num_classes(teacher, context.input_shape),
+                num_classes=output_classes(teacher, context.input_shape),
                 teacher=teacher, log=context.log)
     context.note("loss", [round(loss, 6) for loss in found["loss"]])
     model.eval()
@@ -316,7 +305,7 @@ def search(model: nn.Module, options: Mapping[str, Any], context: StepContext) -
     """Choose, apply and verify per-layer settings (see the module docstring)."""
     started = time.perf_counter()
     warner = StepWarnings("search")
-    targets = _targets(model, options, warner, context)
+    targets = select_targets(model, options, warner, context)
     settings = [(int(b), float(s)) for b in options["weight_bits"] for s in options["sparsity"]]
     found = _table(model, targets, options, context)
     plan = make_plan(context.result, targets, settings)
@@ -371,9 +360,9 @@ SEARCH = CompressionStep(
         StepOption("target_score", (float,), help="the score to reach or beat under the run's rulebook "
                    "and track", check=_check_target),
         StepOption("weight_bits", (list,), [8, 6, 4, 2], "weight bits each layer may take (1 to 16)",
-                   check=_check_bits),
+                   check=check_bit_levels),
         StepOption("sparsity", (list,), [0, 0.5, 0.75, 0.9], "unstructured sparsities each layer may take, "
-                   "0 <= s < 1", check=_check_sparsity),
+                   "0 <= s < 1", check=check_sparsity_levels),
         StepOption("layers", (list,), [], "module name globs to search (default: every Conv*/Linear and "
                    "declared weighted layer)", check=check_globs),
         StepOption("ignore", (list,), [], "module name globs to leave alone", check=check_globs),

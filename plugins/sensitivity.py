@@ -57,13 +57,13 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 # ------------------------------------------------------------- options
 
 
-def _check_bits(value: list) -> str | None:
+def check_bit_levels(value: list) -> str | None:
     if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 16 for b in value):
         return f"expected a list of integers from 1 to 16 such as [8, 4, 2], got {value!r}"
     return None
 
 
-def _check_sparsity(value: list) -> str | None:
+def check_sparsity_levels(value: list) -> str | None:
     ok = all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < 1 for s in value)
     return None if ok else f"expected a list of numbers in [0, 1) such as [0.5, 0.9], got {value!r}"
 
@@ -152,8 +152,10 @@ def _layer_line(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
 # ---------------------------------------------------------------- step
 
 
-def _targets(model: nn.Module, options: Mapping[str, Any], warner: StepWarnings,
-             context: StepContext) -> dict[str, Candidate]:
+def select_targets(model: nn.Module, options: Mapping[str, Any], warner: StepWarnings,
+                   context: StepContext) -> dict[str, Candidate]:
+    """The weighted layers the ``layers`` / ``ignore`` globs pick (Conv*/Linear and
+    declared ones), each glob that matches nothing warned."""
     declared = context.weighted_layers
     candidates = weighted_candidates(model.named_modules(), declared, PRUNABLE)
     chosen = select_modules(candidates, options["layers"], options["ignore"], 0,
@@ -163,13 +165,12 @@ def _targets(model: nn.Module, options: Mapping[str, Any], warner: StepWarnings,
     return chosen.modules
 
 
-def _load(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> list[Batch]:
+def load_batches(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> list[Batch]:
     """The calibration batches, once, on the model's device and in its dtype."""
     if context.data is None:
         raise UsageError("sensitivity needs a [data] table", hint='[data] dataset = "digits"')
     device, dtype = model_device(model), model_dtype(model)
-    with eval_mode(model), torch.no_grad():
-        classes = logits_of(model(torch.zeros(context.input_shape, device=device, dtype=dtype))).shape[-1]
+    classes = training_data.output_classes(model, context.input_shape)
     found = training_data.batches(context.data, context.input_shape, options["batches"], num_classes=classes,
                                   split="calibration")
     if not found:
@@ -181,9 +182,9 @@ def _load(model: nn.Module, options: Mapping[str, Any], context: StepContext) ->
 def sensitivity(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """Measure each selected layer's sensitivity (see the module docstring) and
     return ``model`` unchanged."""
-    loaded = _load(model, options, context)
+    loaded = load_batches(model, options, context)
     warner = StepWarnings("sensitivity")
-    targets = _targets(model, options, warner, context)
+    targets = select_targets(model, options, warner, context)
     settings = [("bits", int(b)) for b in options["bits"]] + [("sparsity", float(s)) for s in options["sparsity"]]
     found = measure(model, targets, settings, loaded, context.log)
     context.note("batches", len(loaded))
@@ -204,9 +205,9 @@ SENSITIVITY = CompressionStep(
         StepOption("layers", (list,), [], "module name globs to measure (default: every Conv*/Linear "
                    "and declared weighted layer)", check=check_globs),
         StepOption("ignore", (list,), [], "module name globs to leave out", check=check_globs),
-        StepOption("bits", (list,), [8, 4, 2], "weight bits to try, each alone (1 to 16)", check=_check_bits),
+        StepOption("bits", (list,), [8, 4, 2], "weight bits to try, each alone (1 to 16)", check=check_bit_levels),
         StepOption("sparsity", (list,), [0.5, 0.75, 0.9], "unstructured magnitude sparsities to try, "
-                   "each alone, 0 <= s < 1", check=_check_sparsity),
+                   "each alone, 0 <= s < 1", check=check_sparsity_levels),
         StepOption("batches", (int,), None, "calibration batches to evaluate on (default: the [data] "
                    "table's calibration_batches)", check=_check_batches),
     ),

@@ -1,4 +1,5 @@
 """Shared fixtures: a fresh plugin manager, and a small model, per test that asks for one."""
+import functools
 import importlib.metadata
 import os
 
@@ -97,3 +98,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.line(f"SKIPPED {nodeid}: {reason}", red=True)
         terminalreporter.line(f"CI is set: {len(_SKIPPED)} skipped test(s) fail the run; "
                               "install what they need (`make test` does)", red=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_digits_state() -> dict:
+    from micronet.models import digits_cnn
+    from micronet.training.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = digits_cnn()
+    fit(model, {"dataset": "digits", "batch_size": 64},
+        TrainConfig(epochs=8, lr=0.1, device="cpu", progress=False, evaluate=False),
+        input_shape=(1, 1, 8, 8), num_classes=10, log=lambda line: None)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def trained_digits_cnn() -> nn.Module:
+    """micronet:digits_cnn after 8 epochs of SGD (lr 0.1, batch 64, seed 0) on the
+    real digits train split: >= 97% top-1 (about 1 s on 2 cores, trained once per
+    run; each call returns a fresh copy in eval mode)."""
+    from micronet.models import digits_cnn
+
+    model = digits_cnn()
+    model.load_state_dict(_trained_digits_state())
+    return model.eval()

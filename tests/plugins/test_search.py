@@ -5,19 +5,18 @@ import json
 import random
 
 import pytest
+from conftest import trained_digits_cnn
 import torch
 from torch import nn
 
 from micronet import audit
 from micronet.bits import bits_of
 from micronet.errors import CompressionError, UsageError
-from micronet.models import digits_cnn
 from micronet.pipeline import compress
 from micronet.plugins.search import allocate, make_plan
 from micronet.plugins.sparsify import PRUNABLE
 from micronet.rules import ScoreOptions
 from micronet.selection import Candidate
-from micronet.training.train import TrainConfig, fit
 
 SHAPE = (1, 1, 8, 8)
 DATA = {"dataset": "digits", "batch_size": 64, "calibration_batches": 3}
@@ -34,13 +33,7 @@ def recipe(*steps):
 def trained():
     """micronet:digits_cnn after 8 epochs of SGD on the digits train split (as
     tests/plugins/test_sensitivity.py trains it: >= 97% top-1)."""
-    pytest.importorskip("sklearn.datasets")
-    torch.manual_seed(0)
-    model = digits_cnn()
-    fit(model, {"dataset": "digits", "batch_size": 64},
-        TrainConfig(epochs=8, lr=0.1, device="cpu", progress=False, evaluate=False),
-        input_shape=SHAPE, num_classes=10, log=lambda line: None)
-    return model.eval()
+    return trained_digits_cnn()
 
 
 @pytest.fixture(scope="module")

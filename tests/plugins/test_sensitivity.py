@@ -3,16 +3,15 @@ a model returned bit for bit, harsher settings hurting more, the notes in histor
 import json
 
 import pytest
+from conftest import trained_digits_cnn
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from micronet.errors import UsageError
-from micronet.models import digits_cnn
 from micronet.pipeline import compress
 from micronet.plugins.sensitivity import perturbed, rank
 from micronet.training.data import batches
-from micronet.training.train import TrainConfig, fit
 
 SHAPE = (1, 1, 8, 8)
 DATA = {"dataset": "digits", "batch_size": 64, "calibration_batches": 3}
@@ -31,13 +30,7 @@ def recipe(*steps, data=DATA):
 def trained():
     """micronet:digits_cnn after 8 epochs of SGD on the digits train split (as
     tests/test_digits.py trains it: >= 97% top-1, about 1 s on 2 cores)."""
-    pytest.importorskip("sklearn.datasets")
-    torch.manual_seed(0)
-    model = digits_cnn()
-    fit(model, {"dataset": "digits", "batch_size": 64},
-        TrainConfig(epochs=8, lr=0.1, device="cpu", progress=False, evaluate=False),
-        input_shape=SHAPE, num_classes=10, log=lambda line: None)
-    return model.eval()
+    return trained_digits_cnn()
 
 
 @pytest.fixture(scope="module")

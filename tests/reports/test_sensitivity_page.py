@@ -5,13 +5,11 @@ import dataclasses
 import re
 
 import pytest
-import torch
+from conftest import trained_digits_cnn
 
-from micronet.models import digits_cnn
 from micronet.pipeline import compress
 from micronet.reports.html import render_pipeline_html
 from micronet.reports.sensitivity import sensitivity_section, setting_label, settings
-from micronet.training.train import TrainConfig, fit
 
 SHAPE = (1, 1, 8, 8)
 EVIL = "<script>alert(1)</script>"
@@ -29,12 +27,7 @@ def history():
     """micronet:digits_cnn after 8 epochs of SGD on digits (as
     tests/plugins/test_sensitivity.py trains it), then a sensitivity step (bits
     8/4/2, sparsity 0.5/0.9) and a quantize step that leaves no table."""
-    pytest.importorskip("sklearn.datasets")
-    torch.manual_seed(0)
-    model = digits_cnn()
-    fit(model, {"dataset": "digits", "batch_size": 64},
-        TrainConfig(epochs=8, lr=0.1, device="cpu", progress=False, evaluate=False),
-        input_shape=SHAPE, num_classes=10, log=lambda line: None)
+    model = trained_digits_cnn()
     steps = ({"use": "sensitivity", "bits": [4, 8, 2], "sparsity": [0.9, 0.5]}, {"use": "quantize", "weight_bits": 8})
     return compress(recipe(*steps), model=model.eval())
 

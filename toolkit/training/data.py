@@ -48,7 +48,7 @@ from .digits import SKLEARN_MISSING, SPLITS, Digits
 
 __all__ = ["DatasetSpec", "SyntheticProblem", "Digits", "parse_dataset", "load_dataset", "loaders", "batches",
            "evaluate", "top1", "mix_batch", "resolve_device", "eval_mode",
-           "logits_of", "check_data_options", "DATA_LIMITS", "DATASET_FORMS", "SPLITS"]
+           "logits_of", "output_classes", "check_data_options", "DATA_LIMITS", "DATASET_FORMS", "SPLITS"]
 
 DATASET_FORMS = ("cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake, "
                  "or digits[:size=N,mode=nearest|bilinear]")
@@ -460,6 +460,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise UsageError(f"unknown device {device!r}", hint="auto, cpu, cuda or cuda:N") from error
+
+
+def output_classes(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """The width of the model's output logits (one forward pass of zeros at batch 1,
+    in eval mode, in the model's dtype and on its device)."""
+    with eval_mode(model), torch.no_grad():
+        x = torch.zeros(tuple(input_shape), dtype=model_dtype(model), device=model_device(model))
+        return int(logits_of(model(x)).shape[-1])
 
 
 @contextmanager
