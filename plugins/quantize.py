@@ -302,21 +302,30 @@ def attach_weight_quant(gm: nn.Module, plans: Mapping[str, LayerPlan], accumulat
     modules = dict(gm.named_modules())
     for plan in plans.values():
         module = modules[plan.name]
-        for name in list(module._parameters):
-            per_channel = name == plan.weight
-            if module._parameters[name] is None or parametrize.is_parametrized(module, name):
-                continue
-            param = module._parameters[name]
-            mask = _mask(module, name, plan.weight_bits)
-            parametrize.register_parametrization(module, name, WeightQuant(plan.weight_bits, per_channel, mask))
-            # the grid's scales are stored too: one float32 per output channel (weight), one per other tensor
-            scales = param.shape[0] if per_channel and param.dim() else 1
-            declare_storage(module, f"{name}_scales", elements=scales, bits=FLOAT_BITS)
+        quantize_parameters(module, plan.weight, plan.weight_bits,
+                            lambda name, module=module, bits=plan.weight_bits: _mask(module, name, bits))
         quantized_input = plan.input_bits != FLOAT_BITS
         if quantized_input:
             declare_storage(module, "input_scale", elements=1, bits=FLOAT_BITS)
         set_bits(module, weight=plan.weight_bits, accumulator=accumulator_bits,
                  input=plan.input_bits if quantized_input else None)
+
+
+def quantize_parameters(module: nn.Module, weight: str, bits: int,
+                        mask_of: Callable[[str], torch.Tensor | None]) -> None:
+    """Put each parameter of ``module`` not on a grid yet on a fake-quant grid
+    of ``bits``: ``weight`` per output channel, the others (the bias) per
+    tensor, each keeping the zeros of ``mask_of(name)``; declare the grids'
+    float32 scales (one per output channel for the weight, one per other
+    tensor) as storage the score charges."""
+    for name in list(module._parameters):
+        param = module._parameters[name]
+        if param is None or parametrize.is_parametrized(module, name):
+            continue
+        per_channel = name == weight
+        parametrize.register_parametrization(module, name, WeightQuant(bits, per_channel, mask_of(name)))
+        scales = param.shape[0] if per_channel and param.dim() else 1
+        declare_storage(module, f"{name}_scales", elements=scales, bits=FLOAT_BITS)
 
 
 def _mask(module: nn.Module, name: str, bits: int) -> torch.Tensor | None:

@@ -71,14 +71,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from micronet.bits import declare_storage, set_bits
+from micronet.bits import set_bits
 from micronet.errors import CompressionError, UsageError
 from micronet.manager import hookimpl
 from micronet.masks import set_mask
-from micronet.plugins.fakequant import WeightQuant
-from micronet.plugins.quantize import bake_weights
+from micronet.plugins.quantize import bake_weights, quantize_parameters
 from micronet.plugins.sensitivity import (check_bit_levels, check_sparsity_levels, load_batches, measure,
                                           perturbed, select_targets)
 from micronet.rules import ScoreOptions
@@ -233,14 +231,9 @@ def apply(targets: Mapping[str, Candidate], choice: Mapping[str, Setting]) -> No
         target, module = targets[name], targets[name].module
         if sparsity > 0:
             set_mask(module, target.weight, perturbed(target.tensor.detach(), "sparsity", sparsity) != 0)
-        for param_name, param in list(module._parameters.items()):
-            if param is None or parametrize.is_parametrized(module, param_name):
-                continue
-            per_channel = param_name == target.weight
-            mask = module._buffers.get(f"{param_name}_mask") if per_channel else None
-            parametrize.register_parametrization(module, param_name, WeightQuant(bits, per_channel, mask))
-            declare_storage(module, f"{param_name}_scales", elements=param.shape[0] if per_channel and param.dim()
-                            else 1, bits=FLOAT_BITS)
+        quantize_parameters(module, target.weight, bits,
+                            lambda param, module=module, weight=target.weight:
+                            module._buffers.get(f"{param}_mask") if param == weight else None)
         set_bits(module, weight=bits)
 
 
