@@ -8,6 +8,11 @@ A step that raises, or leaves a parameter that is NaN or infinite, is reported
 with its name and plugin as a CompressionError; the history up to it is kept
 (and written when an output folder is given), and the input model is never
 modified. An output folder is written as a whole (:mod:`micronet.outdir`).
+
+A step with its own ``data`` table gets the recipe's ``[data]`` with those
+keys replaced; a ``repeat`` runs its inner steps round after round
+(:mod:`micronet.schedule`), each one an ordinary step of the history that
+also says which round of which repeat it was.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -32,7 +38,8 @@ from .manager import Registries, default_registries
 from .outdir import claim_output_folder
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model, set_eval
-from .steps import CompressionStep, StepContext, check_options
+from .schedule import PlannedStep, Round, plan_steps, run_plan, total_steps
+from .steps import StepContext
 from .training.data import resolve_device
 
 __all__ = ["compress", "History", "StepRecord"]
@@ -41,8 +48,13 @@ __all__ = ["compress", "History", "StepRecord"]
 @dataclass(frozen=True)
 class StepRecord:
     """One step as it ran: its options (defaults filled in), the plugin that
-    provides it, its re-scored result (or the error), its wall time and the
-    notes it left through ``context.note``."""
+    provides it, its re-scored result (or the error), its wall time (seconds)
+    and the notes it left through ``context.note``. ``data`` is the data
+    table it received when it had its own ``data`` (the recipe's ``[data]``
+    merged with it; None when it used the recipe's as is). A step run by a
+    ``repeat`` has ``round`` (from 1) and ``repeat`` (the repeat's index in
+    the recipe); both are None for the recipe's other steps. ``index``
+    counts every step that ran, each round's steps included."""
 
     index: int
     name: str
@@ -53,6 +65,9 @@ class StepRecord:
     seconds: float = 0.0
     notes: Mapping[str, Any] = field(default_factory=dict)
     changed: bool = True
+    data: Mapping[str, Any] | None = None
+    round: int | None = None
+    repeat: int | None = None
 
 
 @dataclass
@@ -80,7 +95,7 @@ class History:
     def to_list(self, sections: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``history.json``: the input's audit document, then one per step,
         each with ``step`` = {index, name, plugin, options, seconds, error,
-        notes, changed}; with report ``sections`` (name ->
+        notes, changed, data, round, repeat} (see :class:`StepRecord`); with report ``sections`` (name ->
         :class:`~micronet.reports.sections.ReportSection`), each result's
         document carries ``"sections": {title: [[label, value], ...]}`` as
         ``audit --json`` does."""
@@ -96,27 +111,10 @@ class History:
         for s in self.steps:
             step = {"index": s.index, "name": s.name, "plugin": s.plugin, "options": dict(s.options),
                     "seconds": round(s.seconds, 4), "error": s.error, "notes": dict(s.notes),
-                    "changed": s.changed}
+                    "changed": s.changed, "data": dict(s.data) if s.data is not None else None,
+                    "round": s.round, "repeat": s.repeat}
             entries.append({"step": step, **(document(s.result) if s.result is not None else {})})
         return entries
-
-
-def _plan(recipe: Recipe, registries: Registries) -> list[tuple[CompressionStep, dict[str, Any], str]]:
-    """Check every step and its options before any work starts."""
-    plan = []
-    for spec in recipe.steps:
-        step = registries.steps.get(spec.use)
-        if step is None:
-            known = ", ".join(sorted(registries.steps)) or "none"
-            raise UsageError(f"{recipe.source}: {spec.where}: unknown step {spec.use!r}; "
-                             f"steps available: {known}", hint="`micronet plugins` lists them")
-        options = check_options(step, spec.options, f"{recipe.source}: {spec.where}")
-        if step.needs_data and recipe.data is None:
-            raise UsageError(f"{recipe.source}: {spec.where}: {step.name!r} measures the model on data, "
-                             "and the recipe has no [data] table",
-                             hint='add [data] dataset = "digits" (or cifar10:PATH, imagefolder:PATH)')
-        plan.append((step, options, registries.origin("steps", spec.use)))
-    return plan
 
 
 def _as_recipe(recipe: Recipe | str | Path | Mapping[str, Any]) -> Recipe:
@@ -150,7 +148,7 @@ def compress(
     recipe = _as_recipe(recipe)
     trust = trust or recipe.trust
     registries = registries or default_registries()
-    plan = _plan(recipe, registries)
+    plan = plan_steps(recipe, registries)
     with ExitStack() as stack:
         folder = stack.enter_context(claim_output_folder(out)) if out is not None else None
         history, failure = _run(recipe, plan, model, registries, log, trust)
@@ -173,42 +171,68 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
-    failure: CompressionError | None = None
-    for index, (step, options, plugin) in enumerate(plan, start=1):
-        log(f"step {index}/{len(plan)}: {step.name} {options}")
-        working = copy.deepcopy(current)
+    run = _Run(history, current, original, name, score, registries, log, trust, total_steps(plan))
+    failure = run_plan(plan, history, run.step, log)
+    history.model = None if failure else run.current
+    hooks.micronet_pipeline_finished(history=history)
+    return history, failure
+
+
+@dataclass
+class _Run:
+    """One run's moving parts: its history so far, the model the next step
+    gets, and what every step is scored with."""
+
+    history: History
+    current: nn.Module
+    original: nn.Module  # what steps may learn from (teachers); never handed on
+    name: str
+    score: Mapping[str, Any]
+    registries: Registries
+    log: Callable[[str], None]
+    trust: bool
+    total: int | None  # steps in all; None when a repeat may stop early
+
+    def step(self, planned: PlannedStep, where: Round | None) -> CompressionError | None:
+        """Run one step on a copy of the current model, re-capture and
+        re-score what it returns, and record it; returns its failure, if any."""
+        step, options, plugin, history = planned.step, planned.options, planned.plugin, self.history
+        recipe, hooks, index = history.recipe, self.registries.pm.hook, len(history.steps) + 1
+        own = f" data {dict(planned.spec.data)}" if planned.spec.data is not None else ""
+        self.log(f"step {index}/{self.total or '?'}: {step.name}{f' ({where})' if where else ''} {options}{own}")
+        working = copy.deepcopy(self.current)
         hooks.micronet_step_started(index=index, step=step, options=options, model=working)
         started = time.perf_counter()
-        context = StepContext(first.input_shape, history.final, recipe.data, str(resolve_device("auto")), log,
-                              original=original, trust=trust, registries=registries,
+        context = StepContext(history.input.input_shape, history.final, planned.data, str(resolve_device("auto")),
+                              self.log, original=self.original, trust=self.trust, registries=self.registries,
                               earlier=tuple(history.steps))
+        record = partial(StepRecord, index, step.name, plugin, options, data=planned.own_data,
+                         round=where.number if where else None, repeat=where.repeat if where else None)
         try:
             produced = step.run(working, options, context)
             _check_produced(produced)
-            produced = _recaptured(produced, registries)
-            result = _measured(_audited(produced, first.input_shape, name, score), produced, recipe)
+            produced = _recaptured(produced, self.registries)
+            result = _measured(_audited(produced, history.input.input_shape, self.name, self.score), produced,
+                               recipe)
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
-            history.steps.append(StepRecord(index, step.name, plugin, options, None, message,
-                                            time.perf_counter() - started, dict(context.notes)))
+            history.steps.append(record(None, message, time.perf_counter() - started, dict(context.notes)))
             hooks.micronet_step_finished(index=index, step=step, options=options, result=None, error=error)
-            failure = CompressionError(f"step {index} ({step.name!r}, plugin {plugin!r}) failed: {message}",
+            failure = CompressionError(f"step {index} ({step.name!r}, plugin {plugin!r})"
+                                       f"{f' in {where}' if where else ''} failed: {message}",
                                        hint="the results up to this step are kept; the input model "
                                             "is untouched")
             failure.__cause__ = error
             if isinstance(error, UsageError):  # a bad option or a refused file: the user's to fix
                 failure.exit_code = UsageError.exit_code
-            break
-        changed = not _same_model(current, produced)
+            return failure
+        changed = not _same_model(self.current, produced)
         if not changed:
-            log(f"step {index} ({step.name}) changed nothing: the model it returned equals its input")
-        history.steps.append(StepRecord(index, step.name, plugin, options, result, None,
-                                        time.perf_counter() - started, dict(context.notes), changed))
+            self.log(f"step {index} ({step.name}) changed nothing: the model it returned equals its input")
+        history.steps.append(record(result, None, time.perf_counter() - started, dict(context.notes), changed))
         hooks.micronet_step_finished(index=index, step=step, options=options, result=result, error=None)
-        current = produced
-    history.model = None if failure else current
-    hooks.micronet_pipeline_finished(history=history)
-    return history, failure
+        self.current = produced
+        return None
 
 
 def _model_name(recipe: Recipe, model: nn.Module | None) -> str:
