@@ -13,12 +13,15 @@ Options:
   container covers its layers; layers no glob names are not pruned; the last
   matching glob wins). Each in [0, 1).
 - ``importance``: ``magnitude`` (L2 norm of the group's weights), ``taylor``
-  (|weight x gradient| over a few batches), ``lamp``, ``bn-scale`` (|gamma|
-  of the group's BatchNorms), ``random``.
+  (|weight x gradient| over a few batches), ``hessian`` (Optimal Brain
+  Damage: weight^2 x the diagonal of the Hessian, estimated by the mean
+  squared per-sample gradient over the same batches), ``lamp``, ``bn-scale``
+  (|gamma| of the group's BatchNorms), ``random``.
 - ``global``: rank channels across the whole model (or across the layers of
   one glob of a mapping) instead of layer by layer.
 - ``iterative_steps``: reach the ratio in that many pruning steps (a linear
-  schedule); with ``taylor`` the gradients are recomputed before each.
+  schedule); with ``taylor`` and ``hessian`` the gradients are recomputed
+  before each.
 - ``ignore``: globs over ``named_modules()`` names of layers to keep whole.
 - ``round_to``: keep channel counts multiples of this (0: no rounding).
 
@@ -38,14 +41,30 @@ A model that computes with such a weight outside the layer's own call is
 refused in one line naming it; a failure inside Torch-Pruning is one
 CompressionError.
 
-Taylor importance needs gradients: the cross-entropy loss of a few batches
-(the model stays in eval mode, so BatchNorm statistics do not move). They
-come from ``micronet.training.data.batches``: the recipe's ``[data]`` table
-(``calibration_batches`` batches of ``batch_size`` from the train split;
-``fake`` is that module's synthetic problem) or, without a table, 4 batches
-of 8 standard normal inputs with random labels. The note ``importance_data`` says which. Notes also
+Taylor and Hessian importance need gradients of the cross-entropy loss on a
+few batches (the model stays in eval mode, so BatchNorm statistics do not
+move): Taylor the gradient of the loss summed over the batches, Hessian one
+gradient per sample (one backward pass each), squared and averaged, which
+is the empirical Fisher: the OBD estimate of the Hessian's diagonal. Each
+channel then scores the mean over its group's layers of sum(w^2 x h) (the
+loss increase OBD predicts for removing it, up to a factor 1/2). The
+batches come from ``micronet.training.data.batches``: the recipe's ``[data]`` table
+(``calibration_batches`` batches of ``batch_size`` from its calibration
+split: the train split, or ``digits``' own; ``fake`` is that module's
+synthetic problem) or, without a table, 4 batches
+of 8 standard normal inputs with random labels: ranks from those only say
+which channels the model is sensitive to on noise, so give a ``[data]``
+table for meaningful ones. The note ``importance_data`` says which. Notes also
 hold the importance, the parameters before and after (and after each
 iterative step), the layers whose widths fell most, and the layers kept whole.
+
+Not offered: Torch-Pruning 1.6.1's ``OBDCImportance`` (EigenDamage). Its
+``_prepare_model`` raises a TypeError on any group without attention (it
+iterates the None that ``_downstream_node_as_root_if_attention`` returns),
+and with its hooks registered by hand its Fisher of a conv or linear layer
+with a bias has one column more than the weight it multiplies (a
+RuntimeError); it also skips every linear layer whose width equals its
+``num_classes`` and clears all hooks of the layers it touched.
 """
 from __future__ import annotations
 
@@ -73,6 +92,7 @@ __all__ = ["PRUNE", "PruneWarning", "prune", "output_layers", "micronet_register
 IMPORTANCES: dict[str, tuple[Callable[[], Any], str]] = {
     "magnitude": (lambda: tp.importance.MagnitudeImportance(p=2), "MagnitudeImportance(p=2)"),
     "taylor": (lambda: tp.importance.TaylorImportance(), "TaylorImportance()"),
+    "hessian": (lambda: tp.importance.HessianImportance(), "HessianImportance()"),
     "lamp": (lambda: tp.importance.LAMPImportance(), "LAMPImportance()"),
     "bn-scale": (lambda: tp.importance.BNScaleImportance(), "BNScaleImportance()"),
     "random": (lambda: tp.importance.RandomImportance(), "RandomImportance()"),
@@ -275,15 +295,16 @@ def _keep_whole(model: nn.Module, context: StepContext) -> dict[str, nn.Module]:
     return {name: modules[name] for name in why}
 
 
-# ------------------------------------------------------------------ taylor data
+# ------------------------------------------------------------------ gradient data
 
 
-def _calibration(model: nn.Module, context: StepContext,
-                 output: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, labels) batches for Taylor importance, on the model's device
-    and dtype; the note ``importance_data`` says where they came from."""
+def _calibration(model: nn.Module, context: StepContext, output: tuple[int, ...],
+                 importance: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) batches for a gradient importance (``taylor``,
+    ``hessian``), on the model's device and dtype; the note
+    ``importance_data`` says where they came from."""
     if len(output) != 2:
-        raise CompressionError(f"Taylor importance takes a cross-entropy loss over an output of "
+        raise CompressionError(f"{importance} importance takes a cross-entropy loss over an output of "
                                f"shape [N, classes], got {list(output)}",
                                hint="use importance = 'magnitude' for this model")
     data = context.data
@@ -298,7 +319,7 @@ def _calibration(model: nn.Module, context: StepContext,
                                       batch_size=SYNTHETIC_BATCH_SIZE)
         source = "synthetic (micronet.training.data.batches without a [data] table: standard normal inputs)"
     if not found:
-        raise CompressionError(f"Taylor importance got no batches from {source}",
+        raise CompressionError(f"{importance} importance got no batches from {source}",
                                hint="set [data] calibration_batches >= 1")
     plural = "batch" if len(found) == 1 else "batches"
     context.note("importance_data", f"{source}: {len(found)} {plural} of {len(found[0][0])}")
@@ -315,6 +336,31 @@ def _gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
     model.zero_grad(set_to_none=True)
     for inputs, labels in batches:
         F.cross_entropy(model(inputs), labels).backward()
+
+
+def _squared_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """``.grad`` set to the mean over every sample of ``batches`` of the squared
+    gradient of that sample's cross-entropy loss (the empirical Fisher, OBD's
+    estimate of the Hessian's diagonal; one backward pass per sample).
+
+    Torch-Pruning's ``HessianImportance`` reads ``.grad`` as that diagonal.
+    Its own ``accumulate_grad`` is not used: in 1.6.1 it tests a parameter's
+    *name* against a dict keyed by the parameter, so every call overwrites
+    the sum and only the last sample counts."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    count = 0
+    for inputs, labels in batches:
+        losses = F.cross_entropy(model(inputs), labels, reduction="none")
+        for index, loss in enumerate(losses):
+            model.zero_grad(set_to_none=True)
+            loss.backward(retain_graph=index < len(losses) - 1)
+            for sum_, p in zip(total, params):
+                if p.grad is not None:
+                    sum_.add_(p.grad.detach().square())
+        count += len(losses)
+    for sum_, p in zip(total, params):
+        p.grad = sum_ / max(count, 1)
 
 
 # ------------------------------------------------------------------ the step
@@ -345,17 +391,17 @@ def prune(model: nn.Module, options: Mapping[str, Any], context: StepContext) ->
     example = _example_input(model, context.input_shape)
     shapes = _output_shapes(model, example)
     widths, params = _widths(model), [_params(model)]
-    taylor = options["importance"] == "taylor"
+    name = options["importance"]
+    gradients = {"taylor": _gradients, "hessian": _squared_gradients}.get(name)
     with _autograd(model):
         pruner = _pruner(model, example, options, ignored, ratio_dict, default_ratio, keep)
-        batches = _calibration(model, context, shapes[0]) if taylor else []
+        batches = _calibration(model, context, shapes[0], name) if gradients else []
         for _ in range(options["iterative_steps"]):
-            if taylor:
-                _gradients(model, batches)
+            if gradients:
+                gradients(model, batches)
             _step(pruner)
             params.append(_params(model))
     _verify(model, example, shapes)
-    name = options["importance"]
     context.note("importance", f"{name}: tp.importance.{IMPORTANCES[name][1]}")
     context.note("params", {"before": params[0], "after": params[-1]})
     if len(params) > 2:
@@ -389,8 +435,11 @@ PRUNE = CompressionStep(
     options=(
         StepOption("ratio", (float, dict), 0.5,
                    "fraction of channels removed, in [0, 1), or {layer glob = ratio}", check=check_ratio),
-        StepOption("importance", (str,), "magnitude", "how channels are ranked",
-                   choices=tuple(IMPORTANCES)),
+        StepOption("importance", (str,), "magnitude",
+                   "how channels are ranked: magnitude (L2), taylor (|w x grad|), hessian (OBD: w^2 x "
+                   "mean squared per-sample gradient), lamp, bn-scale, random; taylor and hessian use "
+                   "[data]'s calibration batches (synthetic noise without [data]: give data for "
+                   "meaningful ranks)", choices=tuple(IMPORTANCES)),
         StepOption("global", (bool,), False, "rank channels across layers instead of within each"),
         StepOption("iterative_steps", (int,), 1, "pruning steps to reach the ratio (>= 1)",
                    check=at_least(1)),

@@ -155,7 +155,7 @@ def small_densenet():
     return densenet_cifar(growth_rate=4, nblocks=(2, 2, 2, 2))
 
 
-@pytest.mark.parametrize("importance", ["magnitude", "taylor", "lamp", "bn-scale", "random"])
+@pytest.mark.parametrize("importance", ["magnitude", "taylor", "hessian", "lamp", "bn-scale", "random"])
 def test_each_importance_prunes_a_densenet(registries, importance):
     history = compress(recipe({"importance": importance}, shape=(1, 3, 32, 32)), model=small_densenet(),
                        registries=registries)
@@ -165,7 +165,7 @@ def test_each_importance_prunes_a_densenet(registries, importance):
     assert history.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     notes = history.steps[0].notes
     assert notes["importance"].startswith(importance)
-    assert ("importance_data" in notes) == (importance == "taylor")
+    assert ("importance_data" in notes) == (importance in ("taylor", "hessian"))
 
 
 def test_taylor_says_its_batches_are_synthetic(registries):
@@ -205,6 +205,126 @@ def test_taylor_on_the_fake_dataset_recomputes_gradients_each_step():
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
+# ------------------------------------------------------------------ hessian (OBD)
+
+DIGITS = {"dataset": "digits", "batch_size": 32, "calibration_batches": 2}  # 64 real calibration images
+
+
+class DeadAndAlive(nn.Module):
+    """conv 1 -> 4 (3x3), ReLU, global pool, linear 4 -> 10 on 8x8 digits.
+    Channels 0 and 2 have large conv weights but the linear layer reads them
+    with zero weights: removing them changes nothing. Channels 1 and 3 have
+    small conv weights that the linear layer reads: removing them changes
+    the loss (the model is untrained: either way). Magnitude keeps 0 and 2; Taylor and Hessian keep 1 and 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Linear(4, 10)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(4, 1, 3, 3).sign() * torch.tensor([3.0, 0.1, 3.0, 0.1])[:, None, None, None])
+            self.conv.bias.fill_(0.5)  # every channel passes the ReLU on some pixels
+            self.fc.weight.copy_(torch.randn(10, 4) * torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def ablation(model, batches, channel):
+    """How much the cross-entropy (summed over ``batches``) rises when the
+    model's conv channel ``channel`` is zeroed (negative: falls)."""
+    with torch.no_grad():
+        base = sum(float(F.cross_entropy(model(x), y, reduction="sum")) for x, y in batches)
+        cut = DeadAndAlive()
+        cut.load_state_dict(model.state_dict())
+        cut.conv.weight[channel] = 0
+        cut.conv.bias[channel] = 0
+        return sum(float(F.cross_entropy(cut(x), y, reduction="sum")) for x, y in batches) - base
+
+
+def kept_rows(before, after):
+    """Which rows of ``before`` the rows of ``after`` are (in order)."""
+    return [next(i for i in range(len(before)) if torch.equal(before[i], row)) for row in after]
+
+
+@pytest.mark.parametrize("importance, kept", [("magnitude", [0, 2]), ("taylor", [1, 3]), ("hessian", [1, 3])])
+def test_gradient_importances_keep_the_channels_the_loss_needs(importance, kept):
+    from micronet.training.data import batches
+    model = DeadAndAlive()
+    calibration = batches(DIGITS, (1, 1, 8, 8), num_classes=10, split="calibration")
+    # the construction: removing channel 0 or 2 changes nothing, removing 1 or 3 changes the loss
+    effects = [abs(ablation(model, calibration, channel)) for channel in range(4)]
+    assert effects[0] == effects[2] == 0 and min(effects[1], effects[3]) > 1
+    before = model.conv.weight.detach().clone()
+    pruned, notes = run_step(model, {"ratio": 0.5, "importance": importance}, data=DIGITS, shape=(1, 1, 8, 8))
+    assert (pruned.conv.out_channels, pruned.fc.in_features) == (2, 2)
+    assert kept_rows(before, pruned.conv.weight.detach()) == kept
+    class_name = {"magnitude": "MagnitudeImportance(p=2)", "taylor": "TaylorImportance()",
+                  "hessian": "HessianImportance()"}[importance]
+    assert notes["importance"] == f"{importance}: tp.importance.{class_name}"
+    if importance != "magnitude":
+        assert notes["importance_data"] == ("dataset 'digits' (micronet.training.data.batches, calibration "
+                                            "split): 2 batches of 32")
+    assert all(p.grad is None for p in pruned.parameters())
+
+
+class TwoLinear(nn.Module):
+    """flatten, linear 64 -> 4, ReLU, linear 4 -> 10 on 8x8 digits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 4), nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def obd_scores(model, samples):
+    """Each hidden channel's OBD score by hand: the mean over its two layers
+    (fc1's row, fc2's column) of sum(w^2 x F), F the mean over ``samples``
+    of the squared per-sample gradient of the cross-entropy, written out:
+    d loss / d logits = softmax - one-hot, d / d fc2 = that x hidden,
+    d / d fc1 = (fc2^T that, where fc1's output > 0) x input."""
+    w1, b1, w2, b2 = (t.detach().double() for t in (model.fc1.weight, model.fc1.bias,
+                                                     model.fc2.weight, model.fc2.bias))
+    f1, f2 = torch.zeros_like(w1), torch.zeros_like(w2)
+    for x, y in samples:
+        x = x.double().flatten()
+        z = w1 @ x + b1
+        h = z.clamp(min=0)
+        error = torch.softmax(w2 @ h + b2, 0) - F.one_hot(y, 10).double()
+        f2 += torch.outer(error, h) ** 2
+        f1 += torch.outer((w2.T @ error) * (z > 0), x) ** 2
+    f1, f2 = f1 / len(samples), f2 / len(samples)
+    return ((w1 ** 2 * f1).sum(1) + (w2 ** 2 * f2).sum(0)) / 2
+
+
+def test_hessian_keeps_the_channels_with_the_highest_obd_scores_over_every_sample():
+    from micronet.training.data import batches
+    torch.manual_seed(6)  # weights for which the last sample alone ranks the channels differently
+    model = TwoLinear()
+    calibration = batches(DIGITS, (1, 1, 8, 8), num_classes=10, split="calibration")
+    samples = [(x, y) for xs, ys in calibration for x, y in zip(xs, ys)]
+    assert len(samples) == 64
+    scores = obd_scores(model, samples)
+    top = sorted(scores.argsort(descending=True)[:2].tolist())
+    ranked = scores.sort(descending=True).values
+    assert ranked[1] > 2 * ranked[2]  # no near-tie at the cut
+    # Torch-Pruning 1.6.1's accumulate_grad keeps the last sample only: it would keep other channels
+    assert sorted(obd_scores(model, samples[-1:]).argsort(descending=True)[:2].tolist()) != top
+    before = model.fc1.weight.detach().clone()
+    pruned, notes = run_step(model, {"ratio": 0.5, "importance": "hessian"}, data=DIGITS, shape=(1, 1, 8, 8))
+    assert kept_rows(before, pruned.fc1.weight.detach()) == top
+    assert (pruned.fc1.out_features, pruned.fc2.in_features) == (2, 2)
+
+
+def test_hessian_without_data_says_its_batches_are_synthetic(registries):
+    history = compress(recipe({"importance": "hessian", "iterative_steps": 2}), model=Tiny(), registries=registries)
+    notes = history.steps[0].notes
+    assert notes["importance_data"].startswith("synthetic") and notes["importance_data"].endswith("4 batches of 8")
+    assert notes["params_per_step"] == [tiny_params(8, 16), tiny_params(6, 12), tiny_params(4, 8)]
+    assert all(p.grad is None for p in history.model.parameters())
+
+
 def smoke(registries, spec, shape, **options):
     history = compress(recipe(options, shape=shape, spec=spec, track="cifar10"), registries=registries)
     before, after = history.input, history.final
@@ -241,8 +361,9 @@ def test_torchvision_models_prune(registries, spec):
     ({"ratio": {"conv1": 1.0}}, r"glob 'conv1': expected a fraction of channels in \[0, 1\), got 1.0"),
     ({"ratio": {}}, "an empty mapping prunes nothing"),
     ({"ratio": "half"}, "option 'ratio' must be float or dict, got str"),
-    ({"importance": "l1"}, "option 'importance' must be one of 'magnitude', 'taylor', 'lamp', "
+    ({"importance": "l1"}, "option 'importance' must be one of 'magnitude', 'taylor', 'hessian', 'lamp', "
                            "'bn-scale', 'random', got 'l1'"),
+    ({"importance": "obdc"}, "option 'importance' must be one of .*, got 'obdc'"),
     ({"iterative_steps": 0}, "expected an integer >= 1, got 0"),
     ({"round_to": -8}, "expected an integer >= 0, got -8"),
     ({"ignore": ["conv1", 2]}, "expected a list of layer-name globs"),
