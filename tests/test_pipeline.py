@@ -86,6 +86,9 @@ def test_outputs_history_tables_and_final_model(recorder, small_model, tmp_path)
     assert [e["step"] and e["step"]["name"] for e in entries] == [None, "half", "widen"]
     assert entries[2]["step"]["options"] == {"classes": 4}
     assert entries[2]["step"]["notes"] == {"new_classifier": [8, 4]}
+    # outside a repeat, without a data table of its own
+    assert [(e["step"]["round"], e["step"]["repeat"], e["step"]["data"]) for e in entries[1:]] == [
+        (None, None, None)] * 2
     assert entries[2]["step"]["plugin"] != ""
     assert entries[1]["score"]["total"] == pytest.approx(history.steps[0].result.score.total)
     assert {p.name for p in tmp_path.iterdir()} >= {"00-input.txt", "01-half.txt", "02-widen.txt",
