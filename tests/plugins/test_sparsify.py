@@ -167,12 +167,114 @@ def test_a_second_pruning_keeps_the_first_masks(registries):
     assert history.steps[1].notes["sparsity"]["conv"] == 0.75
 
 
+# ------------------------------------------------------ of = "remaining"
+
+
+def ramp(n: int = 100) -> nn.Module:
+    """Linear(n/10 -> 10) whose weights are 1, -2, 3, ..., +-n in a shuffled
+    order: the k smallest magnitudes are exactly 1..k (the step selects it
+    as layer "0" of a Sequential)."""
+    model = nn.Linear(n // 10, 10)
+    values = torch.arange(1, n + 1, dtype=torch.float32) * torch.tensor([1.0, -1.0]).repeat(n // 2)
+    with torch.no_grad():
+        model.weight.copy_(values[torch.randperm(n)].reshape(10, n // 10))
+    return nn.Sequential(model)
+
+
+def run(model, shape, **options):
+    context = StepContext(shape, None)
+    full = {"amount": 0.1, "of": "remaining", "scope": "layer", "schedule": 1, "block": "1x1", "layers": [],
+            "ignore": [], "min_size": 0, **options}
+    return sparsify(model, full, context)[0], context.notes
+
+
+def test_one_round_of_remaining_from_dense_is_the_amount(registries):
+    model = Small()
+    total = compress(recipe({"use": "sparsify", "amount": 0.3}), model=model, registries=registries)
+    remaining = compress(recipe({"use": "sparsify", "amount": 0.3, "of": "remaining"}), model=model,
+                         registries=registries)
+    # round(0.3 * 216) = 65 and round(0.3 * 80) = 24, as with of = "total"
+    assert zeros(remaining.model.conv.weight) == 65 and zeros(remaining.model.fc.weight) == 24
+    assert torch.equal(total.model.conv.weight, remaining.model.conv.weight)
+    notes = remaining.steps[0].notes
+    assert notes["of"] == "remaining" and notes["schedule"] == [0.3]
+    assert notes["sparsity_before"] == {"conv": 0.0, "fc": 0.0}
+    assert notes["sparsity"] == {"conv": round(65 / 216, 6), "fc": 0.3}
+
+
+def test_two_rounds_of_a_tenth_of_the_remaining_weights_reach_0_19():
+    sequential = ramp(100)
+    original = sequential[0].weight.detach().clone()
+    model, first = run(sequential, (1, 10))
+    assert zeros(model.weight) == 10 and first["sparsity"] == {"0": 0.1}
+    with torch.no_grad():  # a trainer that forgot the masks: the pruned values come back
+        model.weight.copy_(torch.where(model.weight_mask, model.weight, torch.full_like(original, 1000.0)))
+    model, second = run(sequential, (1, 10))
+    # 10 of 100, then round(0.1 * 90) = 9 of the 90 left: 19 zeros, the 19 smallest magnitudes
+    assert zeros(model.weight) == 19
+    assert sorted(int(abs(v)) for v in original[~model.weight_mask].tolist()) == list(range(1, 20))
+    assert second["sparsity_before"] == {"0": 0.1} and second["sparsity"] == {"0": 0.19}
+    assert (second["zeros"], second["elements"]) == (19, 100)
+    # of = "total": a second 0.1 adds nothing
+    model, again = run(sequential, (1, 10), of="total")
+    assert zeros(model.weight) == 19 and again["sparsity"] == {"0": 0.19}
+
+
+def test_ten_rounds_of_a_tenth_reach_1_minus_0_9_to_the_10th(registries):
+    steps = [{"use": "sparsify", "amount": 0.1, "of": "remaining"}] * 10
+    history = compress({"model": {"spec": "unused", "input": [1, 100]}, "score": {"track": "cifar10"},
+                        "step": steps}, model=nn.Sequential(nn.Linear(100, 10)), registries=registries)
+    # 1000 weights; nonzeros after each round: 900, 810, 729, 656, 590, 531, 478, 430, 387, 348
+    assert zeros(history.model.get_submodule("0").weight) == 652
+    assert 652 / 1000 == pytest.approx(1 - 0.9 ** 10, abs=1e-3)  # 65.13%, up to rounding to whole weights
+    assert [step.notes["zeros"] for step in history.steps] == [100, 190, 271, 344, 410, 469, 522, 570, 613, 652]
+
+
+def test_a_schedule_of_remaining_splits_the_amount_geometrically():
+    model, notes = run(ramp(100), (1, 10), amount=0.19, schedule=2)
+    assert notes["schedule"] == pytest.approx([0.1, 0.1], abs=1e-6)  # 1 - 0.81 ** (1 / 2)
+    assert zeros(model.weight) == 19  # 10, then 9 of the 90 left
+
+
+def test_remaining_per_layer_counts_each_layers_own_nonzeros(registries):
+    history = compress(recipe({"use": "sparsify", "amount": 0.5, "layers": ["conv"]},
+                              {"use": "sparsify", "amount": 0.5, "of": "remaining"}),
+                       model=Small(), registries=registries)
+    # conv: 108 of 216, then 54 of the 108 left; fc: 40 of its 80
+    assert zeros(history.model.conv.weight) == 162 and zeros(history.model.fc.weight) == 40
+    assert history.steps[1].notes["sparsity_before"] == {"conv": 0.5, "fc": 0.0}
+    assert history.steps[1].notes["sparsity"] == {"conv": 0.75, "fc": 0.5}
+
+
+def test_remaining_in_global_scope_ranks_the_nonzeros_across_layers(registries):
+    model = Small()
+    with torch.no_grad():
+        model.fc.weight.add_(model.fc.weight.sign())  # |w| >= 1: above every conv weight (< 0.2)
+    history = compress(recipe({"use": "sparsify", "amount": 0.5, "scope": "global"},
+                              {"use": "sparsify", "amount": 0.25, "scope": "global", "of": "remaining"}),
+                       model=model, registries=registries)
+    # first 148 of the 296, all conv; then round(0.25 * 148) = 37 of the 148 left (68 conv, 80 fc): conv again
+    assert zeros(history.model.conv.weight) == 148 + 37 and zeros(history.model.fc.weight) == 0
+    assert history.steps[1].notes["zeros"] == 185 and history.steps[1].notes["elements"] == 296
+    assert history.steps[1].notes["sparsity"] == {"conv": round(185 / 216, 6), "fc": 0.0}
+
+
+def test_remaining_counts_whole_blocks(registries):
+    history = compress(recipe({"use": "sparsify", "amount": 0.5, "block": "1x4"},
+                              {"use": "sparsify", "amount": 0.5, "block": "1x4", "of": "remaining"},
+                              shape=(1, 4, 8, 8)), model=Small(cin=4), registries=registries)
+    # conv: 72 tiles of 4; 36 zeroed, then 18 of the 36 left: 54 tiles, 216 weights
+    weight = history.model.conv.weight.detach().reshape(8, 9, 4)
+    assert int((weight == 0).all(-1).sum()) == 54 and zeros(weight) == 216
+
+
 @pytest.mark.parametrize("options, message", [
     ({"amount": 1.0}, r"option 'amount': expected 0 <= amount < 1, got 1.0"),
     ({"amount": -0.1}, r"option 'amount': expected 0 <= amount < 1"),
     ({"amount": 0.5, "block": "4by1"}, r"option 'block': expected a block like '1x4'"),
     ({"amount": 0.5, "schedule": 0}, r"option 'schedule': expected an integer >= 1"),
     ({"amount": 0.5, "scope": "model"}, r"option 'scope' must be one of 'layer', 'global'"),
+    ({"amount": 0.5, "of": "left"}, r"option 'of' must be one of 'total', 'remaining', got 'left'"),
     ({"amount": 0.5, "ignore": "fc"}, r"option 'ignore' must be list"),
     ({}, r"option 'amount' is required"),
 ])
@@ -195,8 +297,8 @@ def test_globs_select_and_a_glob_matching_nothing_warns(registries):
 
 def test_the_step_runs_on_a_plain_module_too():
     context = StepContext((1, 3, 8, 8), None)
-    model = sparsify(Small(), {"amount": 0.5, "scope": "layer", "schedule": 1, "block": "1x1", "layers": ["c*"],
-                               "ignore": [], "min_size": 0}, context)
+    model = sparsify(Small(), {"amount": 0.5, "of": "total", "scope": "layer", "schedule": 1, "block": "1x1",
+                               "layers": ["c*"], "ignore": [], "min_size": 0}, context)
     assert zeros(model.conv.weight) == 108 and zeros(model.fc.weight) == 0
     assert context.notes["zeros"] == 108 and context.notes["elements"] == 216
 
@@ -204,8 +306,8 @@ def test_the_step_runs_on_a_plain_module_too():
 
 # ------------------------------------------------------ a plugin's weighted layer
 
-OPTIONS = {"amount": 0.5, "scope": "layer", "schedule": 1, "block": "1x1", "layers": [], "ignore": [],
-           "min_size": 0}
+OPTIONS = {"amount": 0.5, "of": "total", "scope": "layer", "schedule": 1, "block": "1x1", "layers": [],
+           "ignore": [], "min_size": 0}
 
 
 def mixed() -> nn.Module:
