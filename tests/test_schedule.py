@@ -228,3 +228,13 @@ def test_a_plugin_step_named_repeat_is_shadowed_with_a_warning():
                                                  r"keep for schedules"):
         history = compress(recipe(repeat({"use": "thin"}, times=2)), model=two_linears(), registries=registries)
     assert [(s.name, s.round) for s in history.steps] == [("thin", 1), ("thin", 2)]
+
+
+def test_the_builtin_sparsify_of_remaining_as_a_schedule(registries):
+    steps = recipe(repeat({"use": "sparsify", "amount": 0.1, "of": "remaining"}, times=12, until={"sparsity": 0.65}))
+    history = compress(steps, model=two_linears(), registries=registries)
+    # 1 - 0.9**9 = 0.6126 < 0.65 <= 1 - 0.9**10 = 0.6513: ten rounds of ten percent of what is left
+    assert [s.round for s in history.steps] == list(range(1, 11))
+    for k, step in enumerate(history.steps, start=1):
+        assert zeros(step.result) == pytest.approx(1 - 0.9 ** k, abs=k * 2 * 0.5 / WEIGHTS)
+    assert history.steps[-1].notes["until_met"] is True
