@@ -27,6 +27,7 @@ from .graphview import graph_views
 from .layertable import layer_table
 from .page import document
 from .sections import render_sections
+from .search import search_section
 from .sensitivity import sensitivity_section
 from .svg import FAMILIES, OPS_COLOUR, STORAGE_COLOUR, esc, family
 
@@ -340,7 +341,7 @@ def _step_section(step, before) -> str:
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
             f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}'
-            f'{sensitivity_section(step.notes)}')
+            f'{sensitivity_section(step.notes)}{search_section(step, before)}')
     if step.result is None:
         return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
                 f'<b>This step failed</b>; the model before it is kept and the steps after it did not run.'

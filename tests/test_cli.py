@@ -146,3 +146,61 @@ def test_the_registries_given_to_main_are_the_ones_used(built, capsys, tmp_path)
     assert main(["plugins"], registries=given) == 0
     assert len(built) == 1 and observer.finished == 1  # the one built above, for this test
     assert "registered in code (Observer)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ compress: sensitivity and search
+
+
+def digits_recipe(tmp_path, *steps: str) -> str:
+    """A recipe on the trained digits CNN (conftest.trained_digits_cnn, >= 97%
+    top-1) with ``steps`` (TOML text), its weights saved beside it."""
+    import torch
+    from conftest import trained_digits_cnn
+
+    torch.save(trained_digits_cnn().state_dict(), tmp_path / "trained.pt")
+    text = ('[model]\nspec = "micronet:digits_cnn"\nweights = "trained.pt"\n'
+            '[score]\ntrack = "digits"\nfreebie = false\n'
+            '[data]\ndataset = "digits"\nbatch_size = 64\ncalibration_batches = 2\n'
+            + "".join(f"[[step]]\n{step}\n" for step in steps))
+    (tmp_path / "recipe.toml").write_text(text)
+    return str(tmp_path / "recipe.toml")
+
+
+SENSITIVITY = 'use = "sensitivity"\nbits = [8, 2]\nsparsity = [0.5]'
+SEARCH = 'use = "search"\ntarget_score = 1.0\nweight_bits = [8, 4]\nsparsity = [0, 0.5]'
+
+
+def test_compress_prints_the_ranked_sensitivity_and_the_searched_settings(capsys, tmp_path):
+    path = digits_recipe(tmp_path, SENSITIVITY, SEARCH)
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "compress", path, "--out", str(out_dir))
+    assert code == 0, err
+    steps = [entry["step"] for entry in json.loads((out_dir / "history.json").read_text())[1:]]
+    sens, search = steps[0]["notes"], steps[1]["notes"]
+    lines = out.splitlines()
+    start = lines.index(f"1. sensitivity: top-1 drop in points, each layer alone, most sensitive first "
+                        f"(baseline {sens['baseline']['top1']:.2f}% on {sens['examples']} calibration examples)")
+    assert lines[start + 1].split() == ["layer", "worst", "8b", "2b", "50%"]
+    for line, name in zip(lines[start + 2:start + 6], sens["ranking"]):  # the digits CNN's 4 layers
+        drop = {(r["kind"], r["level"]): r["drop"] for r in sens["table"] if r["layer"] == name}
+        assert line.split() == [name, f"{max(drop.values()):.2f}", f"{drop['bits', 8]:.2f}",
+                                f"{drop['bits', 2]:.2f}", f"{drop['sparsity', 0.5]:.2f}"]
+    assert lines[start + 6] == ""  # 4 layers: all shown, no "..." line
+    start = lines.index(f"2. search: budget score <= 1: score predicted {search['predicted_score']:.4f}, "
+                        f"achieved {search['score']:.4f} (within the budget)")
+    assert lines[start + 1].startswith(f"  top-1 drop in points: predicted {search['predicted_drop']:.2f}")
+    assert lines[start + 2].split() == ["layer", "params", "w", "bits", "sparsity", "score", "part"]
+    params = {"conv1": "144", "conv2": "4,608", "conv3": "18,432", "fc": "650"}  # 16*9, 32*16*9, 64*32*9, 64*10+10
+    shown = [line.split() for line in lines[start + 3:start + 7]]
+    assert sorted(row[0] for row in shown) == sorted(params)
+    for name, count, bits, sparsity, _ in shown:
+        chosen = search["settings"][name]
+        assert (count, bits, sparsity) == (params[name], str(chosen["weight_bits"]), f"{100 * chosen['sparsity']:g}%")
+    assert [float(row[4]) for row in shown] == sorted((float(row[4]) for row in shown), reverse=True)
+    assert lines.index("step                             score   storage       ops    top-1") > start
+
+
+def test_compress_quiet_prints_no_sensitivity_or_search_lines(capsys, tmp_path):
+    code, out, err = run(capsys, "compress", digits_recipe(tmp_path, SENSITIVITY), "--quiet")
+    assert code == 0, err
+    assert "sensitivity:" not in out and "most sensitive first" not in out and "worst" not in out

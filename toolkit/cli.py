@@ -145,8 +145,7 @@ def run_compress(args: argparse.Namespace) -> int:
     registries = _registries(args)
     _mention_failed_plugins(registries)
     keeper = _KeepHistory()
-    if args.html:
-        registries.pm.register(keeper)
+    registries.pm.register(keeper)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, as Python does
@@ -154,14 +153,18 @@ def run_compress(args: argparse.Namespace) -> int:
             history = compress(args.recipe, out=args.out, log=log, registries=registries, trust=args.trust)
     except MicronetError:
         if keeper.history is not None:
-            _write_pipeline_page(keeper.history, args.html, registries)
-            print(f"micronet: the report of the steps that ran is in {args.html}", file=sys.stderr)
+            if not args.quiet:
+                _print_step_details(keeper.history, args)
+            if args.html:
+                _write_pipeline_page(keeper.history, args.html, registries)
+                print(f"micronet: the report of the steps that ran is in {args.html}", file=sys.stderr)
         raise
     finally:
-        if args.html:
-            registries.pm.unregister(keeper)
+        registries.pm.unregister(keeper)
     if args.html:
         _write_pipeline_page(history, args.html, registries)
+    if not args.quiet:
+        _print_step_details(history, args)
     measured = history.input.accuracy is not None
     print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}" + (f"{'top-1':>9}" if measured else ""))
     rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
@@ -178,6 +181,28 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.html:
         print(f"report written to {args.html}")
     return 0
+
+
+def _print_step_details(history, args: argparse.Namespace) -> None:
+    """What a sensitivity step measured (its most sensitive layers) and what a
+    search step chose (each layer's setting, predicted against achieved), one
+    block per such step, before the table of scores."""
+    from .reports.search import search_text
+    from .reports.sensitivity import sensitivity_text
+
+    places = [f"{args.out}/history.json" if args.out else "", args.html or ""]
+    where = " and ".join(place for place in places if place) or \
+        "history.json (--out DIR) and the HTML page (--html FILE)"
+    before, shown = history.input, False
+    for step in history.steps:
+        lines = sensitivity_text(step.notes, where=where) + search_text(step, before, where=where)
+        if lines:
+            print(f"\n{step.index}. {printable(step.name)}: {lines[0]}")
+            print("\n".join(lines[1:]))
+            shown = True
+        before = step.result if step.result is not None else before
+    if shown:
+        print()
 
 
 def _registries(args: argparse.Namespace) -> Registries:

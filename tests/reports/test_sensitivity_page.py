@@ -9,7 +9,7 @@ from conftest import trained_digits_cnn
 
 from micronet.pipeline import compress
 from micronet.reports.html import render_pipeline_html
-from micronet.reports.sensitivity import sensitivity_section, setting_label, settings
+from micronet.reports.sensitivity import sensitivity_section, sensitivity_text, setting_label, settings
 
 SHAPE = (1, 1, 8, 8)
 EVIL = "<script>alert(1)</script>"
@@ -111,3 +111,51 @@ def test_settings_order_and_labels_by_hand():
     assert settings(rows) == [("bits", 8), ("bits", 2), ("sparsity", 0.5), ("sparsity", 0.9)]
     assert [setting_label(*s) for s in settings(rows)] == ["8b", "2b", "50%", "90%"]
     assert setting_label("sparsity", 0.875) == "87.5%"
+
+
+def test_kinds_it_does_not_know_yet_are_labelled_not_fatal():
+    """Activation bits and channels (being added to the sensitivity step) get
+    their labels and colours; any other kind is grey, labelled as noted; a row
+    without a numeric drop is left out."""
+    row = lambda layer, kind, level, drop: {"layer": layer, "kind": kind, "level": level, "drop": drop,  # noqa: E731
+                                            "top1": 90.0, "loss_increase": 0.1}
+    table = [row("a", "channels", 0.5, 3.0), row("a", "act_bits", 4, 2.0), row("a", "act_bits", 8, 0.5),
+             row("a", "bits", 4, 1.0), row("a", "wavelets", "haar", 7.0), row("a", "channels", 0.25, 1.5),
+             row("b", "sparsity", 0.5, 0.25), row("b", "act_bits", 8, None), row("b", "bits", "x", 9.0)]
+    assert settings(table[:6]) == [("bits", 4), ("act_bits", 8), ("act_bits", 4), ("channels", 0.25),
+                                   ("channels", 0.5), ("wavelets", "haar")]
+    assert [setting_label(*s) for s in settings(table[:6])] == ["4b", "a8", "a4", "ch 25%", "ch 50%",
+                                                                "wavelets haar"]
+    section = sensitivity_section({"table": table})  # no ranking: by worst drop
+    assert [layer for layer, _ in figures(section)] == ["a", "b"]
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", section[section.index('<table class="sens-table">'):])
+    assert heads == ["layer", "worst drop", "4b", "a8", "a4", "50%", "ch 25%", "ch 50%", "wavelets haar"]
+    chart_a = figures(section)[0][1]
+    assert chart_a.count("<polyline") == 4  # bits, act_bits, channels, wavelets
+    assert 'stroke="#8e5bd0"' in chart_a and 'stroke="#2f9e6e"' in chart_a and 'stroke="#7b8494"' in chart_a
+    assert "a · ch 25%: top-1 drop 1.50 points" in chart_a
+    assert "activation bits" in section and "channels" in section
+    # b: only its sparsity row has a numeric drop and a numeric level for a known kind
+    assert re.findall(r'data-kind="(\w+)"', figures(section)[1][1]) == ["sparsity"]
+
+
+def test_terminal_table_ranked_with_a_row_per_setting_and_the_rest_counted(history):
+    notes = history.steps[0].notes
+    lines = sensitivity_text(notes, limit=2, where="out/history.json and page.html")
+    base = notes["baseline"]
+    assert lines[0] == (f"top-1 drop in points, each layer alone, most sensitive first (baseline "
+                        f"{base['top1']:.2f}% on {notes['examples']} calibration examples)")
+    assert lines[1].split() == ["layer", "worst", "8b", "4b", "2b", "50%", "90%"]
+    for line, name in zip(lines[2:4], notes["ranking"]):
+        drops = {(r["kind"], float(r["level"])): r["drop"] for r in notes["table"] if r["layer"] == name}
+        order = [("bits", 8), ("bits", 4), ("bits", 2), ("sparsity", 0.5), ("sparsity", 0.9)]
+        assert line.split() == [name, f"{max(drops.values()):.2f}"] + [f"{drops[s]:.2f}" for s in order]
+    more = len(notes["ranking"]) - 2
+    assert lines[4:] == [f"  ... {more} more layer{'s' * (more != 1)} in out/history.json and page.html"]
+    assert sensitivity_text({}) == sensitivity_text(None) == []
+
+
+def test_terminal_table_escapes_hostile_names():
+    table = [{"layer": "\x1b]0;pwned\x07evil", "kind": "bits", "level": 2, "drop": 5.0}]
+    lines = sensitivity_text({"table": table})
+    assert lines[2].split() == ["\\x1b]0;pwned\\x07evil", "5.00", "5.00"]
