@@ -4,14 +4,18 @@
 The step notes ``settings`` ``{layer: {weight_bits, sparsity[, act_bits,
 channels, predicted_drop]}}``, ``predicted_score``, ``score`` (its re-audit),
 ``predicted_drop`` (top-1 points, the additive model on the calibration split),
-optionally ``measured_drop``, ``objective``, ``sparsity_reached``, ``lambda``,
-``nearest_score``, ``rescores``, ``seconds``; its options hold the budget
-(``target_score``, or a largest top-1 drop). :func:`search_view` gathers
-them with what the pipeline measured around the step (the layer's parameters
-before it, its part of the score after it, top-1 on the test split before and
-after) into one :class:`SearchView` that both renderers read. Activation bits
-and channels appear only when some layer has them. Layer names come from the
-model: escaped in HTML, :func:`~micronet.text.printable` in the terminal.
+and, when it has them, ``objective`` (``"target_score"`` or
+``"max_accuracy_drop"``), ``accuracy_before`` / ``accuracy`` /
+``measured_drop`` (test split), ``attempts``, ``sparsity_reached``,
+``lambda``, ``nearest_score`` or ``least_drop``, ``rescores``, ``seconds``;
+its options hold the budget (``target_score`` or ``max_accuracy_drop``).
+:func:`search_view` gathers them with what the pipeline measured around the
+step (the layer's parameters before it, its part of the score after it, top-1
+on the test split before and after when the notes do not say) into one
+:class:`SearchView` that both renderers read. Activation bits and channels
+appear only when some layer has a value that changes something (activation
+bits other than 32, channels other than 0). Layer names come from the model:
+escaped in HTML, :func:`~micronet.text.printable` in the terminal.
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ __all__ = ["SearchView", "LayerChoice", "search_view", "search_section", "search
 #: Option names a search may use for a budget on the top-1 drop (points).
 DROP_BUDGETS = ("max_drop", "max_accuracy_drop", "max_top1_drop")
 _SETTING_KEYS = ("weight_bits", "sparsity", "act_bits", "channels")
+#: The value of a setting that changes nothing: its column is left out when every layer has it.
+NEUTRAL = {"act_bits": 32.0, "channels": 0.0}
+#: How the search's objectives read.
+OBJECTIVES = {"target_score": "the least predicted top-1 drop within a score budget",
+              "max_accuracy_drop": "the lowest score within a top-1 drop budget"}
 
 
 def _float(value: Any) -> float | None:
@@ -71,6 +80,8 @@ class SearchView:
     top1_before: float | None
     top1_after: float | None
     nearest_score: float | None
+    least_drop: float | None
+    attempts: tuple[Mapping[str, Any], ...]
     lam: float | None
     rescores: float | None
     seconds: float | None
@@ -78,26 +89,18 @@ class SearchView:
     layers: tuple[LayerChoice, ...]
 
     @property
-    def test_drop(self) -> float | None:
-        """Top-1 lost on the test split over the step (points)."""
-        if self.top1_before is None or self.top1_after is None:
-            return None
-        return self.top1_before - self.top1_after
-
-    @property
     def meets_budget(self) -> bool | None:
-        """Whether the achieved score (and drop, for a drop budget) is within the budget."""
+        """Whether the achieved score (and measured drop, for a drop budget) is within the budget."""
         checks = []
         if self.target_score is not None and self.score is not None:
             checks.append(self.score <= self.target_score)
-        drop = self.measured_drop if self.measured_drop is not None else self.test_drop
-        if self.max_drop is not None and drop is not None:
-            checks.append(drop <= self.max_drop)
+        if self.max_drop is not None and self.measured_drop is not None:
+            checks.append(self.measured_drop <= self.max_drop)
         return all(checks) if checks else None
 
     def has(self, field: str) -> bool:
-        """Whether any layer has a value for ``field`` (a column to show)."""
-        return any(getattr(layer, field) is not None for layer in self.layers)
+        """Whether any layer has a value for ``field`` that changes something (a column to show)."""
+        return any(getattr(layer, field) not in (None, NEUTRAL.get(field)) for layer in self.layers)
 
 
 def _objective(notes: Mapping[str, Any]) -> str | None:
@@ -106,7 +109,21 @@ def _objective(notes: Mapping[str, Any]) -> str | None:
         return None
     if isinstance(value, Mapping):
         return ", ".join(f"{key} = {item}" for key, item in value.items())
-    return str(value)
+    return OBJECTIVES.get(str(value), str(value))
+
+
+def _measured(notes: Mapping[str, Any], before, after) -> tuple[float | None, float | None, float | None]:
+    """(top-1 before, top-1 after, drop) on the test split: the step's notes, else the pipeline's results."""
+    top1_before = _float(notes.get("accuracy_before"))
+    top1_after = _float(notes.get("accuracy"))
+    if top1_before is None:
+        top1_before = _float(getattr(before, "accuracy", None))
+    if top1_after is None and after is not None:
+        top1_after = _float(after.accuracy)
+    drop = _float(notes.get("measured_drop"))
+    if drop is None and top1_before is not None and top1_after is not None:
+        drop = top1_before - top1_after
+    return top1_before, top1_after, drop
 
 
 def _layer_parts(result, names: Sequence[str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -160,13 +177,15 @@ def search_view(step, before) -> SearchView | None:
     score = after.score.total if after is not None else _float(notes.get("score"))
     drop_budget = next((_float(options[key]) for key in DROP_BUDGETS if _float(options.get(key)) is not None), None)
     sensitivity_from = notes.get("sensitivity_from")
+    top1_before, top1_after, measured = _measured(notes, before, after)
+    attempts = notes.get("attempts") if isinstance(notes.get("attempts"), (list, tuple)) else ()
     return SearchView(
         objective=_objective(notes), target_score=_float(options.get("target_score")), max_drop=drop_budget,
         predicted_score=_float(notes.get("predicted_score")), score=score,
-        predicted_drop=_float(notes.get("predicted_drop")), measured_drop=_float(notes.get("measured_drop")),
-        top1_before=_float(getattr(before, "accuracy", None)),
-        top1_after=_float(getattr(after, "accuracy", None)) if after is not None else None,
-        nearest_score=_float(notes.get("nearest_score")), lam=_float(notes.get("lambda")),
+        predicted_drop=_float(notes.get("predicted_drop")), measured_drop=measured,
+        top1_before=top1_before, top1_after=top1_after, nearest_score=_float(notes.get("nearest_score")),
+        least_drop=_float(notes.get("least_drop")),
+        attempts=tuple(a for a in attempts if isinstance(a, Mapping)), lam=_float(notes.get("lambda")),
         rescores=_float(notes.get("rescores")), seconds=_float(notes.get("seconds")),
         sensitivity_from=None if sensitivity_from is None else str(sensitivity_from),
         layers=_choices(notes, before, after))
@@ -203,6 +222,20 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _top1s(view: SearchView, arrow: str) -> str:
+    if view.top1_before is None or view.top1_after is None:
+        return ""
+    return f" ({view.top1_before:.2f}% {arrow} {view.top1_after:.2f}%)"
+
+
+def _attempt(number: int, attempt: Mapping[str, Any]) -> str:
+    """One try of a drop-budget search: its predicted-drop budget and what it gave."""
+    get = lambda key, spec: _fmt(_float(attempt.get(key)), spec)  # noqa: E731
+    return (f"{number}. predicted-drop budget {get('budget', '.2f')} points: predicted drop "
+            f"{get('predicted_drop', '.2f')}, score {get('predicted_score', '.4g')}, measured drop "
+            f"{get('measured_drop', '.2f')} points")
+
+
 # ------------------------------------------------------------------ terminal
 
 
@@ -226,9 +259,7 @@ def _drop_line(view: SearchView) -> str:
     if view.predicted_drop is not None:
         parts.append(f"predicted {view.predicted_drop:.2f} (additive model, calibration split)")
     if view.measured_drop is not None:
-        parts.append(f"measured {view.measured_drop:.2f}")
-    if view.test_drop is not None:
-        parts.append(f"test split {view.top1_before:.2f}% -> {view.top1_after:.2f}% ({view.test_drop:.2f})")
+        parts.append(f"measured {view.measured_drop:.2f} on the test split{_top1s(view, '->')}")
     return "top-1 drop in points: " + ("; ".join(parts) or "not measured")
 
 
@@ -246,6 +277,8 @@ def search_text(step, before, *, limit: int = 20, where: str = "history.json", m
     if view.objective:
         out.append(f"  objective: {view.objective}")
     out.append("  " + _drop_line(view))
+    if len(view.attempts) > 1:
+        out += [f"  try {_attempt(k, a)}" for k, a in enumerate(view.attempts, 1)]
     columns = _columns(view)
     lines = [[name for name, _ in columns]]
     for choice in view.layers[:limit]:
@@ -284,14 +317,13 @@ def _facts(view: SearchView) -> str:
         drops.append(f'predicted <b>{view.predicted_drop:.2f}</b> points '
                      f'<span class="muted">(additive model, calibration split)</span>')
     if view.measured_drop is not None:
-        drops.append(f"measured <b>{view.measured_drop:.2f}</b> points")
-    if view.test_drop is not None:
-        drops.append(f"test split {view.top1_before:.2f}% → {view.top1_after:.2f}%: "
-                     f"<b>{view.test_drop:.2f}</b> points")
+        drops.append(f"measured <b>{view.measured_drop:.2f}</b> points on the test split{_top1s(view, '→')}")
     facts.append(("Top-1 drop", " · ".join(drops) or '<span class="muted">not measured</span>'))
     how = []
     if view.nearest_score is not None:
         how.append(f"nearest reachable score {view.nearest_score:.4g}")
+    if view.least_drop is not None:
+        how.append(f"least reachable predicted drop {view.least_drop:.2f} points")
     if view.lam is not None:
         how.append(f"λ = {view.lam:.4g} points per score unit")
     if view.rescores is not None:
@@ -302,6 +334,8 @@ def _facts(view: SearchView) -> str:
         how.append(f"sensitivity from {esc(view.sensitivity_from)}")
     if how:
         facts.append(("Allocation", " · ".join(how)))
+    if view.attempts:
+        facts.append(("Tries", "<br>".join(esc(_attempt(k, a)) for k, a in enumerate(view.attempts, 1))))
     return '<dl class="facts search-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
 
 

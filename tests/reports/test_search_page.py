@@ -73,8 +73,9 @@ def test_budget_scores_and_drops_from_the_real_step(history):
         in section
     assert step.result.score.total <= 1.0 and "within the budget" in section
     assert f"predicted <b>{notes['predicted_drop']:.2f}</b> points" in section
-    drop = before.accuracy - step.result.accuracy  # test split, points
-    assert f"test split {before.accuracy:.2f}% → {step.result.accuracy:.2f}%: <b>{drop:.2f}</b> points" in section
+    drop = before.accuracy - step.result.accuracy  # the pipeline's top-1 on the test split, points
+    assert f"measured <b>{drop:.2f}</b> points on the test split ({before.accuracy:.2f}% → " \
+           f"{step.result.accuracy:.2f}%)" in section
     assert f"{notes['rescores']:,} exact re-scores" in section
 
 
@@ -116,11 +117,11 @@ def hand_step(notes=NOTES, options=None):
 
 def test_hand_set_notes_each_appear_formatted(digits_input):
     section = search_section(hand_step(), digits_input)
-    assert "<dd>least score with top-1 drop &lt;= 1 point</dd>" in section
+    assert "<dd>least score with top-1 drop &lt;= 1 point</dd>" in section  # an objective it does not know
     assert "<dd>score ≤ 0.125 and top-1 drop ≤ 1 points</dd>" in section
     assert "predicted <b>0.1235</b> → achieved <b>0.12</b>" in section and "within the budget" in section
     assert "predicted <b>1.62</b> points" in section  # 1.625, exact in binary, rounds half to even
-    assert "measured <b>0.75</b> points" in section and "test split" not in section  # no result after
+    assert "measured <b>0.75</b> points on the test split</dd>" in section  # no top-1 before and after
     assert "nearest reachable score 0.0456 · λ = 2.5 points per score unit · 12,345 exact re-scores · " \
            "1,234.50 s" in section
     heads = re.findall(r"<th[^>]*>([^<]*)(?:<span class=\"unit\">([^<]*)</span>)?</th>", section)
@@ -139,13 +140,41 @@ def test_over_budget_and_terminal_lines_by_hand(digits_input):
     lines = search_text(over, digits_input)
     assert lines[0] == "budget score <= 0.1: score predicted 0.1235, achieved 0.1200 (OVER the budget)"
     assert lines[1] == "  objective: least score with top-1 drop <= 1 point"
-    assert lines[2] == "  top-1 drop in points: predicted 1.62 (additive model, calibration split); measured 0.75"
+    assert lines[2] == ("  top-1 drop in points: predicted 1.62 (additive model, calibration split); "
+                        "measured 0.75 on the test split")
     assert lines[3].split() == ["layer", "params", "w", "bits", "sparsity", "a", "bits", "channels", "pred.", "drop"]
     assert lines[4].split() == ["conv3", "18,432", "3", "87.5%", "4", "–", "1.50"]
     assert lines[6].split() == ["conv1", "144", "8", "0%", "8", "25%", "0.12"]
     assert len(lines) == 7
     cut = search_text(over, digits_input, limit=1, where="out/history.json")
     assert cut[-1] == "  ... 2 more layers in out/history.json" and len(cut) == 6
+
+
+def test_a_drop_budget_its_tries_and_columns_that_change_nothing_left_out(digits_input):
+    """The notes of a max_accuracy_drop search that backed off once: every
+    layer at float activations (32 bits) and no channel zeroed."""
+    notes = {"objective": "max_accuracy_drop", "predicted_score": 0.25, "score": 0.25, "predicted_drop": 0.5,
+             "accuracy_before": 99.25, "accuracy": 98.5, "measured_drop": 0.75, "least_drop": 0.0,
+             "settings": {name: {"weight_bits": 4, "act_bits": 32, "sparsity": 0.5, "channels": 0.0}
+                          for name in ("conv1", "conv2")},
+             "attempts": [{"budget": 1.0, "predicted_drop": 1.0, "predicted_score": 0.2, "measured_drop": 1.5},
+                          {"budget": 0.5, "predicted_drop": 0.5, "predicted_score": 0.25, "measured_drop": 0.75}]}
+    step = hand_step(notes=notes, options={"target_score": None, "max_accuracy_drop": 1.0})
+    section = search_section(step, digits_input)
+    assert "<dd>the lowest score within a top-1 drop budget</dd>" in section
+    assert "<dd>top-1 drop ≤ 1 points</dd>" in section and "within the budget" in section  # 0.75 <= 1
+    assert "measured <b>0.75</b> points on the test split (99.25% → 98.50%)" in section
+    assert "least reachable predicted drop 0.00 points" in section
+    assert ("1. predicted-drop budget 1.00 points: predicted drop 1.00, score 0.2, measured drop 1.50 points<br>"
+            "2. predicted-drop budget 0.50 points: predicted drop 0.50, score 0.25, measured drop 0.75 points") \
+        in section
+    assert "act bits" not in section and "channels" not in section
+    assert rows_of(section) == [["conv2", "4,608", "4", "50%"], ["conv1", "144", "4", "50%"]]
+    lines = search_text(step, digits_input)
+    assert lines[0] == "budget top-1 drop <= 1 points: score predicted 0.2500, achieved 0.2500 (within the budget)"
+    assert lines[3] == "  try 1. predicted-drop budget 1.00 points: predicted drop 1.00, score 0.2, " \
+                       "measured drop 1.50 points"
+    assert lines[5].split() == ["layer", "params", "w", "bits", "sparsity"]
 
 
 def test_steps_without_search_settings_have_no_section(digits_input):
