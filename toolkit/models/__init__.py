@@ -10,6 +10,7 @@ name                          architecture                                parame
 ``resnet18_cifar``            kuangliu CIFAR ResNet-18, 10 classes         11,173,962
 ``wrn_28_10``                 WideResNet-28-10, 100 classes                36,536,884
 ``mobilenet_v2_cifar``        kuangliu MobileNetV2 for 32x32, 10 classes    2,296,922
+``pyramidnet_cifar``          PyramidNet-110, alpha 48, 100 classes          1,778,556
 ``digits_cnn``                3-conv CNN for 8x8 digits, width 16            24,058
 ============================  ==========================================  ===========
 """
@@ -20,11 +21,12 @@ from ..resolve import ModelEntry
 from .densenet_cifar import densenet_cifar
 from .digits_cnn import digits_cnn
 from .mobilenet_v2_cifar import mobilenet_v2_cifar
+from .pyramidnet_cifar import pyramidnet_cifar
 from .resnet_cifar import resnet18_cifar
 from .wide_resnet import wrn_28_10
 
-__all__ = ["densenet_cifar", "resnet18_cifar", "wrn_28_10", "mobilenet_v2_cifar", "digits_cnn",
-           "micronet_register_models"]
+__all__ = ["densenet_cifar", "resnet18_cifar", "wrn_28_10", "mobilenet_v2_cifar", "pyramidnet_cifar",
+           "digits_cnn", "micronet_register_models"]
 
 CIFAR_INPUT = (1, 3, 32, 32)
 DIGITS_INPUT = (1, 1, 8, 8)
@@ -32,7 +34,7 @@ DIGITS_INPUT = (1, 1, 8, 8)
 
 @hookimpl
 def micronet_register_models():
-    """The four built-in CIFAR models (1x3x32x32 default input) and the
+    """The five built-in CIFAR models (1x3x32x32 default input) and the
     digits CNN (1x1x8x8)."""
     return [
         ModelEntry(name="densenet_cifar", factory=densenet_cifar, input_shape=CIFAR_INPUT,
@@ -43,6 +45,9 @@ def micronet_register_models():
                    description="WideResNet-28-10, the MicroNet CIFAR-100 reference: 36.5M params"),
         ModelEntry(name="mobilenet_v2_cifar", factory=mobilenet_v2_cifar, input_shape=CIFAR_INPUT,
                    description="MobileNetV2 for 32x32 inputs (kuangliu/pytorch-cifar): 2.3M params"),
+        ModelEntry(name="pyramidnet_cifar", factory=pyramidnet_cifar, input_shape=CIFAR_INPUT,
+                   description="additive PyramidNet for CIFAR (Han et al. 2017), depth 110, alpha 48: "
+                               "1.8M params"),
         ModelEntry(name="digits_cnn", factory=digits_cnn, input_shape=DIGITS_INPUT,
                    description="small CNN for the 8x8 digits dataset, the digits track's reference: 24K params"),
     ]
