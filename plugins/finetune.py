@@ -10,6 +10,17 @@ pipeline's input model, before any compression) or a model spec with
 ``file.py:factory``, needs the recipe's ``trust = true`` or ``--trust``);
 its loss is ``alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE`` at
 temperature ``T`` (see :mod:`micronet.training.train`).
+
+Both can stop early at a bar: ``until_accuracy`` (a top-1 in percent) or
+``until_bar = true`` (the track's quality bar, ``context.result.track``)
+ends training after the first epoch whose top-1 reaches it, at most
+``epochs`` epochs. The top-1 is the trainer's per-epoch evaluation: the
+``[data]`` table's test split (cut to ``max_batches`` batches). Stopping on
+the split the result is reported on is what the published MicroNet
+pipelines did; it is optimistic (the stop is chosen on that split), so the
+final top-1 is an upper estimate. It needs a ``[data]`` table. The notes
+then say ``until``, ``epochs_run``, ``stopped_early`` and ``accuracy`` (the
+top-1 at the stop).
 """
 from __future__ import annotations
 
@@ -22,6 +33,10 @@ from micronet.manager import hookimpl
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, within
 from micronet.training.data import output_classes
 from micronet.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
+
+
+def _check_until_accuracy(value: float) -> str | None:
+    return None if 0 <= value <= 100 else f"expected a top-1 in percent in (0, 100], or 0 for off, got {value!r}"
 
 
 TRAIN_OPTIONS = (
@@ -44,6 +59,13 @@ TRAIN_OPTIONS = (
                check=at_least(0)),
     StepOption("checkpoint_dir", (str,), "", "write epoch-NNN.pt there after each epoch (\"\": none)"),
     StepOption("resume", (bool,), False, "continue from the newest checkpoint in checkpoint_dir"),
+    StepOption("until_accuracy", (float,), 0.0,
+               "stop after the first epoch whose top-1 (percent, in (0, 100]; 0: off) reaches this, at most "
+               "epochs; measured by the per-epoch evaluation on [data]'s test split, as the published "
+               "pipelines did (optimistic: the stop is chosen on the split the result is reported on)",
+               check=_check_until_accuracy),
+    StepOption("until_bar", (bool,), False,
+               "like until_accuracy, at the track's quality bar (e.g. 97 for digits, 80 for cifar100)"),
 )
 
 DISTILL_OPTIONS = (
@@ -56,7 +78,34 @@ DISTILL_OPTIONS = (
 )
 
 
-def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool) -> TrainConfig:
+def check_until(options: Mapping[str, Any]) -> None:
+    """One target at most: ``until_accuracy`` or ``until_bar``."""
+    if options["until_accuracy"] and options["until_bar"]:
+        raise UsageError(f"until_accuracy = {options['until_accuracy']:g} and until_bar = true both set a "
+                         "target", hint="keep one of them")
+
+
+def _target(options: Mapping[str, Any], context: StepContext) -> float | None:
+    """The top-1 (percent) to stop at, noted as ``until``; None when off."""
+    if not options["until_accuracy"] and not options["until_bar"]:
+        return None
+    if context.data is None:
+        raise UsageError("until_accuracy / until_bar need the recipe's [data] table: the top-1 is measured "
+                         "on its test split after each epoch", hint="add a [data] table, or drop the option")
+    if options["until_accuracy"]:
+        target = float(options["until_accuracy"])
+        context.note("until", f"top-1 >= {target:g}% on the test split")
+        return target
+    track = getattr(context.result, "track", None)
+    if track is None:
+        raise UsageError("until_bar needs the track of the pipeline's audit, and there is none",
+                         hint="run the step in a pipeline, or give until_accuracy")
+    context.note("until", f"top-1 >= {track.quality_bar:g}% on the test split (the {track.name} track's bar)")
+    return float(track.quality_bar)
+
+
+def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool,
+            target: float | None = None) -> TrainConfig:
     if options["resume"] and not options["checkpoint_dir"]:
         raise UsageError("resume = true needs a checkpoint_dir")
     return TrainConfig(
@@ -66,7 +115,7 @@ def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool) ->
         weight_decay=options["weight_decay"], schedule=options["schedule"], step_size=options["step_size"],
         gamma=options["gamma"], label_smoothing=options["label_smoothing"], device=context.device,
         checkpoint_dir=options["checkpoint_dir"] or None, resume=options["resume"],
-        max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate)
+        max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate, target_accuracy=target)
 
 
 def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
@@ -76,13 +125,18 @@ def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
         context.note("data", "fake (the recipe has no [data] table)")
     else:
         context.note("data", data.get("dataset"))
-    config = _config(options, context, evaluate=data is not None)
+    target = _target(options, context)
+    config = _config(options, context, evaluate=data is not None, target=target)
     history = fit(model, data, config, input_shape=context.input_shape,
                   num_classes=output_classes(model, context.input_shape), teacher=teacher,
                   log=context.log, **distill)
     context.note("loss", [round(loss, 6) for loss in history["loss"]])
     if history["accuracy"]:
         context.note("top1", round(history["accuracy"][-1], 4))
+    if target is not None:
+        context.note("epochs_run", len(history["epochs"]))
+        context.note("stopped_early", len(history["epochs"]) < options["epochs"])
+        context.note("accuracy", round(history["accuracy"][-1], 4) if history["accuracy"] else None)
     model.eval()
     return model
 
@@ -125,6 +179,7 @@ FINETUNE = CompressionStep(
     description="train the model on the recipe's [data] (masks and fake quantization kept)",
     run=run_finetune,
     options=TRAIN_OPTIONS,
+    validate=check_until,
 )
 
 DISTILL = CompressionStep(
@@ -132,6 +187,7 @@ DISTILL = CompressionStep(
     description="knowledge distillation from a teacher (the original model or a spec)",
     run=run_distill,
     options=TRAIN_OPTIONS + DISTILL_OPTIONS,
+    validate=check_until,
 )
 
 

@@ -105,6 +105,48 @@ def test_config_errors():
         TrainConfig(lr=0)
     with pytest.raises(UsageError, match="alpha"):
         fit(mlp(), FAKE, quiet(), input_shape=SHAPE, num_classes=10, teacher=mlp(), alpha=2)
+    for bad in (0, 101, -5, float("nan")):
+        with pytest.raises(UsageError, match=r"target_accuracy must be a top-1 in percent, in \(0, 100\]"):
+            TrainConfig(target_accuracy=bad)
+    with pytest.raises(UsageError, match="target_accuracy needs evaluate = True"):
+        TrainConfig(target_accuracy=90, evaluate=False)
+
+
+# ------------------------------------------------------------------ stopping at a target
+
+
+def test_fit_stops_after_the_first_epoch_reaching_the_target():
+    torch.manual_seed(0)
+    lines = []
+    config = quiet(epochs=10, lr=0.05, max_batches_per_epoch=4, target_accuracy=90)
+    history = fit(conv_net(), FAKE, config, input_shape=SHAPE, num_classes=10, log=lines.append)
+    stop = len(history["epochs"])
+    assert 2 <= stop < 10 and history["epochs"] == list(range(1, stop + 1))  # 3 measured
+    assert history["accuracy"][-1] >= 90 and all(a < 90 for a in history["accuracy"][:-1])
+    assert len(history["loss"]) == len(history["lr"]) == stop and len(lines) == stop + 1
+    assert lines[-1] == (f"top-1 {history['accuracy'][-1]:.2f}% reached the target 90% after epoch {stop}: "
+                         f"stopping before epoch 10")
+
+
+def test_an_unreached_target_runs_every_epoch():
+    torch.manual_seed(0)
+    lines = []
+    config = quiet(epochs=2, lr=0.05, max_batches_per_epoch=2, target_accuracy=100)
+    history = fit(mlp(), FAKE, config, input_shape=SHAPE, num_classes=10, log=lines.append)
+    assert history["epochs"] == [1, 2] and max(history["accuracy"]) < 100
+    assert len(lines) == 2 and all(line.startswith("epoch ") for line in lines)
+
+
+def test_a_resumed_run_that_had_reached_the_target_trains_no_more(tmp_path):
+    torch.manual_seed(0)
+    config = quiet(epochs=10, lr=0.05, max_batches_per_epoch=4, target_accuracy=90, checkpoint_dir=tmp_path)
+    first = fit(conv_net(), FAKE, config, input_shape=SHAPE, num_classes=10, log=lambda line: None)
+    stop = len(first["epochs"])
+    assert stop < 10 and latest_checkpoint(tmp_path).name == f"epoch-{stop:03d}.pt"
+    lines = []
+    again = fit(conv_net(), FAKE, quiet(**{**config.__dict__, "resume": True}), input_shape=SHAPE,
+                num_classes=10, log=lines.append)
+    assert again == first and lines[0].startswith("resumed from") and len(lines) == 2
 
 
 # ------------------------------------------------------------------ masks

@@ -131,3 +131,74 @@ def test_defaults():
     assert options["epochs"] == 1 and options["optimizer"] == "sgd" and options["schedule"] == "cosine"
     assert options["teacher"] == "original" and options["temperature"] == 4.0 and options["alpha"] == 0.9
     assert options["batch_size"] == 0 and options["checkpoint_dir"] == "" and options["resume"] is False
+
+
+# ------------------------------------------------------------------ until a bar
+
+DIGITS = {"dataset": "digits", "batch_size": 64}
+
+
+def digits_recipe(*steps):
+    return {"model": {"spec": "micronet:digits_cnn", "input": [1, 1, 8, 8]},
+            "score": {"track": "digits", "freebie": False}, "data": DIGITS, "step": [dict(s) for s in steps]}
+
+
+def epoch_top1(lines):
+    """The top-1 of each epoch line the trainer logged."""
+    return [float(line.split("top-1 ")[1].split("%")[0]) for line in lines if line.startswith("epoch ")]
+
+
+def test_finetune_from_scratch_stops_at_the_first_epoch_reaching_until_accuracy(registries):
+    lines = []
+    history = compress(digits_recipe({"use": "finetune", "epochs": 20, "lr": 0.1, "until_accuracy": 90}),
+                       registries=registries, log=lines.append)
+    notes = history.steps[0].notes
+    measured = epoch_top1(lines)
+    assert notes["epochs_run"] == len(measured) == len(notes["loss"]) <= 5  # 2 epochs measured, of 20
+    assert notes["stopped_early"] is True
+    assert measured[-1] >= 90 and all(top1 < 90 for top1 in measured[:-1])
+    assert notes["accuracy"] == notes["top1"] == pytest.approx(measured[-1], abs=0.01)
+    assert notes["until"] == "top-1 >= 90% on the test split"
+    assert history.final.accuracy == pytest.approx(notes["accuracy"], abs=1e-4)  # the pipeline's own measure
+    assert any(line.startswith("top-1 ") and "reached the target 90%" in line for line in lines)
+
+
+def test_an_unreached_until_accuracy_runs_every_epoch(registries):
+    from conftest import trained_digits_cnn
+
+    history = compress(digits_recipe({"use": "finetune", "epochs": 2, "lr": 0.001, "until_accuracy": 99.9}),
+                       model=trained_digits_cnn(), registries=registries)
+    notes = history.steps[0].notes
+    assert (notes["epochs_run"], notes["stopped_early"]) == (2, False)
+    assert 97 <= notes["accuracy"] < 99.9  # 540 test images: 99.9% needs all of them
+
+
+@pytest.mark.parametrize("step", [{"use": "finetune", "lr": 0.001}, {"use": "distill", "lr": 0.001}])
+def test_until_bar_stops_at_the_tracks_quality_bar(registries, step):
+    from conftest import trained_digits_cnn
+
+    history = compress(digits_recipe({**step, "epochs": 5, "until_bar": True}), model=trained_digits_cnn(),
+                       registries=registries)
+    notes = history.steps[0].notes
+    assert notes["until"] == "top-1 >= 97% on the test split (the digits track's bar)"
+    # the trained model is above 97% already: one epoch at a small rate keeps it there
+    assert (notes["epochs_run"], notes["stopped_early"]) == (1, True) and notes["accuracy"] >= 97
+    assert history.final.meets_bar
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"until_accuracy": 101}, r"'until_accuracy': expected a top-1 in percent in \(0, 100\], or 0 for off, "
+                              r"got 101"),
+    ({"until_accuracy": -1}, r"got -1"),
+    ({"until_accuracy": 90, "until_bar": True}, "until_accuracy = 90 and until_bar = true both set a target"),
+    ({"until_bar": 1}, "option 'until_bar' must be bool, got int"),
+])
+@pytest.mark.parametrize("step", [FINETUNE, DISTILL])
+def test_until_option_errors(step, given, message):
+    with pytest.raises(UsageError, match=message):
+        check_options(step, given, "step 1")
+
+
+def test_until_without_data_is_refused(registries):
+    with pytest.raises(CompressionError, match=r"until_accuracy / until_bar need the recipe's \[data\] table"):
+        compress(recipe({"use": "finetune", "until_accuracy": 50}), model=Net(), registries=registries)

@@ -72,7 +72,11 @@ class TrainConfig:
     rates for the new length); ``max_batches_per_epoch``: cut epochs (and
     evaluations) short, for tests and smoke runs; ``progress``: the batch
     counter on a terminal; ``seed``: the data order; ``evaluate``: top-1 on
-    the test split after each epoch.
+    the test split after each epoch; ``target_accuracy``: stop after the
+    first epoch whose evaluated top-1 (percent, that test split, cut to
+    ``max_batches_per_epoch`` batches) reaches it, at most ``epochs`` in all
+    (None: run them all; needs ``evaluate``; the schedule still spans
+    ``epochs``, so a run that stops early ends above the schedule's last rate).
     """
 
     epochs: int = 1
@@ -93,6 +97,7 @@ class TrainConfig:
     progress: bool = True
     seed: int = 0
     evaluate: bool = True
+    target_accuracy: float | None = None
 
     def __post_init__(self):
         problem = self.problem()
@@ -118,6 +123,10 @@ class TrainConfig:
             (not self.resume or self.checkpoint_dir, "resume needs a checkpoint_dir"),
             (self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
              f"max_batches_per_epoch must be >= 1 or None, got {self.max_batches_per_epoch}"),
+            (self.target_accuracy is None or 0 < self.target_accuracy <= 100,
+             f"target_accuracy must be a top-1 in percent, in (0, 100], or None, got {self.target_accuracy}"),
+            (self.target_accuracy is None or self.evaluate,
+             "target_accuracy needs evaluate = True (top-1 is measured after each epoch)"),
         ]
         return next((message for ok, message in checks if not ok), None)
 
@@ -322,6 +331,12 @@ def _epoch(run: _Run, epoch: int) -> None:
     run.log(f"{line}  {time.perf_counter() - started:.1f} s")
 
 
+def _reached(run: _Run) -> bool:
+    """Whether the last evaluated top-1 reaches ``config.target_accuracy``."""
+    target, measured = run.config.target_accuracy, run.history["accuracy"]
+    return target is not None and bool(measured) and measured[-1] >= target
+
+
 def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = TrainConfig(), *,
         input_shape: Sequence[int], num_classes: int, teacher: nn.Module | None = None,
         temperature: float = 4.0, alpha: float = 0.9,
@@ -339,7 +354,9 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
         one entry per epoch, those before a resume included; ``loss`` is the
         mean training loss, ``lr`` the rate the epoch ran with and
         ``accuracy`` the top-1 (percent) on the test split (empty when
-        ``config.evaluate`` is false).
+        ``config.evaluate`` is false). With ``config.target_accuracy`` it
+        stops after the first epoch reaching it (also when a resumed run
+        already had): the lists are then shorter than ``config.epochs``.
 
     Runs on ``config.device`` (auto: CUDA when available); the model and the
     teacher go back to their devices, and every module to its training flag,
@@ -360,7 +377,12 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
                    {"epochs": [], "loss": [], "lr": [], "accuracy": []})
         start = _resume(run) if config.resume else 0
         for epoch in range(start + 1, config.epochs + 1):
+            if _reached(run):
+                break
             _epoch(run, epoch)
+        if _reached(run) and run.history["epochs"][-1] < config.epochs:
+            run.log(f"top-1 {run.history['accuracy'][-1]:.2f}% reached the target {config.target_accuracy:g}% "
+                    f"after epoch {run.history['epochs'][-1]}: stopping before epoch {config.epochs}")
     finally:
         for module, home in homes:
             module.to(home)
