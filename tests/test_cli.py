@@ -188,10 +188,14 @@ def test_compress_prints_the_ranked_sensitivity_and_the_searched_settings(capsys
     assert lines[start + 6] == ""  # 4 layers: all shown, no "..." line
     start = lines.index(f"2. search: budget score <= 1: score predicted {search['predicted_score']:.4f}, "
                         f"achieved {search['score']:.4f} (within the budget)")
-    assert lines[start + 1].startswith(f"  top-1 drop in points: predicted {search['predicted_drop']:.2f}")
-    assert lines[start + 2].split() == ["layer", "params", "w", "bits", "sparsity", "score", "part"]
+    block = lines[start + 1:lines.index("", start)]
+    assert f"  top-1 drop in points: predicted {search['predicted_drop']:.2f} (additive model, calibration " \
+           "split); measured" in "\n".join(block)
+    head = next(k for k, line in enumerate(block) if line.startswith("  layer"))
+    assert block[head].split() == ["layer", "params", "w", "bits", "sparsity", "score", "part"]
     params = {"conv1": "144", "conv2": "4,608", "conv3": "18,432", "fc": "650"}  # 16*9, 32*16*9, 64*32*9, 64*10+10
-    shown = [line.split() for line in lines[start + 3:start + 7]]
+    shown = [line.split() for line in block[head + 1:]]
+    assert len(shown) == 4
     assert sorted(row[0] for row in shown) == sorted(params)
     for name, count, bits, sparsity, _ in shown:
         chosen = search["settings"][name]
