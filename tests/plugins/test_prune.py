@@ -221,7 +221,8 @@ class DeadAndAlive(nn.Module):
         super().__init__()
         self.conv, self.pool, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Linear(4, 10)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(4, 1, 3, 3).sign() * torch.tensor([3.0, 0.1, 3.0, 0.1])[:, None, None, None])
+            scale = torch.tensor([3.0, 0.1, 3.0, 0.1]).reshape(4, 1, 1, 1)
+            self.conv.weight.copy_(torch.randn(4, 1, 3, 3).sign() * scale)
             self.conv.bias.fill_(0.5)  # every channel passes the ReLU on some pixels
             self.fc.weight.copy_(torch.randn(10, 4) * torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
