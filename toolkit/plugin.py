@@ -48,7 +48,8 @@ as TOML gives them (``(int,)``, ``(float,)`` which also takes an int,
 values; ``check(value)`` returns an error message or None. Every recipe is
 checked against the options before any step runs. :class:`StepContext`
 carries ``input_shape``, ``result`` (the audit of the model the step
-receives), ``data`` (the recipe's ``[data]`` table or None), ``device``,
+receives), ``data`` (the recipe's ``[data]`` table merged with the step's own
+``[step.data]``, or None), ``device``,
 ``log(message)``, ``original`` (the pipeline's input model, read only),
 ``trust`` (pass it on to anything that loads files), ``note(key, value)``
 (JSON-friendly facts, kept in ``notes`` and the step's entry of

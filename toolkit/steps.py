@@ -53,7 +53,8 @@ class StepContext:
     """What a step may know besides its model and options.
 
     ``input_shape`` is the model's input (batch 1); ``result`` the audit of
-    the model it receives; ``data`` the recipe's data settings (or None);
+    the model it receives; ``data`` the recipe's data settings merged with the step's own
+    ``[step.data]`` table (or None);
     ``device`` where to run any computation; ``original`` the pipeline's
     input model (a teacher for distillation; do not modify it).
     ``trust`` says whether the user passed ``--trust`` (recipe: ``trust =
@@ -127,8 +128,9 @@ class CompressionStep:
     ``validate(options)`` (optional) checks combinations of options that a
     single :class:`StepOption` cannot, raising UsageError; the pipeline calls
     it for every step before any work starts. ``needs_data``: the step
-    cannot run without the recipe's ``[data]`` table (a measurement on real
-    data), so a recipe without one is refused before any work.
+    cannot run without a ``[data]`` table (the recipe's, or its own
+    ``[step.data]`` naming a dataset: a measurement on real data), so a
+    recipe without one is refused before any work.
     """
 
     name: str
