@@ -3,27 +3,38 @@ meta builds, and their registration through the plugin hook."""
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
+from fractions import Fraction
 
 import pluggy
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
+import micronet
 import micronet.models as builtin_models
 from micronet import hookspecs
 from micronet.manager import Registries
-from micronet.models import densenet_cifar, digits_cnn, mobilenet_v2_cifar, resnet18_cifar, wrn_28_10
+from micronet.models import (densenet_cifar, digits_cnn, mobilenet_v2_cifar, pyramidnet_cifar, resnet18_cifar,
+                             wrn_28_10)
 from micronet.models.densenet_cifar import Bottleneck, DenseNet, Transition
 from micronet.models.mobilenet_v2_cifar import InvertedResidual, MobileNetV2Cifar
+from micronet.models.pyramidnet_cifar import BasicBlock as PyramidBasicBlock
+from micronet.models.pyramidnet_cifar import Bottleneck as PyramidBottleneck
+from micronet.models.pyramidnet_cifar import PyramidNet, unit_widths
 from micronet.models.resnet_cifar import BasicBlock, ResNet
 from micronet.models.wide_resnet import WideBasicBlock, WideResNet
+from micronet.plugins.prune import PRUNE
 from micronet.resolve import ModelEntry
+from micronet.steps import StepContext, check_options
 
 FACTORIES = {
     "densenet_cifar": densenet_cifar,
     "resnet18_cifar": resnet18_cifar,
     "wrn_28_10": wrn_28_10,
     "mobilenet_v2_cifar": mobilenet_v2_cifar,
+    "pyramidnet_cifar": pyramidnet_cifar,
 }
 #: Every built-in: the CIFAR models above and the digits CNN (tests/test_digits.py).
 BUILTINS = {**FACTORIES, "digits_cnn": digits_cnn}
@@ -44,6 +55,7 @@ def on_meta(factory, **kwargs) -> nn.Module:
     (mobilenet_v2_cifar, {}, 2_296_922),       # kuangliu MobileNetV2, 10 classes
     (wrn_28_10, {}, 36_536_884),               # WRN-28-10, 100 classes (see test_wrn_breakdown)
     (wrn_28_10, {"num_classes": 10}, 36_479_194),  # the often quoted "36.5M" is this 10-class count
+    (pyramidnet_cifar, {}, 1_778_556),         # PyramidNet-110, alpha 48, 100 classes (see pyramid_params)
 ])
 def test_exact_parameter_counts(factory, kwargs, expected):
     assert n_params(on_meta(factory, **kwargs)) == expected
@@ -124,11 +136,12 @@ def test_factories_take_keyword_arguments_with_defaults(name):
 
 def test_classes_and_factories_are_documented():
     documented = [*FACTORIES.values(), Bottleneck, Transition, DenseNet, BasicBlock, ResNet,
-                  WideBasicBlock, WideResNet, InvertedResidual, MobileNetV2Cifar]
+                  WideBasicBlock, WideResNet, InvertedResidual, MobileNetV2Cifar, PyramidBasicBlock,
+                  PyramidBottleneck, PyramidNet, unit_widths]
     assert all((obj.__doc__ or "").strip() for obj in documented)
     # each factory states its parameter count with its defaults (checked against the model above)
     stated = {densenet_cifar: "1,000,618", resnet18_cifar: "11,173,962", mobilenet_v2_cifar: "2,296,922",
-              wrn_28_10: "36,536,884"}
+              wrn_28_10: "36,536,884", pyramidnet_cifar: "1,778,556"}
     for factory, count in stated.items():
         assert f"{count} parameters" in " ".join(factory.__doc__.split()), factory.__name__
         assert f"{n_params(on_meta(factory)):,}" == count
@@ -151,3 +164,203 @@ def test_registered_through_the_plugin_manager():
     models = Registries(pm).models
     assert sorted(models) == sorted(BUILTINS)
     assert models["wrn_28_10"].factory is wrn_28_10
+
+
+# ------------------------------------------------------------------ DenseNet groups
+
+
+def test_densenet_groups_split_both_bottleneck_convs():
+    model = on_meta(densenet_cifar, growth_rate=4, groups=2)
+    bottlenecks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(bottlenecks) == 6 + 12 + 24 + 16
+    assert all(b.conv1.groups == b.conv2.groups == 2 for b in bottlenecks)
+    assert model.conv1.groups == model.trans1.conv.groups == 1  # stem and transitions stay whole
+    # growth 4, groups 2, 10 classes. A bottleneck reading c channels: bn1 2c, conv1 1x1
+    # c/2 * 16 = 8c, bn2 2*16 = 32, conv2 3x3 16/2 * 9 * 4 = 288: 10c + 320.
+    # dense1 c = 8, 12, ..., 28 (sum 108): 10*108 + 6*320 = 3,000; trans1 bn 2*32 + conv 32*16 = 576
+    # dense2 c = 16..60 (sum 456): 4,560 + 12*320 = 8,400; trans2 2*64 + 64*32 = 2,176
+    # dense3 c = 32..124 (sum 1,872): 18,720 + 24*320 = 26,400; trans3 2*128 + 128*64 = 8,448
+    # dense4 c = 64..124 (sum 1,504): 15,040 + 16*320 = 20,160; stem 3*8*9 = 216; bn 2*128; fc 128*10 + 10
+    assert n_params(model) == 216 + 3_000 + 576 + 8_400 + 2_176 + 26_400 + 8_448 + 20_160 + 256 + 1_290 == 70_922
+    # groups 1 (the per-bottleneck 18c + 608): 119,146, the growth-4 DenseNet of the other teams
+    assert n_params(on_meta(densenet_cifar, growth_rate=4)) == 216 + 5_592 + 576 + 15_504 + 2_176 + 48_288 \
+        + 8_448 + 36_800 + 256 + 1_290 == 119_146
+
+
+def test_densenet_groups_from_a_spec():
+    result = micronet.audit("micronet:densenet_cifar?growth_rate=4&groups=2", track="cifar10")
+    assert result.totals["params"] == 70_922
+    assert result.uncounted == ()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"growth_rate": 4, "groups": 3}, "groups=3 does not divide the 8 input channels of dense1.0.conv1"),
+    ({"growth_rate": 6, "groups": 4}, "groups=4 does not divide the 6 output channels of dense1.0.conv2"),
+    # growth 4, reduction 0.3: trans1 keeps floor(32 * 0.3) = 9 channels, odd
+    ({"growth_rate": 4, "groups": 2, "reduction": 0.3},
+     "groups=2 does not divide the 9 input channels of dense2.0.conv1"),
+    ({"growth_rate": 4, "groups": 0}, "groups must be an integer >= 1, got 0"),
+])
+def test_densenet_groups_must_divide_the_widths(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        on_meta(densenet_cifar, **kwargs)
+
+
+def test_densenet_groups_run_forward():
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = densenet_cifar(growth_rate=4, groups=2).eval()(torch.randn(1, 3, 32, 32))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------ PyramidNet
+
+
+def pyramid_widths(depth, alpha, bottleneck=False):
+    """Each unit's planes in exact arithmetic: 16 + alpha * k / (3n), halves up."""
+    n = (depth - 2) // (9 if bottleneck else 6)
+    return [math.floor(16 + Fraction(alpha) * k / (3 * n) + Fraction(1, 2)) for k in range(1, 3 * n + 1)]
+
+
+def pyramid_params(depth, alpha, bottleneck=False, num_classes=100):
+    """The parameters, from the widths alone."""
+    total, cin = 3 * 16 * 9 + 2 * 16, 16  # stem conv and its BN
+    for w in pyramid_widths(depth, alpha, bottleneck):
+        if bottleneck:  # bn1, conv1 1x1, bn2, conv2 3x3, bn3, conv3 1x1 (x4), bn4
+            total += 2 * cin + cin * w + 2 * w + 9 * w * w + 2 * w + w * 4 * w + 2 * 4 * w
+            cin = 4 * w
+        else:  # bn1, conv1 3x3, bn2, conv2 3x3, bn3
+            total += 2 * cin + 9 * cin * w + 2 * w + 9 * w * w + 2 * w
+            cin = w
+    return total + 2 * cin + cin * num_classes + num_classes  # final BN, fc
+
+
+# (depth, alpha, bottleneck, params in the paper's Table / the authors' READMEs, output feature width)
+PAPER = [
+    (110, 48, False, 1.7e6, 64),
+    (110, 84, False, 3.8e6, 100),
+    (110, 270, False, 28.3e6, 286),
+    (164, 48, True, 1.7e6, 256),
+    (164, 84, True, 3.8e6, 400),
+    (164, 270, True, 27.0e6, 1144),
+    (200, 240, True, 26.6e6, 1024),
+    (236, 220, True, 26.8e6, 944),
+    (272, 200, True, 26.0e6, 864),
+]
+
+
+@pytest.mark.parametrize("depth, alpha, bottleneck, published, width", PAPER)
+def test_pyramidnet_matches_the_paper(depth, alpha, bottleneck, published, width):
+    model = on_meta(pyramidnet_cifar, depth=depth, alpha=alpha, bottleneck=bottleneck)
+    assert model.fc.in_features == width  # the published output feature dimension, exactly
+    assert n_params(model) == pyramid_params(depth, alpha, bottleneck)
+    # The paper rounds to 0.1M and its additive rows repeat the multiplicative rows' figures:
+    # the exact counts are 1.78M, 3.91M, 28.51M (basic), 1.74M, 3.79M, 27.32M, 26.84M,
+    # 27.05M, 26.29M (bottleneck), all within 5% of the Table.
+    assert abs(n_params(model) - published) < 0.05 * published
+
+
+def test_pyramidnet_published_figures_by_name():
+    assert n_params(on_meta(pyramidnet_cifar)) == 1_778_556  # PyramidNet-110, alpha 48
+    assert n_params(on_meta(pyramidnet_cifar, alpha=84)) == 3_913_536
+    assert n_params(on_meta(pyramidnet_cifar, alpha=270)) == 28_511_307
+    bottleneck = on_meta(pyramidnet_cifar, depth=164, bottleneck=True)
+    assert n_params(bottleneck) == 1_738_572
+    assert round(n_params(bottleneck) / 1e6, 1) == 1.7  # the README's "PyramidNet-164 (alpha=48) 1.7M"
+
+
+def test_pyramidnet_widths():
+    # depth 20: n = 3, alpha 24 adds 24/9 = 2.67 per unit: 18.67, 21.33, 24, 26.67, ... 40
+    assert unit_widths(20, 24) == [19, 21, 24, 27, 29, 32, 35, 37, 40]
+    # depth 194: n = 32, alpha 48 adds 0.5: 16.5 rounds up to 17 (Python 2 / Lua, not Python 3's 16)
+    assert unit_widths(194, 48)[:4] == [17, 17, 18, 18]
+    assert unit_widths(110, 270) == [16 + 5 * k for k in range(1, 55)]
+    assert unit_widths(20, 0) == [16] * 9  # alpha 0: a pre-activation ResNet, no padding
+    model = on_meta(pyramidnet_cifar, depth=20, alpha=24, num_classes=10)
+    assert [model.layer2[0].conv1.stride, model.layer3[0].conv1.stride] == [(2, 2), (2, 2)]
+    assert model.layer1[0].downsample is None and isinstance(model.layer2[0].downsample, nn.AvgPool2d)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"depth": 21}, r"basic units must be 6n\+2 \(8, 14, \.\.\.\), got 21"),
+    ({"depth": 110.0}, r"must be 6n\+2"),
+    ({"depth": 25, "bottleneck": True}, r"bottleneck units must be 9n\+2 \(11, 20, \.\.\.\), got 25"),
+    ({"alpha": -1}, r"alpha .* must be a number >= 0, got -1"),
+])
+def test_pyramidnet_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pyramidnet_cifar(**kwargs)
+
+
+def test_pyramidnet_spec_is_a_usage_error_for_a_bad_depth():
+    with pytest.raises(micronet.errors.UsageError, match=r"pyramidnet_cifar.*6n\+2"):
+        micronet.audit("micronet:pyramidnet_cifar?depth=21")
+
+
+def test_pyramidnet_audit_counts_everything_and_pads_for_free():
+    result = micronet.audit("micronet:pyramidnet_cifar?depth=20&alpha=24", track="cifar100")
+    assert result.uncounted == ()
+    assert result.totals["params"] == pyramid_params(20, 24) == 146_823
+    # MACs: stem 27*16 per position at 32x32; each unit's two 3x3 convs at its output size
+    # (stride 2 in the first conv of stages 2 and 3); fc 40*100
+    widths, cin, positions = [19, 21, 24, 27, 29, 32, 35, 37, 40], 16, [1024] * 3 + [256] * 3 + [64] * 3
+    macs = 27 * 16 * 1024 + 40 * 100
+    for w, p in zip(widths, positions):
+        macs += 9 * cin * w * p + 9 * w * w * p
+        cin = w
+    assert result.totals["macs"] == macs == 40_340_704
+    records = {r.name: r for r in result.records}
+    # layer2.0: 24 channels in, 27 out: the shortcut is pooled to 16x16, then padded by 3 zero channels
+    pad = [r for r in result.records if r.module_path == "layer2.0" and r.op in ("cat", "new_zeros")]
+    assert sorted(r.op for r in pad) == ["cat", "new_zeros"]
+    assert all(r.status == "free" for r in pad)
+    assert {r.op: r.output_shapes[0] for r in pad} == {"new_zeros": (1, 3, 16, 16), "cat": (1, 27, 16, 16)}
+    add = next(r for r in result.records if r.module_path == "layer2.0" and r.op == "add")
+    assert add.counts.adds == 27 * 16 * 16  # the sum is counted over the padded width
+    assert records["layer2.0.downsample"].counts.adds > 0  # the pooling is counted
+
+
+def _distinct_batchnorms(model):
+    """Every BatchNorm's gamma set to distinct values, to follow channels through pruning."""
+    gammas = {}
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features) + 0.5)
+                gammas[name] = m.weight.detach().clone()
+    return gammas
+
+
+def _kept(gammas, model, name):
+    """Original indices of the channels a pruned BatchNorm kept."""
+    after = dict(model.named_modules())[name].weight.detach()
+    return [int((gammas[name] == value).nonzero()[0]) for value in after]
+
+
+@pytest.mark.parametrize("bottleneck, depth, last", [(False, 20, "bn3"), (True, 29, "bn4")])
+def test_pyramidnet_prunes_with_torch_pruning(bottleneck, depth, last):
+    """The prune step keeps every shortcut aligned: a unit's kept output channels
+    below its input width are exactly the channels its input kept."""
+    torch.manual_seed(0)
+    model = pyramidnet_cifar(depth=depth, alpha=24, num_classes=10, bottleneck=bottleneck).eval()
+    gammas = _distinct_batchnorms(model)
+    before = [m.num_features for n, m in model.named_modules() if n.endswith(last)]
+    context = StepContext((1, 3, 32, 32), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Torch-Pruning's own deprecation chatter
+        pruned = PRUNE.run(fx.symbolic_trace(model), check_options(PRUNE, {"ratio": 0.5}, "test"), context)
+    assert context.notes["params"]["after"] < 0.5 * context.notes["params"]["before"]
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    units = [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]
+    kept = _kept(gammas, pruned, "bn1")
+    assert len(kept) == 8  # half of the stem's 16 channels
+    for unit in units:
+        assert _kept(gammas, pruned, f"{unit}.bn1") == kept
+        out = _kept(gammas, pruned, f"{unit}.{last}")
+        assert out[:len(kept)] == kept and all(i >= gammas[f"{unit}.bn1"].numel() for i in out[len(kept):])
+        kept = out
+    # Torch-Pruning prunes the residual stream only through the stem's group: the
+    # channels each unit adds stay whole (see micronet.models.pyramidnet_cifar)
+    after = [m.num_features for n, m in pruned.named_modules() if n.endswith(last)]
+    assert after == [b - 8 for b in before]
+    assert micronet.audit(pruned, (1, 3, 32, 32), track="cifar100").uncounted == ()
