@@ -57,7 +57,8 @@ TRAIN_OPTIONS = (
     StepOption("batch_size", (int,), 0, "0: the [data] table's (default 128)", check=at_least(0)),
     StepOption("max_batches", (int,), 0, "batches per epoch and per evaluation (0: all)",
                check=at_least(0)),
-    StepOption("checkpoint_dir", (str,), "", "write epoch-NNN.pt there after each epoch (\"\": none)"),
+    StepOption("checkpoint_dir", (str,), "", "write epoch-NNN.pt there after each epoch (\"\": none; "
+               "relative to the recipe's folder)", path=True),
     StepOption("resume", (bool,), False, "continue from the newest checkpoint in checkpoint_dir"),
     StepOption("until_accuracy", (float,), 0.0,
                "stop after the first epoch whose top-1 (percent, in (0, 100]; 0: off) reaches this, at most "
@@ -71,7 +72,8 @@ TRAIN_OPTIONS = (
 DISTILL_OPTIONS = (
     StepOption("teacher", (str,), "original",
                "\"original\" (the pipeline's input model) or a model spec"),
-    StepOption("teacher_weights", (str,), "", "a state dict for a teacher spec (\"\": none)"),
+    StepOption("teacher_weights", (str,), "", "a state dict for a teacher spec (\"\": none; relative to "
+               "the recipe's folder)", path=True),
     StepOption("temperature", (float,), 4.0, "softmax temperature T", check=at_least(0.0, strict=True)),
     StepOption("alpha", (float,), 0.9, "weight of the soft (teacher) loss; 1 - alpha goes to the labels",
                check=within(0, 1)),

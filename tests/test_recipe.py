@@ -186,3 +186,24 @@ def test_bad_step_data_and_repeats(document, message):
     with pytest.raises(UsageError, match=message) as caught:
         parse_recipe(document)
     assert "\n" not in str(caught.value)
+
+
+def test_path_options_are_taken_from_the_recipe_folder(tmp_path):
+    # teacher_weights and checkpoint_dir name files: relative ones start at the recipe, like [model] weights
+    from micronet.manager import default_registries
+    from micronet.schedule import plan_steps
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "r.toml").write_text(
+        '[model]\nspec = "micronet:digits_cnn"\nweights = "w.pt"\n[data]\ndataset = "digits"\n'
+        '[[step]]\nuse = "distill"\nteacher = "micronet:digits_cnn"\nteacher_weights = "teacher/state_dict.pt"\n'
+        'checkpoint_dir = "ckpt"\n[[step]]\nuse = "distill"\nteacher = "micronet:digits_cnn"\n'
+        f'teacher_weights = "{tmp_path / "abs.pt"}"\n')
+    recipe = load_recipe(folder / "r.toml")
+    assert recipe.weights == str(folder / "w.pt")
+    first, second = plan_steps(recipe, default_registries())
+    assert first.options["teacher_weights"] == str(folder / "teacher" / "state_dict.pt")
+    assert first.options["checkpoint_dir"] == str(folder / "ckpt")
+    assert second.options["teacher_weights"] == str(tmp_path / "abs.pt")  # absolute: as written
+    assert second.options["checkpoint_dir"] == ""  # empty: still "none"

@@ -161,6 +161,8 @@ class Recipe:
     data: Mapping[str, Any] | None = None
     steps: tuple[StepSpec | RepeatSpec, ...] = ()
     source: str = "<dict>"
+    #: The recipe file's folder: relative paths in step options (``StepOption.path``) start there.
+    base: str | None = None
 
     def data_for(self, step: StepSpec) -> Mapping[str, Any] | None:
         """The data table ``step`` receives: the recipe's ``[data]`` with the
@@ -232,7 +234,7 @@ def parse_recipe(document: Mapping[str, Any], source: str = "<dict>", base: Path
         spec=model["spec"], input_shape=tuple(shape) if shape else None, weights=weights,
         trust=model.get("trust", False), track=score.get("track", "cifar100"),
         rulebook=score.get("rulebook", "micronet-2019"), freebie=score.get("freebie", True),
-        data=data, steps=steps, source=source,
+        data=data, steps=steps, source=source, base=str(base) if base is not None else None,
     )
 
 

@@ -108,7 +108,7 @@ def _planned(spec: StepSpec, recipe: Recipe, registries: "Registries") -> Planne
         known = ", ".join(sorted(set(registries.steps) - {REPEAT})) or "none"
         raise UsageError(f"{recipe.source}: {spec.where}: unknown step {spec.use!r}; "
                          f"steps available: {known}", hint="`micronet plugins` lists them")
-    options = check_options(step, spec.options, f"{recipe.source}: {spec.where}")
+    options = check_options(step, spec.options, f"{recipe.source}: {spec.where}", recipe.base)
     data = recipe.data_for(spec)
     if step.needs_data and data is None:
         raise UsageError(f"{recipe.source}: {spec.where}: {step.name!r} measures the model on data, "

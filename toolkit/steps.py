@@ -9,6 +9,7 @@ every unknown key and wrong type named, before any work starts.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -37,7 +38,9 @@ class StepOption:
     ``types`` are Python types as TOML produces them (``int``, ``float``,
     ``bool``, ``str``, ``list``, ``dict``); an ``int`` is accepted where a
     ``float`` is. ``choices`` restricts the values; ``check(value)`` may
-    return an error message for values out of range.
+    return an error message for values out of range. ``path``: the value is
+    a file or folder, and a relative one is taken from the recipe file's
+    folder (as ``[model] weights`` is), not from where the command runs.
     """
 
     name: str
@@ -46,6 +49,7 @@ class StepOption:
     help: str = ""
     choices: tuple[Any, ...] = ()
     check: Callable[[Any], str | None] | None = None
+    path: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,10 +161,12 @@ def _accepts(option: StepOption, value: Any) -> bool:
     return isinstance(value, option.types)
 
 
-def check_options(step: CompressionStep, given: Mapping[str, Any], where: str) -> dict[str, Any]:
+def check_options(step: CompressionStep, given: Mapping[str, Any], where: str,
+                  base: str | os.PathLike | None = None) -> dict[str, Any]:
     """Options of ``step`` with defaults filled in; a UsageError names the
     step (``where``) and the key for unknown keys, wrong types, bad values or
-    missing required options."""
+    missing required options. With ``base`` (the recipe's folder), a
+    relative, non-empty value of a ``path`` option is joined to it."""
     known = {o.name: o for o in step.options}
     for key in given:
         if key not in known:
@@ -187,6 +193,9 @@ def check_options(step: CompressionStep, given: Mapping[str, Any], where: str) -
             raise UsageError(f"{where}: option {name!r}: {problem}")
         options[name] = float(value) if float in option.types and isinstance(value, int) \
             and int not in option.types else value
+        if option.path and base is not None and isinstance(value, str) and value \
+                and not os.path.isabs(os.path.expanduser(value)):
+            options[name] = os.path.join(base, value)
     if step.validate is not None:
         try:
             step.validate(options)
