@@ -318,6 +318,11 @@ def test_pyramidnet_audit_counts_everything_and_pads_for_free():
     add = next(r for r in result.records if r.module_path == "layer2.0" and r.op == "add")
     assert add.counts.adds == 27 * 16 * 16  # the sum is counted over the padded width
     assert records["layer2.0.downsample"].counts.adds > 0  # the pooling is counted
+    # the reference's AvgPool2d((2, 2), stride=(2, 2)): the course profiler counts the tuple kernel's
+    # 2*2 = 4 per output element (an int kernel 2 would count 2)
+    course = micronet.audit("micronet:pyramidnet_cifar?depth=20&alpha=24", track="cifar10", rulebook="imta-2021")
+    costs = {r.name: c for r, c in course.layers}
+    assert costs["layer2.0.downsample"].ops == 4 * 24 * 16 * 16
 
 
 def _distinct_batchnorms(model):

@@ -18,8 +18,10 @@ under Python 2, whose ``range(1, block_depth)`` needs the integer division of
 code rounds with ``math.floor(x + 0.5)``). A checkpoint of the reference
 loads into this model: the module names are the same.
 
-The shortcut is the identity, with ``AvgPool2d(2)`` where a stage halves H
-and W, and padded with zero channels up to the residual's width
+The shortcut is the identity, with ``AvgPool2d((2, 2), stride=(2, 2))``
+where a stage halves H and W (a tuple kernel, as in the reference: the
+course profiler ``imta-2021`` counts 4 per output for it, 2 for an int 2),
+and padded with zero channels up to the residual's width
 (``torch.cat`` with a zeros tensor, as in the reference; the zeros take the
 residual's width at run time, so a model whose channels were pruned still
 runs). The counters book the zeros and the concatenation as free data
@@ -71,7 +73,7 @@ def _zero_padded(shortcut: torch.Tensor, residual: torch.Tensor) -> torch.Tensor
 
 class BasicBlock(nn.Module):
     """Pyramidal basic unit: BN-conv3x3 (stride)-BN-ReLU-conv3x3-BN plus the
-    zero-padded shortcut (``AvgPool2d(2)`` first where ``stride`` is 2):
+    zero-padded shortcut (2x2 average pooling first where ``stride`` is 2):
     ``in_planes`` channels in, ``planes`` out."""
 
     expansion = 1
@@ -84,7 +86,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU()
         self.conv2 = _conv3x3(planes, planes)
         self.bn3 = nn.BatchNorm2d(planes)
-        self.downsample = nn.AvgPool2d(2) if stride != 1 else None
+        self.downsample = nn.AvgPool2d((2, 2), stride=(2, 2)) if stride != 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn3(self.conv2(self.relu(self.bn2(self.conv1(self.bn1(x))))))
@@ -109,7 +111,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
         self.bn4 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU()
-        self.downsample = nn.AvgPool2d(2) if stride != 1 else None
+        self.downsample = nn.AvgPool2d((2, 2), stride=(2, 2)) if stride != 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn2(self.conv1(self.bn1(x))))
