@@ -32,12 +32,16 @@ exact.
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-__all__ = ["fake_quant", "WeightQuant", "ActivationQuant", "Observer", "MinMaxObserver",
+from micronet.bits import bits_of
+
+__all__ = ["fake_quant", "WeightQuant", "declared_grids", "ActivationQuant", "Observer", "MinMaxObserver",
            "PercentileObserver", "MseObserver", "OBSERVERS", "make_observer", "affine_qparams"]
 
 
@@ -87,6 +91,44 @@ class WeightQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}"
+
+
+FLOAT_WEIGHT_BITS = 32
+
+
+@contextmanager
+def declared_grids(model: nn.Module) -> Iterator[list[str]]:
+    """Train ``model`` with every parameter of a layer that declares weight
+    bits below 32 (:func:`micronet.bits.set_bits`) on its ``b``-bit grid.
+
+    Inside the block each such parameter not parametrized yet gets a
+    :class:`WeightQuant` (per output channel for tensors of two or more
+    dimensions, per tensor otherwise; the ``<name>_mask`` buffer of
+    :mod:`micronet.masks` kept, except at 1 bit, which has no zero), so the
+    forward sees grid values and the latent float values learn through the
+    straight-through gradient. On leaving, the grid values are stored and
+    those parametrizations removed: a fine-tuned quantized layer holds what
+    its declared bits can hold. A parameter already on its grid is left as
+    it is (the grid of a grid is itself). Yields the parameters' names
+    (``layer.weight``)."""
+    added: list[tuple[nn.Module, str, str]] = []
+    for module_name, module in model.named_modules():
+        bits = bits_of(module).get("weight")
+        if bits is None or bits >= FLOAT_WEIGHT_BITS:
+            continue
+        for name, param in list(module._parameters.items()):
+            if param is None or not param.is_floating_point() or parametrize.is_parametrized(module, name):
+                continue
+            mask = module._buffers.get(f"{name}_mask")
+            mask = mask if bits > 1 and mask is not None and mask.dtype == torch.bool else None
+            parametrize.register_parametrization(module, name, WeightQuant(bits, param.dim() > 1, mask))
+            added.append((module, name, f"{module_name}.{name}" if module_name else name))
+    try:
+        yield [full for _, _, full in added]
+    finally:
+        with torch.no_grad():
+            for module, name, _ in added:
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 
 # ------------------------------------------------------------------ observers

@@ -2,8 +2,9 @@
 
 Both train the pipeline's copy in place with :func:`micronet.training.train.fit` on
 the recipe's ``[data]`` table (without one: the synthetic ``fake`` problem,
-said in a note), keeping pruning masks and fake quantization in force, and
-note the loss per epoch and, when the recipe names its data, the final
+said in a note), keeping pruning masks and fake quantization in force (a
+layer that declares weight bits below 32 trains through its grid and ends on
+it: :func:`micronet.plugins.fakequant.declared_grids`), and note the loss per epoch and, when the recipe names its data, the final
 top-1 on its test split. ``distill`` adds a teacher: ``"original"`` (the
 pipeline's input model, before any compression) or a model spec with
 ``teacher_weights`` (a spec importing code, ``module:factory`` or
@@ -30,6 +31,7 @@ from torch import nn
 
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
+from micronet.plugins.fakequant import declared_grids
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, within
 from micronet.training.data import output_classes
 from micronet.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, fit
@@ -129,9 +131,12 @@ def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
         context.note("data", data.get("dataset"))
     target = _target(options, context)
     config = _config(options, context, evaluate=data is not None, target=target)
-    history = fit(model, data, config, input_shape=context.input_shape,
-                  num_classes=output_classes(model, context.input_shape), teacher=teacher,
-                  log=context.log, **distill)
+    classes = output_classes(model, context.input_shape)
+    with declared_grids(model) as held:  # quantized layers stay on their grids (fakequant.declared_grids)
+        history = fit(model, data, config, input_shape=context.input_shape, num_classes=classes,
+                      teacher=teacher, log=context.log, **distill)
+    if held:
+        context.note("kept_on_grids", len(held))
     context.note("loss", [round(loss, 6) for loss in history["loss"]])
     if history["accuracy"]:
         context.note("top1", round(history["accuracy"][-1], 4))

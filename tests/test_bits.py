@@ -79,3 +79,78 @@ def test_declarations_survive_the_pipelines_model_pt2(tmp_path):
     assert history.final.score.storage == pytest.approx(15 * 4 / 32 + 16)
     archived = micronet.audit(str(tmp_path / "o" / "model.pt2"), freebie=False)
     assert archived.score.storage == pytest.approx(history.final.score.storage)
+
+
+# ----------------------------------------------------------- declarations the values must honour
+
+
+def _distinct_per_row(tensor):
+    return max(len(torch.unique(row)) for row in tensor.detach().reshape(tensor.shape[0], -1))
+
+
+def test_bits_violation_counts_distinct_values_per_output_channel():
+    from micronet.bits import bits_violation
+
+    layer = nn.Linear(20, 3)
+    with torch.no_grad():  # row 0: 4 values, rows 1-2: 5 values; the bias 3 values
+        layer.weight.copy_(torch.tensor([[0.0, 1.0, 2.0, 3.0] * 5, [0.0, 1.0, 2.0, 3.0, 4.0] * 4,
+                                         [4.0, 1.0, 2.0, 3.0, 0.0] * 4]))
+        layer.bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    model = nn.Sequential(layer)
+    assert bits_violation(model) is None  # nothing declared
+    set_bits(layer, weight=3)  # 8 values per channel: fine
+    assert bits_violation(model) is None
+    set_bits(layer, weight=2)  # 4 values: rows 1 and 2 hold 5
+    assert bits_violation(model) == ("'0.weight' declares 2-bit weights and holds 5 distinct values in output "
+                                     "channel 1 (at most 4 fit in 2 bits)")
+    set_bits(layer, weight=1)  # 2 values: every row holds more; the worst is named
+    assert bits_violation(model).endswith("holds 5 distinct values in output channel 1 (at most 2 fit in 1 bit)")
+    set_bits(layer, weight=32)
+    assert bits_violation(model) is None
+
+
+def test_a_step_leaving_a_quantized_layer_off_its_grid_fails_and_keeps_the_input():
+    from micronet.manager import Registries, get_plugin_manager, hookimpl
+    from micronet.steps import CompressionStep
+
+    def drift(model, options, context):  # a plugin training without the quantizer
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 1e-3)
+        return model
+
+    class Steps:
+        @hookimpl
+        def micronet_register_steps(self):
+            return [CompressionStep("drift", "move every weight a little", drift)]
+
+    registries = Registries.from_manager(get_plugin_manager(entry_points=False, extra=[Steps()]))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    recipe = {"model": {"spec": "unused", "input": [1, 3, 8, 8]},
+              "step": [{"use": "quantize", "weight_bits": 4}, {"use": "drift"}]}
+    with pytest.raises(micronet.CompressionError) as raised:
+        compress(recipe, model=model, registries=registries)
+    assert "step 2 ('drift'" in str(raised.value)
+    assert "'0.weight' declares 4-bit weights and holds" in str(raised.value)
+    assert "(at most 16 fit in 4 bits)" in str(raised.value)
+
+
+def test_finetune_keeps_quantized_layers_on_their_grids():
+    # quantize to 4 bits, then fine-tune: the weights train through the grid and end on it
+    from conftest import trained_digits_cnn
+
+    recipe = {"model": {"spec": "micronet:digits_cnn"}, "score": {"track": "digits"},
+              "data": {"dataset": "digits", "batch_size": 64},
+              "step": [{"use": "quantize", "weight_bits": 4, "activation_bits": 32, "layers": ["conv2", "fc"]},
+                       {"use": "finetune", "epochs": 1, "lr": 0.01, "max_batches": 4}]}
+    history = compress(recipe, model=trained_digits_cnn())
+    quantized, tuned = history.steps[0].result, history.steps[1].result
+    assert history.steps[1].notes["kept_on_grids"] == 3  # conv2.weight (no bias), fc.weight, fc.bias
+    assert tuned.score.total == pytest.approx(quantized.score.total)  # the same bits, still honoured
+    model = history.model
+    assert _distinct_per_row(model.conv2.weight) <= 15  # symmetric 4-bit grid: 2^4 - 1 values
+    assert _distinct_per_row(model.fc.weight) <= 15
+    assert _distinct_per_row(model.conv3.weight) > 16  # float layers train freely
+    before = dict(trained_digits_cnn().named_parameters())
+    assert not torch.equal(model.fc.weight, before["fc.weight"])  # it did learn

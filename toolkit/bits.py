@@ -35,7 +35,7 @@ from torch import nn
 from .errors import UsageError
 from .precision import check_bits
 
-__all__ = ["set_bits", "bits_of", "declare_storage", "storage_of", "declared_storage_bits",
+__all__ = ["set_bits", "bits_of", "bits_violation", "declare_storage", "storage_of", "declared_storage_bits",
            "archive_document", "restore_archive_document", "ARCHIVE_FILE", "BIT_KINDS"]
 
 #: Extra file of a ``torch.export`` archive holding ``{module path: {"bits": ..., "storage": ...}}``.
@@ -99,6 +99,42 @@ def storage_of(module: nn.Module | None) -> Mapping[str, tuple[int, int]]:
 def declared_storage_bits(module: nn.Module | None) -> int:
     """Total bits of the storage declared for ``module``."""
     return sum(elements * bits for elements, bits in storage_of(module).values())
+
+
+def bits_violation(model: nn.Module) -> str | None:
+    """Why ``model`` holds more than its declarations allow, or None.
+
+    A parameter of a layer declaring ``b`` weight bits can hold at most
+    ``2^b`` distinct values in each output channel (dim 0; the whole tensor
+    for 0-d and 1-d ones) whatever the grid (uniform, per channel, a
+    codebook). More means the score would charge ``b`` bits for values that
+    need more, e.g. a quantized layer fine-tuned off its grid. Checked on the
+    values the forward uses (a parametrized parameter's output)."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    for path, module in model.named_modules():
+        bits = bits_of(module).get("weight")
+        if bits is None or bits >= 32:
+            continue
+        names = list(getattr(module, "parametrizations", {}) or {}) if parametrize.is_parametrized(module) else []
+        names += [n for n, p in module._parameters.items() if p is not None]
+        for name in names:
+            tensor = getattr(module, name)
+            if not isinstance(tensor, torch.Tensor) or tensor.is_meta or not tensor.is_floating_point():
+                continue
+            rows = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
+            if rows.shape[1] <= 2 ** bits:
+                continue
+            ordered = rows.sort(dim=1).values
+            distinct = 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+            worst = int(distinct.argmax())
+            if int(distinct[worst]) > 2 ** bits:
+                where = f"output channel {worst}" if tensor.dim() > 1 else "the tensor"
+                label = f"{path}.{name}" if path else name
+                return (f"{label!r} declares {bits}-bit weights and holds {int(distinct[worst]):,} distinct values "
+                        f"in {where} (at most {2 ** bits:,} fit in {bits} bit{'s' * (bits > 1)})")
+    return None
 
 
 def archive_document(model: nn.Module) -> str:

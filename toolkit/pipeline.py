@@ -30,7 +30,7 @@ import torch
 from torch import fx, nn
 
 from .audit import Result, audit, input_dtype_of, measure_accuracy
-from .bits import ARCHIVE_FILE, archive_document
+from .bits import ARCHIVE_FILE, archive_document, bits_violation
 from .capture import is_aten_graph, trace_fx
 from .errors import CompressionError, UsageError
 from .fileio import atomic_write_bytes, atomic_write_text
@@ -250,7 +250,8 @@ def _audited(model: nn.Module, input_shape, name: str, score: Mapping[str, Any])
 
 def _check_produced(produced: Any) -> None:
     """A step must return a module whose parameters are finite numbers
-    (buffers may hold infinities, e.g. attention masks, but not NaN)."""
+    (buffers may hold infinities, e.g. attention masks, but not NaN) and hold
+    no more values than their declared bits can (:func:`micronet.bits.bits_violation`)."""
     if not isinstance(produced, nn.Module):
         raise TypeError(f"returned {type(produced).__name__}, expected an nn.Module")
     tensors = [("parameter", n, t, False) for n, t in produced.named_parameters()]
@@ -263,6 +264,10 @@ def _check_produced(produced: Any) -> None:
             count = int(bad.sum())
             raise ValueError(f"the model it returned has {count} non-finite value(s) in {kind} "
                              f"{tensor_name!r} (NaN{'' if inf_ok else ' or infinity'}); nothing was kept")
+    violation = bits_violation(produced)
+    if violation is not None:  # the score would charge fewer bits than the values need
+        raise ValueError(f"the model it returned breaks its bit declarations: {violation}; train through "
+                         "the quantizer (the built-in finetune/distill do) or quantize after training")
 
 
 def _same_model(before: nn.Module, after: nn.Module) -> bool:
