@@ -64,6 +64,8 @@ original is silent: bits come from each layer (min(weight bits, 16)); a
 module called twice counts its ops twice and its params once; a module fx
 keeps whole although it has children (nn.MultiheadAttention) counts as one
 leaf; sparsity is the fraction of exact zeros among all counted params.
+Activation bits are not part of the profile: ``ScoreOptions.act_bits`` and
+``layer_act_bits`` change nothing (as in the course's profiler).
 A layer's MACs are the multiplies the quant factor divides (conv and linear
 dot products, before qf); they sum to the ``macs`` total.
 
@@ -72,7 +74,9 @@ dot products, before qf); they sum to the ``macs`` total.
     (1 - (ps + pu)) * (qw/32) * w / 5.6e6 + (1 - ps) * (max(qw, qa)/32) * f / 2.8e8
 
 with w the parameters, f the MACs of the dot products (conv, linear,
-matmul), qw / qa the widest weight / activation bits, pu the measured
+matmul), qw / qa the widest weight / activation bits (qa over the records
+that compute: ``ScoreOptions.layer_act_bits`` replaces a record's input
+bits before the maximum is taken), pu the measured
 fraction of zero parameters, and ps the structured pruning ratio. micronet
 counts the model as it is, so channels already removed are gone from w and
 f and ps defaults to 0; pass ``ScoreOptions(extra={"structured": r})`` to
@@ -362,14 +366,26 @@ def _prepare_lab4(records: Sequence[LayerRecord]):
     return tuple(records)
 
 
+def _act_bits(records, options: ScoreOptions) -> list[int]:
+    """Each record's activation bits: ``layer_act_bits`` where given, else the
+    uniform ``act_bits``, else as measured (qa is the widest of the active ones)."""
+    given = options.layer_act_bits
+    if given is not None and len(given) != len(records):
+        raise UsageError(f"ScoreOptions.layer_act_bits has {len(given)} entries, expected one per record "
+                         f"({len(records)})")
+    uniform = [options.act_bits or r.input_bits for r in records]
+    return uniform if given is None else [u if g is None else g for u, g in zip(uniform, given)]
+
+
 def _evaluate_lab4(records, track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
     params = sum(r.params for r in records)
     zeros = sum(r.params - r.nonzero_params for r in records)
     macs = sum(r.counts.macs for r in records)
     weighted = [r.weight_bits for r in records if r.params]
-    active = [r.input_bits for r in records if r.counts.dense_mults or r.counts.dense_adds]
+    active = [bits for r, bits in zip(records, _act_bits(records, options))
+              if r.counts.dense_mults or r.counts.dense_adds]
     qw = options.weight_bits or (max(weighted) if weighted else 32)
-    qa = options.act_bits or (max(active) if active else 32)
+    qa = max(active) if active else (options.act_bits or 32)
     pu = options.sparsity if options.sparsity is not None else (zeros / params if params else 0.0)
     ps = float(dict(options.extra).get("structured", 0.0))
     storage_term = (1 - (ps + pu)) * (qw / 32) * params / LAB4_PARAMS

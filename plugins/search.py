@@ -1,279 +1,233 @@
-"""Built-in step ``search``: per-layer weight bits and sparsity chosen to meet a score budget.
+"""Built-in step ``search``: per-layer bits, sparsity and channels chosen to a budget.
 
 Each selected layer (by default the ``weight`` of every Conv*/Linear module
 and of every declared :class:`~micronet.steps.WeightedLayer`; ``layers`` /
-``ignore`` globs) gets one setting ``(weight_bits, sparsity)`` from the
-candidate lists, so that the MicroNet score of the result, under the run's
-rulebook, track and freebie, is at most ``target_score``, with the least
-predicted loss of top-1.
+``ignore`` globs) gets one setting from the candidate lists: weight bits
+(``weight_bits``), the bits of its input activations (``act_bits``; default
+``[]``: not searched, the inputs stay as they are), unstructured sparsity
+(``sparsity``) and, with ``structured = true``, a fraction of its output
+channels zeroed (``channels``). Exactly one objective:
 
-Predicted accuracy cost (an additive model): a layer's setting costs its
-measured top-1 drop at those bits plus its drop at that sparsity, each
-measured with that layer alone perturbed (:func:`micronet.plugins.sensitivity.measure`
-on the calibration split; sparsity 0 costs nothing; negative drops, noise on
-a small split, count as 0), and an allocation costs the sum over layers.
-Interactions between layers, and between bits and zeros in one layer, are
-ignored: the prediction is a ranking device, the accuracy after the step is
-measured by the pipeline.
+- ``target_score``: the MicroNet score of the result, under the run's
+  rulebook, track and freebie, is at most ``target_score``, with the least
+  predicted loss of top-1 (:func:`micronet.plugins.allocation.allocate`);
+- ``max_accuracy_drop`` (percentage points of top-1): the lowest exact score
+  whose predicted drop is at most the bound (the dual problem,
+  :func:`micronet.plugins.allocation.allocate_drop`). After the settings are
+  applied (and fine-tuned), the step measures top-1 on the ``[data]`` test
+  split (:func:`micronet.training.data.evaluate`) against the step's input
+  (the pipeline's measurement of it); when the measured drop exceeds the
+  bound it backs off: the predicted budget becomes half the predicted drop
+  just tried and the search runs again from the step's input, at most
+  ``retries`` times, then fails in one line naming the best measured drop.
+  The test split thus steers the choice (as the bound is stated on it):
+  keep a held-out set of your own if that matters.
 
-Score: exact, by the rules. Every candidate allocation is re-scored from the
-step input's records with per-layer overrides
-(:class:`~micronet.rules.ScoreOptions` ``layer_weight_bits`` /
-``layer_sparsity`` / ``layer_storage_bits``, the last for the float32 grid
-scales the layer then stores), no re-trace per candidate.
+Prediction and score: see :mod:`micronet.plugins.allocation` (the additive
+model over the sensitivity table; the exact per-layer re-score of the step
+input's records, no re-trace per candidate).
 
-Allocation: a Lagrangian relaxation of the multiple-choice knapsack. For a
-multiplier ``lambda`` each layer independently takes the setting minimising
-``drop + lambda * score_cost`` (its score cost measured exactly, one layer
-changed at a time); ``lambda`` is bisected to the smallest value whose
-allocation's *exact* score is <= ``target_score``; then, while it stays
-within the budget, the layer upgrade (to a setting of smaller drop) that
-buys the most drop per unit of score is taken, greedily, which fills the
-slack the convex hull leaves. Why not the others: HAQ learns the policy
-with reinforcement learning (hundreds of evaluated episodes), HAWQ-v2
-solves an integer linear program over Hessian-trace sensitivities (a
-solver dependency, and the rules' bitmask-or-dense storage is a min, not
-linear), NNCF's HAWQ-based precision initialiser and AIMET's AMP walk a
-Pareto curve of one-layer-at-a-time choices; the Lagrangian needs only the
-table and the exact re-scorer, costs milliseconds for thousands of
-re-scores, and its answer is checked exactly against the budget.
+Sensitivity table: an earlier ``sensitivity`` step's (``context.earlier``),
+when no step changed the model since, for every (layer, kind, level) it
+has; the settings it lacks (or all, without one) are measured here on the
+calibration split (:func:`micronet.plugins.sensitivity.measure`, one
+evaluation per layer and setting; neutral levels are not measured).
 
-Applied for real: the weight's ``round(sparsity * elements)`` smallest
-magnitudes zeroed and masked (:func:`micronet.masks.set_mask`, as
-``sparsify``), the weight on its per-output-channel symmetric grid and the
-other parameters (the bias) on per-tensor grids at the layer's bits (the
-:class:`~micronet.plugins.fakequant.WeightQuant` parametrization of
-``quantize``, the mask kept before rounding), :func:`micronet.bits.set_bits`
-and the grid scales declared as float32 storage. With ``epochs > 0`` the
-model is trained with distillation from the step's input model
+Candidates per layer: every combination of the lists, except that 1-bit
+weights take no unstructured sparsity (a binary grid has no zero: the zeros
+would be lost), the layers producing the model's output keep all their
+channels (:func:`micronet.plugins.prune.output_layers`: zeroing one would
+zero a class), and a layer the fx graph does not call as a module keeps its
+input as it is (warned: the quantizer goes into the graph).
+
+Applied for real, in this order: channels (the ``min(round(c * out), out -
+1)`` lowest-L2-norm output channels, each zeroed and masked with
+:func:`micronet.masks.set_mask` as a whole: weight row, ``bias`` entry and
+the entries of the BatchNorm that alone reads the layer,
+:func:`micronet.plugins.sensitivity.channel_group`, so the channel outputs
+zero); unstructured zeros (the ``round(s * elements)`` smallest magnitudes,
+as ``sparsify``; the channel zeros rank lowest); the weight on its
+per-output-channel grid and the bias on a per-tensor grid at the layer's
+bits, masks kept before rounding (:func:`micronet.plugins.quantize.quantize_parameters`),
+:func:`micronet.bits.set_bits` and the grid scales declared; the input
+activations through an :class:`~micronet.plugins.fakequant.ActivationQuant`
+inserted in the graph (:func:`micronet.plugins.quantize.insert_activation_quant`,
+``minmax``), the input bits and its float32 scale declared as ``quantize``
+does, calibrated on the calibration split with the weights already on their
+grids (:func:`micronet.plugins.quantize.calibrate`). Zeroed channels stay in
+the model (masked), priced as zeros of the layer's weight: removing them
+with Torch-Pruning would keep the function (they output zero) and lower the
+score further (the next layer's inputs go too), but the ``prune`` step's
+public route picks channels by its own importance, not these, so it is not
+done here; a later ``prune`` step may remove channels. With ``epochs > 0``
+the model is trained with distillation from the step's input
 (:func:`micronet.training.train.fit`, ``teacher=``) through the fake
-quantizers, then the grids are baked in. The produced model is audited again
-under the run's rulebook, track and freebie and the step fails if that
-score exceeds ``target_score`` (rounding to the grid only adds zeros, so it
-is at most the predicted score). An unreachable budget fails with one line
-naming the nearest reachable score (every layer at its cheapest setting).
+quantizers, then the grids are baked in. The result is audited again under
+the run's rulebook, track and freebie; with ``target_score`` the step fails
+if that score exceeds it (rounding only adds zeros, so it is at most the
+predicted score). An unreachable budget fails with one line naming the
+nearest reachable score (every layer at its cheapest setting); an
+unreachable bound, the least predicted drop.
 
-Activation bits and channel pruning are not searched. No earlier
-``sensitivity`` step's table is reachable from a step, so the table is
-measured here (one evaluation per layer and setting).
-
-Notes: ``settings`` ``{layer: {weight_bits, sparsity}}``, ``predicted_drop``
-(points), ``predicted_score``, ``score`` (the re-audit), ``lambda``,
-``nearest_score`` (all cheapest), ``sensitivity`` (how the table was
-obtained), ``baseline`` (calibration top-1), ``rescores``, ``seconds``.
+Notes: ``objective`` (``target_score`` or ``max_accuracy_drop``),
+``settings`` ``{layer: {weight_bits, act_bits, sparsity, channels}}``,
+``predicted_drop`` (points), ``predicted_score``, ``score`` (the re-audit),
+``rescored`` (the plan's score at the zeros reached), ``lambda``,
+``nearest_score`` (target_score: all cheapest) or ``least_drop``
+(max_accuracy_drop: all safest), ``sparsity_reached``, ``sensitivity`` (how
+the table was obtained), ``sensitivity_from`` (the step reused),
+``sensitivity_measured`` (rows measured here), ``baseline`` (calibration
+top-1), ``accuracy_before`` / ``accuracy`` / ``measured_drop`` (test split,
+when ``[data]`` names a dataset), ``attempts`` (max_accuracy_drop: budget,
+predicted drop, score and measured drop of each try), ``kept_whole``
+(channels), ``rescores``, ``seconds``.
 """
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Mapping
 
 import torch
-from torch import nn
+from torch import fx, nn
 
-from micronet.bits import set_bits
+from micronet.bits import declare_storage, set_bits
 from micronet.errors import CompressionError, UsageError
 from micronet.manager import hookimpl
 from micronet.masks import set_mask
-from micronet.plugins.quantize import bake_weights, quantize_parameters
-from micronet.plugins.sensitivity import (check_bit_levels, check_sparsity_levels, load_batches, measure,
-                                          perturbed, select_targets)
-from micronet.rules import ScoreOptions
+from micronet.plugins.allocation import (FLOAT_BITS, Allocation, Plan, Setting, allocate, allocate_drop,
+                                         make_plan, predicted_drops, total)
+from micronet.plugins.quantize import LayerPlan, QuantConfig, bake_weights, calibrate, insert_activation_quant, \
+    quantize_parameters
+from micronet.plugins.sensitivity import (KINDS, channel_group, channel_keep, check_bit_levels, check_sparsity_levels,
+                                          load_batches, measure, perturbed, select_targets)
 from micronet.selection import Candidate, StepWarnings
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
-from micronet.training.data import output_classes
+from micronet.training.data import evaluate, output_classes
 from micronet.training.train import TrainConfig, fit
 
-__all__ = ["SEARCH", "search", "Plan", "Allocation", "predicted_drops", "allocate"]
-
-Setting = tuple[int, float]  # (weight bits, sparsity)
-FLOAT_BITS = 32
+__all__ = ["SEARCH", "search", "Plan", "Setting", "Allocation", "predicted_drops", "allocate", "allocate_drop",
+           "make_plan", "candidates", "apply"]
 
 
-# ------------------------------------------------------------ exact score
+# ------------------------------------------------------------ candidates
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What the search chooses among, and how a choice is scored exactly.
+def candidates(model: nn.Module, targets: Mapping[str, Candidate], options: Mapping[str, Any],
+               warner: StepWarnings) -> tuple[dict[str, tuple[Setting, ...]], list[str]]:
+    """Each layer's candidate settings (see the module docstring) and the
+    layers whose channels are kept whole (they produce the output)."""
+    acts = [int(a) for a in options["act_bits"]] or [FLOAT_BITS]
+    channels = [float(c) for c in options["channels"]] if options["structured"] else [0.0]
+    whole: list[str] = []
+    if any(c > 0 for c in channels):
+        from micronet.plugins.prune import output_layers  # Torch-Pruning only when channels are searched
 
-    ``layers``: the selected module names; ``settings``: the candidate
-    ``(bits, sparsity)`` pairs; ``result``: the audit of the step's input;
-    ``rows`` maps each layer to the indices of its records; ``scales`` to
-    the float32 values its grids would store (one per output channel of the
-    weight, one per other parameter)."""
-
-    layers: tuple[str, ...]
-    settings: tuple[Setting, ...]
-    result: Any
-    rows: Mapping[str, tuple[int, ...]]
-    scales: Mapping[str, int]
-
-    def options(self, choice: Mapping[str, Setting], sparsity: Mapping[str, float] | None = None) -> ScoreOptions:
-        """The run's options with ``choice`` as per-layer overrides (``sparsity``
-        replaces the chosen levels, e.g. by the zeros reached)."""
-        n = len(self.result.records)
-        bits: list[int | None] = [None] * n
-        zeros: list[float | None] = [None] * n
-        storage: list[float | None] = [None] * n
-        for layer, (b, s) in choice.items():
-            for i in self.rows[layer]:
-                bits[i], zeros[i] = b, (sparsity or {}).get(layer, s)
-                declared = self.result.records[i].declared_storage_bits
-                storage[i] = declared + (self.scales[layer] * FLOAT_BITS if b < FLOAT_BITS else 0)
-        return ScoreOptions(freebie=self.result.options.freebie, extra=self.result.options.extra,
-                            layer_weight_bits=tuple(bits), layer_sparsity=tuple(zeros),
-                            layer_storage_bits=tuple(storage))
-
-    def score(self, choice: Mapping[str, Setting], sparsity: Mapping[str, float] | None = None) -> float:
-        """The exact score of the step's input records under ``choice``."""
-        return self.result.rescore(self.options(choice, sparsity)).score.total
+        whole = [name for name in output_layers(model) if name in targets]
+    graph_inputs = _graph_called(model)
+    found = {}
+    for name in targets:
+        layer_acts = acts
+        if any(a < FLOAT_BITS for a in acts) and name not in graph_inputs:
+            warner.warn(f"{name} is not called as a module in the fx graph: its input activations stay as "
+                        "they are")
+            layer_acts = [FLOAT_BITS]
+        layer_channels = [0.0] if name in whole else channels
+        found[name] = tuple(dict.fromkeys(
+            Setting(int(b), a, float(s), c) for b in options["weight_bits"] for a in layer_acts
+            for s in options["sparsity"] for c in layer_channels if not (b == 1 and s > 0)))
+    return found, whole
 
 
-def make_plan(result: Any, targets: Mapping[str, Candidate], settings: Sequence[Setting]) -> Plan:
-    """The :class:`Plan` for ``targets`` (module name -> candidate) on ``result``'s records (a module call's record is named by its module path)."""
-    rows = {name: tuple(i for i, r in enumerate(result.records) if r.name == name) for name in targets}
-    scales = {name: sum(p.shape[0] if p is c.tensor and p.dim() else 1
-                        for p in c.module.parameters(recurse=False)) for name, c in targets.items()}
-    return Plan(tuple(targets), tuple(settings), result, rows, scales)
+def _graph_called(model: nn.Module) -> set[str]:
+    """Modules an fx graph calls with a node as first argument (where a quantizer can go)."""
+    if not isinstance(model, fx.GraphModule):
+        return set()
+    return {n.target for n in model.graph.nodes if n.op == "call_module" and n.args and isinstance(n.args[0], fx.Node)}
 
 
-# ------------------------------------------------------------- allocation
+# ------------------------------------------------------------ sensitivity
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """A chosen setting per layer, its predicted drop (points), exact score and multiplier."""
-
-    choice: Mapping[str, Setting]
-    drop: float
-    score: float
-    lam: float
-    rescores: int
-
-
-def predicted_drops(table: Sequence[Mapping[str, Any]], layers: Sequence[str],
-                    settings: Sequence[Setting]) -> dict[str, dict[Setting, float]]:
-    """The additive model: drop(bits) + drop(sparsity) per layer and setting,
-    negative drops as 0, sparsity 0 as 0."""
-    measured = {(r["layer"], r["kind"], float(r["level"])): max(float(r["drop"]), 0.0) for r in table}
-    return {layer: {(b, s): measured[(layer, "bits", float(b))]
-                    + (measured[(layer, "sparsity", float(s))] if s > 0 else 0.0) for b, s in settings}
-            for layer in layers}
-
-
-def _costs(plan: Plan) -> dict[str, dict[Setting, float]]:
-    """Each layer's score at each setting, the other layers at the first setting
-    (exact; the rules add over layers, so differences are what matters)."""
-    base = {layer: plan.settings[0] for layer in plan.layers}
-    return {layer: {s: plan.score({**base, layer: s}) for s in plan.settings} for layer in plan.layers}
-
-
-def _pick(drops, costs, lam: float) -> dict[str, Setting]:
-    return {layer: min(options, key=lambda s: (options[s] + lam * costs[layer][s], costs[layer][s]))
-            for layer, options in drops.items()}
-
-
-def allocate(plan: Plan, drops: Mapping[str, Mapping[Setting, float]], target: float) -> Allocation:
-    """The Lagrangian allocation (see the module docstring); CompressionError
-    naming the nearest reachable score when even the cheapest settings exceed ``target``."""
-    costs = _costs(plan)
-    cheapest = {layer: min(plan.settings, key=lambda s: (costs[layer][s], drops[layer][s])) for layer in plan.layers}
-    nearest = plan.score(cheapest)
-    if nearest > target:
-        raise CompressionError(f"no allocation reaches target_score {target:g}: the nearest reachable score is "
-                               f"{nearest:.6g} (every layer at its cheapest setting)",
-                               hint=f"raise target_score to {nearest:.6g} or more, or add cheaper settings")
-    lo, hi, rescores = 0.0, 1.0, len(plan.layers) * len(plan.settings) + 1
-    while plan.score(_pick(drops, costs, hi)) > target and hi < 1e12:
-        hi, rescores = hi * 2, rescores + 1
-    if plan.score(_pick(drops, costs, lo)) <= target:
-        hi = lo
-    for _ in range(60 if hi > lo else 0):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if plan.score(_pick(drops, costs, mid)) <= target else (mid, hi)
-        rescores += 1
-    choice = _pick(drops, costs, hi) if plan.score(_pick(drops, costs, hi)) <= target else cheapest
-    choice, extra = _fill(plan, drops, choice, target)
-    total = sum(drops[layer][s] for layer, s in choice.items())
-    return Allocation(choice, total, plan.score(choice), hi, rescores + extra + 3)
+def _table(model: nn.Module, targets: Mapping[str, Candidate], choices: Mapping[str, tuple[Setting, ...]],
+           context: StepContext) -> dict[str, Any]:
+    """The sensitivity rows the candidates need: an earlier ``sensitivity``
+    step's where it has them and no step changed the model since, the rest
+    measured now on the calibration split."""
+    needed = {(layer, kind, float(level)) for layer, settings in choices.items()
+              for s in settings for kind, level in s.levels()}
+    earlier = _earlier_sensitivity(context)
+    rows = {}
+    if earlier is not None:
+        rows = {(r["layer"], r["kind"], float(r["level"])): r for r in earlier.notes.get("table") or []}
+        rows = {key: row for key, row in rows.items() if key in needed}
+    missing = needed - rows.keys()
+    baseline = earlier.notes.get("baseline") if earlier is not None and rows else None
+    if missing:
+        order = {"bits": -1, "act_bits": -1, "sparsity": 1, "channels": 1}  # the harshest last, as sensitivity
+        settings = sorted({(kind, level) for _, kind, level in missing},
+                          key=lambda s: (KINDS.index(s[0]), order[s[0]] * s[1]))
+        loaded = load_batches(model, {"batches": None}, context)
+        skip = {(layer, kind, level) for layer in targets for kind, level in settings} - missing
+        found = measure(model, targets, [(k, int(v) if k in ("bits", "act_bits") else v) for k, v in settings],
+                        loaded, context.log, skip=skip)
+        rows.update({(r["layer"], r["kind"], float(r["level"])): r for r in found["table"]})
+        baseline = baseline or found["baseline"]
+    if earlier is not None and len(missing) < len(needed):
+        context.note("sensitivity_from", f"step {earlier.index}")
+    context.note("sensitivity_measured", len(missing))
+    how = "measured here on the calibration split" if earlier is None or len(missing) == len(needed) else \
+        f"from step {earlier.index}" + (f", {len(missing)} settings measured here" if missing else "")
+    context.note("sensitivity", how)
+    return {"baseline": baseline, "table": list(rows.values())}
 
 
-def _fill(plan: Plan, drops, choice: dict[str, Setting], target: float) -> tuple[dict[str, Setting], int]:
-    """Greedily take the upgrade with the most drop saved per unit of score while within ``target``."""
-    rescores, score = 0, plan.score(choice)
-    while True:
-        best, best_rate = None, 0.0
-        for layer, now in choice.items():
-            for s in plan.settings:
-                saved = drops[layer][now] - drops[layer][s]
-                if saved <= 0:
-                    continue
-                trial = plan.score({**choice, layer: s})
-                rescores += 1
-                rate = saved / max(trial - score, 1e-12)
-                if trial <= target and rate > best_rate:
-                    best, best_rate = (layer, s, trial), rate
-        if best is None:
-            return choice, rescores
-        choice, score = {**choice, best[0]: best[1]}, best[2]
+def _earlier_sensitivity(context: StepContext) -> Any:
+    """The record of the last ``sensitivity`` step, if no step changed the model after it."""
+    for record in reversed(context.earlier):
+        if record.name == "sensitivity" and record.error is None:
+            return record
+        if record.changed:
+            return None  # the model changed after any sensitivity step: measure again
+    return None
 
 
 # ---------------------------------------------------------------- apply
 
 
-def apply(targets: Mapping[str, Candidate], choice: Mapping[str, Setting]) -> None:
-    """Zero and mask each weight to its sparsity, then put its parameters on
-    their grids (fake-quant parametrizations, the mask kept) and declare the
-    bits and the grid scales."""
-    for name, (bits, sparsity) in choice.items():
+def apply(model: nn.Module, targets: Mapping[str, Candidate], choice: Mapping[str, Setting],
+          calibration: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Put ``choice`` on ``model`` in place (see the module docstring):
+    channels and zeros masked, parameters on their grids (fake-quant
+    parametrizations), input quantizers inserted and calibrated on
+    ``calibration``, the bits and scales declared."""
+    for name, setting in choice.items():
         target, module = targets[name], targets[name].module
-        if sparsity > 0:
-            set_mask(module, target.weight, perturbed(target.tensor.detach(), "sparsity", sparsity) != 0)
-        quantize_parameters(module, target.weight, bits,
-                            lambda param, module=module, weight=target.weight:
-                            module._buffers.get(f"{param}_mask") if param == weight else None)
-        set_bits(module, weight=bits)
+        weight = target.tensor.detach()
+        if setting.channels > 0:
+            keep = channel_keep(weight, setting.channels)
+            for owner, param in channel_group(model, name, target):
+                shape = owner._parameters[param].shape
+                set_mask(owner, param, keep.reshape(-1, *([1] * (len(shape) - 1))).expand(shape))
+            weight = target.tensor.detach()
+        if setting.sparsity > 0:
+            set_mask(module, target.weight, perturbed(weight, "sparsity", setting.sparsity) != 0)
+        quantize_parameters(module, target.weight, setting.weight_bits,
+                            lambda param, module=module: module._buffers.get(f"{param}_mask"))
+        set_bits(module, weight=setting.weight_bits)
+    plans = {name: LayerPlan(name, s.weight_bits, s.act_bits, weight=targets[name].weight)
+             for name, s in choice.items() if s.act_bits < FLOAT_BITS}
+    if plans:
+        quantizers = insert_activation_quant(model, plans, QuantConfig())
+        for name, plan in plans.items():
+            set_bits(targets[name].module, input=plan.input_bits)
+            declare_storage(targets[name].module, "input_scale", elements=1, bits=FLOAT_BITS)
+        calibrate(model, quantizers, (x for x, _ in calibration))
 
 
 def _zero_fraction(tensor: torch.Tensor) -> float:
     return 1.0 - int(torch.count_nonzero(tensor)) / tensor.numel()
-
-
-# ----------------------------------------------------------------- step
-
-
-def _table(model: nn.Module, targets: Mapping[str, Candidate], options: Mapping[str, Any],
-           context: StepContext) -> dict[str, Any]:
-    """The sensitivity table for the search's levels: an earlier ``sensitivity``
-    step's, when it covers them and no step changed the model since; else
-    measured now on the calibration split."""
-    settings = [("bits", int(b)) for b in options["weight_bits"]]
-    settings += [("sparsity", float(s)) for s in options["sparsity"] if s > 0]
-    reused = _earlier_table(context, targets, settings)
-    if reused is not None:
-        return reused
-    loaded = load_batches(model, {"batches": None}, context)
-    return measure(model, targets, settings, loaded, context.log)
-
-
-def _earlier_table(context: StepContext, targets: Mapping[str, Candidate],
-                   settings: list[tuple[str, float]]) -> dict[str, Any] | None:
-    """The notes of the last ``sensitivity`` step, if they measured every
-    (layer, setting) needed on the model as it still is."""
-    for record in reversed(context.earlier):
-        if record.name == "sensitivity" and record.error is None:
-            table = record.notes.get("table") or []
-            have = {(row["layer"], row["kind"], float(row["level"])) for row in table}
-            needed = {(layer, kind, float(level)) for layer in targets for kind, level in settings}
-            if not needed <= have:
-                return None
-            context.note("sensitivity_from", f"step {record.index}")
-            return dict(record.notes)
-        if record.changed:
-            return None  # the model changed after any sensitivity step: measure again
-    return None
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, options: Mapping[str, Any], context: StepContext) -> None:
@@ -286,6 +240,18 @@ def _finetune(model: nn.Module, teacher: nn.Module, options: Mapping[str, Any], 
     model.eval()
 
 
+def _realise(model: nn.Module, targets: Mapping[str, Candidate], allocation: Allocation,
+             options: Mapping[str, Any], context: StepContext, calibration) -> tuple[nn.Module, dict[str, Candidate]]:
+    """A copy of ``model`` with the allocation applied, fine-tuned and baked; its targets."""
+    made = copy.deepcopy(model)
+    mine = {name: replace(c, module=made.get_submodule(name)) for name, c in targets.items()}
+    apply(made, mine, allocation.choice, calibration)
+    if options["epochs"] > 0:
+        _finetune(made, model, options, context)
+    bake_weights(made)
+    return made.eval(), mine
+
+
 def _reaudit(model: nn.Module, context: StepContext) -> float:
     from micronet.audit import audit
 
@@ -294,74 +260,175 @@ def _reaudit(model: nn.Module, context: StepContext) -> float:
                  freebie=result.options.freebie, registries=context.registries).score.total
 
 
+def _top1(model: nn.Module, context: StepContext) -> float | None:
+    """Top-1 (percent) on the ``[data]`` test split; None when it names no dataset."""
+    if not context.data or "dataset" not in context.data:
+        return None
+    return evaluate(model, context.data, input_shape=context.input_shape,
+                    num_classes=output_classes(model, context.input_shape), device=context.device)
+
+
+# ----------------------------------------------------------------- step
+
+
 def search(model: nn.Module, options: Mapping[str, Any], context: StepContext) -> nn.Module:
     """Choose, apply and verify per-layer settings (see the module docstring)."""
     started = time.perf_counter()
     warner = StepWarnings("search")
     targets = select_targets(model, options, warner, context)
-    settings = [(int(b), float(s)) for b in options["weight_bits"] for s in options["sparsity"]]
-    found = _table(model, targets, options, context)
-    plan = make_plan(context.result, targets, settings)
-    allocation = allocate(plan, predicted_drops(found["table"], plan.layers, settings), options["target_score"])
-    teacher = copy.deepcopy(model).eval() if options["epochs"] > 0 else None
-    apply(targets, allocation.choice)
-    if teacher is not None:
-        _finetune(model, teacher, options, context)
-    bake_weights(model)
-    reached = {name: _zero_fraction(t.tensor) for name, t in targets.items()}
-    score = _reaudit(model, context)
-    _notes(context, allocation, found, plan, reached, score, time.perf_counter() - started)
+    choices, whole = candidates(model, targets, options, warner)
+    found = _table(model, targets, choices, context)
+    plan = make_plan(context.result, targets, choices)
+    drops = predicted_drops(found["table"], plan)
+    calibration = load_batches(model, {"batches": None}, context) \
+        if any(s.act_bits < FLOAT_BITS for settings in choices.values() for s in settings) else []
+    objective = "target_score" if options["target_score"] is not None else "max_accuracy_drop"
+    context.note("objective", objective)
+    if whole:
+        context.note("kept_whole", whole)
+    before = context.result.accuracy if context.result.accuracy is not None else _top1(model, context)
+    if objective == "target_score":
+        allocation = allocate(plan, drops, options["target_score"])
+        made, mine = _realise(model, targets, allocation, options, context, calibration)
+        accuracy = _top1(made, context) if before is not None else None
+    else:
+        allocation, made, mine, accuracy = _within_drop(model, targets, plan, found, options, context,
+                                                        calibration, before)
+    reached = {name: _zero_fraction(t.tensor) for name, t in mine.items()}
+    score = _reaudit(made, context)
+    _notes(context, allocation, total(drops, allocation.choice), found, plan, reached, score, objective, before,
+           accuracy, time.perf_counter() - started)
     warner.note(context)
-    if score > options["target_score"]:
+    if objective == "target_score" and score > options["target_score"]:
         raise CompressionError(f"the searched model scores {score:.6g} after the step, above target_score "
                                f"{options['target_score']:g} (predicted {allocation.score:.6g})")
-    return model
+    if objective == "max_accuracy_drop" and before is not None and before - accuracy > options["max_accuracy_drop"]:
+        raise CompressionError(f"no try kept the measured top-1 drop within max_accuracy_drop "
+                               f"{options['max_accuracy_drop']:g}: the best measured drop was "
+                               f"{before - accuracy:.4g} points (score {score:.6g}), after "
+                               f"{len(context.notes['attempts'])} tries",
+                               hint="raise max_accuracy_drop, fine-tune longer (epochs), or add safer settings")
+    return made
 
 
-def _notes(context: StepContext, allocation: Allocation, found, plan: Plan, reached, score: float,
-           seconds: float) -> None:
-    context.note("settings", {layer: {"weight_bits": b, "sparsity": s} for layer, (b, s) in allocation.choice.items()})
-    context.note("predicted_drop", round(allocation.drop, 4))
+def _within_drop(model, targets, plan: Plan, found, options, context: StepContext, calibration, before):
+    """The dual search with back-off (see the module docstring): the best
+    try (the first within the bound, else the lowest measured drop), its
+    allocation, model, targets and test top-1."""
+    bound = budget = options["max_accuracy_drop"]
+    drops, key, active = predicted_drops(found["table"], plan), "drop", plan
+    attempts, best = [], None
+    for _ in range(options["retries"] + 1):
+        values = drops if key == "drop" else predicted_drops(found["table"], active, key)
+        allocation = allocate_drop(active, values, budget)
+        made, mine = _realise(model, targets, allocation, options, context, calibration)
+        accuracy = _top1(made, context) if before is not None else None
+        drop = None if accuracy is None else before - accuracy
+        attempts.append({"predicted": key, "budget": round(budget, 6), "predicted_value": round(allocation.drop, 6),
+                         "predicted_drop": round(total(drops, allocation.choice), 4),
+                         "predicted_score": allocation.score,
+                         "measured_drop": None if drop is None else round(drop, 4)})
+        context.log(f"search: predicted {key} {allocation.drop:.3g} <= {budget:.3g}, score {allocation.score:.6g}"
+                    + ("" if drop is None else f", measured drop {drop:.3g} points"))
+        if best is None or (drop is not None and drop < best[0]):
+            best = (drop, allocation, made, mine, accuracy)
+        if drop is None or drop <= bound:
+            break
+        if key == "drop" and allocation.drop <= 0:  # the calibration split sees no drop: tighten the loss instead
+            key, active = "loss_increase", replace(plan, choices={
+                layer: tuple(s for s in settings if drops[layer][s] <= 0) for layer, settings in plan.choices.items()})
+            allocation = replace(allocation, drop=total(predicted_drops(found["table"], active, key),
+                                                        allocation.choice))
+        least = sum(min(v.values()) for v in predicted_drops(found["table"], active, key).values())
+        if allocation.drop <= least:
+            break  # nothing safer left to try
+        budget = max(allocation.drop / 2, least)
+    context.note("attempts", attempts)
+    return best[1], best[2], best[3], best[4]
+
+
+def _notes(context: StepContext, allocation: Allocation, drop: float, found, plan: Plan, reached, score: float,
+           objective: str, before: float | None, accuracy: float | None, seconds: float) -> None:
+    context.note("settings", {layer: s.to_dict() for layer, s in allocation.choice.items()})
+    context.note("predicted_drop", round(drop, 4))
     context.note("predicted_score", allocation.score)
     context.note("score", score)
     context.note("rescored", plan.score(allocation.choice, reached))
     context.note("lambda", allocation.lam)
+    context.note("nearest_score" if objective == "target_score" else "least_drop", allocation.bound)
     context.note("sparsity_reached", {name: round(f, 6) for name, f in reached.items()})
-    context.note("sensitivity", "measured on the calibration split")
     context.note("baseline", found["baseline"])
+    if before is not None and accuracy is not None:
+        context.note("accuracy_before", round(before, 4))
+        context.note("accuracy", round(accuracy, 4))
+        context.note("measured_drop", round(before - accuracy, 4))
     context.note("rescores", allocation.rescores)
     context.note("seconds", round(seconds, 3))
 
 
+# -------------------------------------------------------------- options
+
+
 def _validate(options: Mapping[str, Any]) -> None:
+    given = [name for name in ("target_score", "max_accuracy_drop") if options[name] is not None]
+    if len(given) != 1:
+        raise UsageError(f"search needs exactly one objective, target_score or max_accuracy_drop; got "
+                         f"{' and '.join(given) or 'neither'}",
+                         hint="target_score = 0.5 (a score budget) or max_accuracy_drop = 1.0 (points of top-1)")
     if not options["weight_bits"] or not options["sparsity"]:
         raise UsageError("weight_bits and sparsity each need at least one level",
                          hint="weight_bits = [8, 4, 2], sparsity = [0, 0.5, 0.9]")
+    if all(b == 1 for b in options["weight_bits"]) and 0 not in options["sparsity"]:
+        raise UsageError("1-bit weights keep no unstructured zeros (a binary grid has no 0), and sparsity has no 0",
+                         hint="add 0 to sparsity, or weight bits of 2 or more")
+    if options["structured"] and not options["channels"]:
+        raise UsageError("structured = true needs at least one channels level", hint="channels = [0, 0.25, 0.5]")
 
 
 def _check_target(value: float) -> str | None:
     return None if value > 0 else f"expected a score > 0, got {value!r}"
 
 
+def _check_drop(value: float) -> str | None:
+    return None if 0 <= value < 100 else f"expected percentage points of top-1, 0 <= drop < 100, got {value!r}"
+
+
+def _check_act_bits(value: list) -> str | None:
+    ok = all(isinstance(b, int) and not isinstance(b, bool) and (2 <= b <= 16 or b == FLOAT_BITS) for b in value)
+    return None if ok else f"expected a list of integers from 2 to 16, or 32 (as they are), such as [32, 16, 8], " \
+                           f"got {value!r}"
+
+
 SEARCH = CompressionStep(
     name="search",
-    description="per-layer weight bits and sparsity chosen by a Lagrangian allocation over measured "
-                "sensitivities to reach target_score exactly by the rules, applied (and fine-tuned)",
+    description="per-layer weight bits, input bits, sparsity and channels chosen by a Lagrangian allocation "
+                "over measured sensitivities to reach target_score exactly by the rules (or the lowest score "
+                "within max_accuracy_drop), applied (and fine-tuned)",
     run=search,
     needs_data=True,
     options=(
-        StepOption("target_score", (float,), help="the score to reach or beat under the run's rulebook "
-                   "and track", check=_check_target),
+        StepOption("target_score", (float,), None, "the score to reach or beat under the run's rulebook "
+                   "and track (or give max_accuracy_drop)", check=_check_target),
+        StepOption("max_accuracy_drop", (float,), None, "the most top-1 (percentage points, test split) "
+                   "to lose, at the lowest score (or give target_score)", check=_check_drop),
         StepOption("weight_bits", (list,), [8, 6, 4, 2], "weight bits each layer may take (1 to 16)",
                    check=check_bit_levels),
+        StepOption("act_bits", (list,), [], "bits each layer's input activations may take (2 to 16, or 32: as "
+                   "they are); [] = not searched", check=_check_act_bits),
         StepOption("sparsity", (list,), [0, 0.5, 0.75, 0.9], "unstructured sparsities each layer may take, "
                    "0 <= s < 1", check=check_sparsity_levels),
+        StepOption("structured", (bool,), False, "also choose a fraction of each layer's output channels to "
+                   "zero (from channels)"),
+        StepOption("channels", (list,), [0, 0.25, 0.5], "with structured = true: fractions of output channels "
+                   "each layer may zero, 0 <= c < 1", check=check_sparsity_levels),
         StepOption("layers", (list,), [], "module name globs to search (default: every Conv*/Linear and "
                    "declared weighted layer)", check=check_globs),
         StepOption("ignore", (list,), [], "module name globs to leave alone", check=check_globs),
         StepOption("epochs", (int,), 0, "epochs of distillation from the step's input model (0: none)",
                    check=at_least(0)),
         StepOption("lr", (float,), 0.01, "learning rate of the fine-tuning", check=at_least(0.0, strict=True)),
+        StepOption("retries", (int,), 3, "max_accuracy_drop: searches again with a halved predicted budget "
+                   "at most this many times when the measured drop exceeds the bound", check=at_least(0)),
     ),
     validate=_validate,
 )

@@ -1,4 +1,4 @@
-"""Built-in step ``sensitivity``: how much each layer alone suffers from bits and sparsity.
+"""Built-in step ``sensitivity``: how much each layer alone suffers from bits, zeros and channels.
 
 For every selected layer (by default the ``weight`` of every Conv*/Linear
 module and of every declared :class:`~micronet.steps.WeightedLayer`; ``layers``
@@ -10,48 +10,72 @@ module and of every declared :class:`~micronet.steps.WeightedLayer`; ``layers``
 - ``sparsity = s``: the ``round(s * elements)`` smallest magnitudes of the
   weight zeroed, the layer-wise unstructured mask of ``sparsify``
   (zeros already there rank lowest);
+- ``act_bits = a``: the layer's *input* activation fake-quantized to ``a``
+  bits (2 to 16) by a :class:`~micronet.plugins.fakequant.ActivationQuant`
+  (per tensor, affine, ``minmax`` observer: ``quantize``'s default),
+  calibrated on the same calibration batches with every other layer
+  unchanged; the weight stays float. The quantizer sits in a forward
+  pre-hook of the layer's module for the evaluation only;
+- ``channels = c``: the layer's ``min(round(c * out), out - 1)`` output
+  channels of lowest L2 norm (over the weight's rows ``[out, in*kernel]``;
+  ties by position) zeroed, the rest untouched. Zeroed means the channel
+  outputs zero, as if removed (:func:`channel_group`): its weight row, its
+  ``bias`` entry, and, when the layer's output goes only to a BatchNorm
+  (conv -> BN, read from the fx graph), that BatchNorm's ``weight`` and
+  ``bias`` entries (else the BN's shift would still feed the next layer);
 
 the model runs the calibration split (the ``[data]`` table's
 ``calibration_batches``, or ``batches``), and top-1 (percent) and mean
 cross-entropy (nats per example) are compared with the unchanged model on the
 same batches. Everything else is untouched: the weight is overwritten in
-place under ``torch.no_grad`` and copied back from one saved copy per layer,
-so the model returned is bit-identical to the one received (the pipeline
-says the step changed nothing). The batches are loaded once and kept on the
-model's device, in its dtype. Structured (channel) pruning is not measured.
+place under ``torch.no_grad`` and copied back from one saved copy (each
+tensor a channel setting touches too), and the activation hooks are removed, so the model returned is
+bit-identical to the one received (the pipeline says the step changed
+nothing). The batches are loaded once and kept on the model's device, in
+its dtype.
 
 Cost: one evaluation (a pass over the calibration batches) for the baseline
-and one per (layer, setting).
+and one per (layer, setting), plus one calibration pass per activation
+width (every layer's quantizer observes in the same pass: observing passes
+values through unchanged).
 
 Notes left in the history: ``baseline`` ``{top1, loss}``; ``table``, one row
-per (layer, setting): ``{layer, kind ("bits" | "sparsity"), level, top1, loss,
-drop, loss_increase}`` with ``drop = baseline top1 - top1`` in percentage
-points and ``loss_increase = loss - baseline loss``; ``ranking``, the layer
-names by their worst drop, most sensitive first (ties: worst loss increase);
-``batches`` / ``examples`` evaluated on; ``evaluations`` (table rows) and
-``evaluations_per_second``; ``warnings``.
+per (layer, setting): ``{layer, kind ("bits" | "sparsity" | "act_bits" |
+"channels"), level, top1, loss, drop, loss_increase}`` with ``drop =
+baseline top1 - top1`` in percentage points and ``loss_increase = loss -
+baseline loss``; ``ranking``, the layer names by their worst drop, most
+sensitive first (ties: worst loss increase); ``batches`` / ``examples``
+evaluated on; ``evaluations`` (table rows) and ``evaluations_per_second``;
+``warnings``. The ``search`` step reuses the table (and measures only the
+settings it lacks).
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.nn import functional as F
 
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
-from micronet.plugins.fakequant import fake_quant
+from micronet.plugins.fakequant import ActivationQuant, fake_quant
 from micronet.plugins.sparsify import PRUNABLE, _expand, _keep, _tile_scores
 from micronet.selection import Candidate, StepWarnings, kinds_text, select_modules, weighted_candidates
 from micronet.steps import CompressionStep, StepContext, StepOption, check_globs, model_device, model_dtype
 from micronet.training import data as training_data
 from micronet.training.data import eval_mode, logits_of
 
-__all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank"]
+__all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank", "channel_keep", "channel_group", "zero_channels",
+           "input_quantized",
+           "calibrated_quantizers", "select_targets", "load_batches", "setting_text", "check_bit_levels",
+           "check_sparsity_levels", "check_act_levels", "KINDS"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: The kinds of setting a table row can hold.
+KINDS = ("bits", "sparsity", "act_bits", "channels")
 
 
 # ------------------------------------------------------------- options
@@ -68,27 +92,126 @@ def check_sparsity_levels(value: list) -> str | None:
     return None if ok else f"expected a list of numbers in [0, 1) such as [0.5, 0.9], got {value!r}"
 
 
+def check_act_levels(value: list) -> str | None:
+    """Activation bits to measure: whole numbers from 2 to 16 (``ActivationQuant``'s range)."""
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= 16 for b in value):
+        return f"expected a list of integers from 2 to 16 such as [16, 8, 4], got {value!r}"
+    return None
+
+
 def _check_batches(value: int) -> str | None:
     return None if value >= 1 else f"expected an integer >= 1, got {value!r}"
 
 
 def _validate(options: Mapping[str, Any]) -> None:
-    if not options["bits"] and not options["sparsity"]:
-        raise UsageError("bits and sparsity are both empty: nothing to measure",
-                         hint="bits = [8, 4, 2] or sparsity = [0.5, 0.9]")
+    if not any(options[kind] for kind in KINDS):
+        raise UsageError("bits, sparsity, act_bits and channels are all empty: nothing to measure",
+                         hint="bits = [8, 4, 2], sparsity = [0.5, 0.9], act_bits = [8, 4] or channels = [0.25, 0.5]")
 
 
 # --------------------------------------------------------- measurement
 
 
+def channel_keep(weight: torch.Tensor, level: float) -> torch.Tensor:
+    """Bool ``[out]``: False at the ``min(round(level * out), out - 1)`` output
+    channels (rows of ``weight`` as ``[out, in*kernel]``) of lowest L2 norm,
+    ties broken by position (the later rows are kept)."""
+    rows = weight.shape[0] if weight.dim() else 1
+    norms = weight.detach().float().reshape(rows, -1).norm(dim=1)
+    return _keep(norms, min(round(level * rows), rows - 1))
+
+
 def perturbed(weight: torch.Tensor, kind: str, level: float) -> torch.Tensor:
-    """``weight`` fake-quantized to ``level`` bits (``kind == "bits"``) or with
-    its ``round(level * numel)`` smallest magnitudes zeroed (``"sparsity"``)."""
+    """``weight`` fake-quantized to ``level`` bits (``kind == "bits"``), with its
+    ``round(level * numel)`` smallest magnitudes zeroed (``"sparsity"``), or
+    with its lowest-L2-norm output channels zeroed (``"channels"``,
+    :func:`channel_keep`). ``"act_bits"`` perturbs the input, not the weight:
+    a ValueError."""
     if kind == "bits":
         return fake_quant(weight, int(level))
+    if kind == "channels":
+        keep = channel_keep(weight, level).to(weight.dtype)
+        return weight * keep.reshape(-1, *([1] * (weight.dim() - 1)))
+    if kind != "sparsity":
+        raise ValueError(f"{kind!r} is not a perturbation of the weight")
     scores = _tile_scores(weight, (1, 1))  # [out, in*kernel], |w|
     keep = _keep(scores, round(level * scores.numel()))
     return weight * _expand(keep, (1, 1), weight)
+
+
+def channel_group(model: nn.Module, name: str, target: Candidate) -> tuple[tuple[nn.Module, str], ...]:
+    """The ``(module, parameter name)`` pairs whose entry ``i`` (dim 0) make
+    output channel ``i`` of layer ``name``: its weight, its ``bias``, and
+    the ``weight`` / ``bias`` of the BatchNorm (of as many features) that is
+    the only reader of the layer's output, when ``model``'s fx graph says so."""
+    out = target.tensor.shape[0]
+    group = [(target.module, target.weight)]
+    bias = target.module._parameters.get("bias")
+    if target.weight != "bias" and bias is not None and bias.dim() == 1 and bias.shape[0] == out:
+        group.append((target.module, "bias"))
+    norm = _only_batchnorm_after(model, name, out)
+    if norm is not None:
+        group += [(norm, p) for p in ("weight", "bias") if norm._parameters.get(p) is not None]
+    return tuple(group)
+
+
+def _only_batchnorm_after(model: nn.Module, name: str, out: int) -> nn.Module | None:
+    if not isinstance(model, fx.GraphModule):
+        return None
+    calls = [n for n in model.graph.nodes if n.op == "call_module" and n.target == name]
+    if len(calls) != 1 or len(calls[0].users) != 1:
+        return None
+    user = next(iter(calls[0].users))
+    module = model.get_submodule(user.target) if user.op == "call_module" else None
+    ok = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == out \
+        and user.args[:1] == (calls[0],)
+    return module if ok else None
+
+
+def zero_channels(group: Sequence[tuple[nn.Module, str]], keep: torch.Tensor) -> None:
+    """Zero, in place, entry ``i`` (dim 0) of every parameter of ``group`` where ``keep[i]`` is False."""
+    with torch.no_grad():
+        for module, name in group:
+            param = module._parameters[name]
+            param.mul_(keep.to(param.device, param.dtype).reshape(-1, *([1] * (param.dim() - 1))))
+
+
+@contextlib.contextmanager
+def input_quantized(module: nn.Module, quantizer: nn.Module) -> Iterator[None]:
+    """While inside, ``module``'s first positional input goes through
+    ``quantizer`` (a forward pre-hook, removed on leaving)."""
+    def hook(_module, args):
+        return (quantizer(args[0]), *args[1:]) if args else None
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def calibrated_quantizers(model: nn.Module, modules: Mapping[str, nn.Module], bits: int,
+                          loaded: Sequence[Batch]) -> dict[str, ActivationQuant]:
+    """One ``bits``-bit :class:`ActivationQuant` per module of ``modules``,
+    each calibrated (``minmax``) on that module's input over ``loaded`` in
+    one pass of the unchanged model (observing passes values through)."""
+    device = model_device(model)
+    quantizers = {name: ActivationQuant(bits).to(device) for name in modules}
+    if not quantizers:
+        return quantizers
+    with contextlib.ExitStack() as stack:
+        for name, module in modules.items():
+            quantizers[name].start_calibration()
+            stack.enter_context(input_quantized(module, quantizers[name]))
+        for x, _ in loaded:
+            model(x)
+    for name, quantizer in quantizers.items():
+        try:
+            quantizer.freeze()
+        except RuntimeError as error:
+            raise UsageError(f"sensitivity: {name}'s input could not be calibrated ({error})",
+                             hint=f"leave it out of act_bits with ignore = [{name!r}]") from None
+    return quantizers
 
 
 def _evaluate(model: nn.Module, loaded: Sequence[Batch]) -> tuple[float, float]:
@@ -103,34 +226,58 @@ def _evaluate(model: nn.Module, loaded: Sequence[Batch]) -> tuple[float, float]:
 
 
 def measure(model: nn.Module, targets: Mapping[str, Candidate], settings: Iterable[tuple[str, float]],
-            loaded: Sequence[Batch], log=lambda line: None) -> dict[str, Any]:
-    """The baseline and one row per (layer, setting); see the module docstring.
-    Each weight is overwritten in place and restored bit for bit."""
+            loaded: Sequence[Batch], log=lambda line: None,
+            skip: Collection[tuple[str, str, float]] = ()) -> dict[str, Any]:
+    """The baseline and one row per (layer, setting), except the ``(layer,
+    kind, level)`` in ``skip``; see the module docstring. Each weight is
+    overwritten in place and restored bit for bit; input quantizers are
+    hooks, removed after each evaluation."""
     settings = list(settings)
+    wanted = {name: [(k, v) for k, v in settings if (name, k, float(v)) not in skip] for name in targets}
     rows = []
     with eval_mode(model), torch.no_grad():
         top, loss = _evaluate(model, loaded)
         started = time.perf_counter()
+        widths = dict.fromkeys(int(v) for k, v in settings if k == "act_bits")
+        quantizers = {bits: calibrated_quantizers(model, {n: targets[n].module for n in targets
+                                                           if ("act_bits", bits) in wanted[n]}, bits, loaded)
+                      for bits in widths}
         for name, target in targets.items():
             weight = target.tensor
-            saved = weight.detach().clone()
+            group = channel_group(model, name, target) if any(k == "channels" for k, _ in wanted[name]) else ()
+            saved = [(weight, weight.detach().clone())]
+            saved += [(m._parameters[p], m._parameters[p].detach().clone()) for m, p in group[1:]]
             layer_rows = []
             try:
-                for kind, level in settings:
-                    weight.copy_(perturbed(saved, kind, level))
-                    t, l = _evaluate(model, loaded)
+                for kind, level in wanted[name]:
+                    if kind == "act_bits":
+                        with input_quantized(target.module, quantizers[int(level)][name]):
+                            t, l = _evaluate(model, loaded)
+                    elif kind == "channels":
+                        zero_channels(group, channel_keep(saved[0][1], level))
+                        t, l = _evaluate(model, loaded)
+                        _restore(saved)
+                    else:
+                        weight.copy_(perturbed(saved[0][1], kind, level))
+                        t, l = _evaluate(model, loaded)
+                        weight.copy_(saved[0][1])
                     layer_rows.append({"layer": name, "kind": kind, "level": level, "top1": round(t, 4),
                                        "loss": round(l, 6), "drop": round(top - t, 4),
                                        "loss_increase": round(l - loss, 6)})
-                    weight.copy_(saved)
             finally:
-                weight.copy_(saved)
-            log(_layer_line(name, layer_rows))
+                _restore(saved)
+            if layer_rows:
+                log(_layer_line(name, layer_rows))
             rows.extend(layer_rows)
         seconds = time.perf_counter() - started
     return {"baseline": {"top1": round(top, 4), "loss": round(loss, 6)}, "table": rows,
             "ranking": rank(rows), "evaluations": len(rows),
-            "evaluations_per_second": round(len(rows) / seconds, 2) if seconds > 0 else None}
+            "evaluations_per_second": round(len(rows) / seconds, 2) if seconds > 0 and rows else None}
+
+
+def _restore(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for tensor, copy in saved:
+        tensor.copy_(copy)
 
 
 def rank(rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -142,9 +289,18 @@ def rank(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(worst, key=lambda name: worst[name], reverse=True)
 
 
+def setting_text(kind: str, level: float) -> str:
+    """``8b`` (weight bits), ``50%`` (sparsity), ``a8`` (input bits), ``ch25%`` (channels)."""
+    if kind == "bits":
+        return f"{level}b"
+    if kind == "act_bits":
+        return f"a{level}"
+    return f"{'ch' if kind == 'channels' else ''}{level:.0%}"
+
+
 def _layer_line(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    """``sensitivity: conv1: drop 8b 0.00, 4b 0.56, 2b 12.22, 50% 0.00, ... points``."""
-    parts = [f"{row['level']}b" if row["kind"] == "bits" else f"{row['level']:.0%}" for row in rows]
+    """``sensitivity: conv1: drop 8b 0.00, 4b 0.56, 2b 12.22, 50% 0.00, a4 1.10, ch25% 3.0 points``."""
+    parts = [setting_text(row["kind"], row["level"]) for row in rows]
     drops = ", ".join(f"{part} {row['drop']:.2f}" for part, row in zip(parts, rows))
     return f"sensitivity: {name}: top-1 drop {drops} points"
 
@@ -186,6 +342,8 @@ def sensitivity(model: nn.Module, options: Mapping[str, Any], context: StepConte
     warner = StepWarnings("sensitivity")
     targets = select_targets(model, options, warner, context)
     settings = [("bits", int(b)) for b in options["bits"]] + [("sparsity", float(s)) for s in options["sparsity"]]
+    settings += [("act_bits", int(b)) for b in options["act_bits"]]
+    settings += [("channels", float(c)) for c in options["channels"]]
     found = measure(model, targets, settings, loaded, context.log)
     context.note("batches", len(loaded))
     context.note("examples", sum(len(y) for _, y in loaded))
@@ -197,8 +355,8 @@ def sensitivity(model: nn.Module, options: Mapping[str, Any], context: StepConte
 
 SENSITIVITY = CompressionStep(
     name="sensitivity",
-    description="per-layer top-1 drop and loss increase on the calibration split at each bits and "
-                "sparsity setting; the model is not changed",
+    description="per-layer top-1 drop and loss increase on the calibration split at each weight bits, "
+                "sparsity, input bits and channel-pruning setting; the model is not changed",
     run=sensitivity,
     needs_data=True,
     options=(
@@ -208,6 +366,10 @@ SENSITIVITY = CompressionStep(
         StepOption("bits", (list,), [8, 4, 2], "weight bits to try, each alone (1 to 16)", check=check_bit_levels),
         StepOption("sparsity", (list,), [0.5, 0.75, 0.9], "unstructured magnitude sparsities to try, "
                    "each alone, 0 <= s < 1", check=check_sparsity_levels),
+        StepOption("act_bits", (list,), [], "bits of the layer's input activations to try, each alone "
+                   "(2 to 16)", check=check_act_levels),
+        StepOption("channels", (list,), [], "fractions of output channels (lowest L2 norm) to zero, each "
+                   "alone, 0 <= c < 1", check=check_sparsity_levels),
         StepOption("batches", (int,), None, "calibration batches to evaluate on (default: the [data] "
                    "table's calibration_batches)", check=_check_batches),
     ),

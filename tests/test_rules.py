@@ -150,3 +150,38 @@ def test_a_layers_share_of_the_score_splits_into_storage_and_ops_parts():
     assert storage == pytest.approx(s.storage_term / 2 / s.total)
     assert ops == pytest.approx(s.ops_term / 2 / s.total)
     assert s.share(270, 5300) == pytest.approx(0.5)
+
+
+def test_per_layer_act_bits_price_each_records_multiplies():
+    # a: conv, 100 outputs x 27 terms, 8-bit weights; b: the same at 32 bits; relu: 100 multiplies
+    records = [conv_record("a", wbits=8), conv_record("b"), plain_record("relu", mults=100)]
+    s = score(records, freebie=False, layer_act_bits=(4, 8, 8))
+    a, b, relu = s.layers
+    assert a.mult_bits == 8 and a.ops == 2700 * 8 / 32 + 2600  # max(8 weight, 4 act) = 8; adds at 32
+    assert b.mult_bits == 32 and b.ops == 2700 + 2600  # 32-bit weights: the widest input stays 32
+    assert relu.mult_bits == 8 and relu.ops == 100 * 8 / 32  # no weight: the input alone
+    # None keeps the measured input (here 16); the per-layer value wins over the uniform one
+    kept = score([conv_record("a", wbits=4, ibits=16)], freebie=False, act_bits=8, layer_act_bits=(None,))
+    assert kept.layers[0].mult_bits == 8
+    over = score([conv_record("a", wbits=4, ibits=16)], freebie=False, act_bits=8, layer_act_bits=(2,))
+    assert over.layers[0].mult_bits == 4 and over.layers[0].ops == 2700 * 4 / 32 + 2600
+    # an 8-bit input anywhere loses the freebie, as an 8-bit weight does
+    assert score([conv_record("a"), conv_record("b")], layer_act_bits=(None, 8)).score.freebie is False
+    assert score([conv_record("a"), conv_record("b")], layer_act_bits=(None, 16)).score.freebie is True
+
+
+def test_lab4_takes_qa_over_the_per_layer_act_bits():
+    from micronet.plugins.imta import IMTA_LAB4
+
+    # w = 540 params at 8 bits, f = 2 x 2700 MACs; qa is the widest input of a record that computes
+    records = [conv_record("a", wbits=8), conv_record("b", wbits=8)]
+    track = CIFAR100
+
+    def total(**options):
+        return IMTA_LAB4.score(records, track, ScoreOptions(**options)).score.total
+
+    w, f = 540, 5400
+    assert total() == pytest.approx((8 / 32) * w / 5.6e6 + (32 / 32) * f / 2.8e8)  # inputs measured at 32
+    assert total(layer_act_bits=(4, 4)) == pytest.approx((8 / 32) * w / 5.6e6 + (8 / 32) * f / 2.8e8)
+    assert total(layer_act_bits=(4, None)) == total()  # b's input still 32: the widest
+    assert total(act_bits=4, layer_act_bits=(16, None)) == pytest.approx((8 / 32) * w / 5.6e6 + (16 / 32) * f / 2.8e8)

@@ -71,10 +71,16 @@ class ScoreOptions:
     Per-layer overrides, each a tuple aligned with the records (one entry
     per record, ``None`` = that record as measured, or as the uniform
     setting says), applied after the uniform ones: ``layer_weight_bits``
-    (bits), ``layer_sparsity`` (fraction of zero weights, unstructured: a
-    bitmask of one bit per weight) and ``layer_storage_bits`` (the bits a
-    compression declares beside the parameters, e.g. quantization scales).
-    A search re-scores thousands of per-layer choices with them, no re-trace.
+    (bits), ``layer_act_bits`` (bits of the record's input activations, as
+    :func:`micronet.bits.set_bits` ``input`` declares them: under
+    ``micronet-2019`` a multiply of a layer with weights costs
+    ``max(weight bits, act bits)/32``, one without weights ``act bits/32``,
+    and act bits below 16 lose the freebie), ``layer_sparsity`` (fraction of
+    zero weights, unstructured: a bitmask of one bit per weight) and
+    ``layer_storage_bits`` (the bits a compression declares beside the
+    parameters, e.g. quantization scales). A search re-scores thousands of
+    per-layer choices with them, no re-trace. Each rulebook reads them as
+    its rules say (``imta-2021`` counts no activation bits at all).
     """
 
     freebie: bool = True
@@ -85,6 +91,7 @@ class ScoreOptions:
     layer_weight_bits: tuple[int | None, ...] | None = None
     layer_sparsity: tuple[float | None, ...] | None = None
     layer_storage_bits: tuple[float | None, ...] | None = None
+    layer_act_bits: tuple[int | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,7 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
     weight_bits = cols.weight_bits if options.weight_bits is None else np.full_like(cols.weight_bits, options.weight_bits)
     weight_bits, _ = _per_layer(weight_bits, options.layer_weight_bits, "layer_weight_bits")
     input_bits = cols.input_bits if options.act_bits is None else np.full_like(cols.input_bits, options.act_bits)
+    input_bits, _ = _per_layer(input_bits, options.layer_act_bits, "layer_act_bits")
     sparsifiable = cols.weight_params > 0
     if options.sparsity is None:
         nonzero, block = cols.weight_nonzero, cols.block

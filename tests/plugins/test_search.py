@@ -1,11 +1,13 @@
 """The search step on real digits: budgets met by the pipeline's own score, the
 settings in history.json, an unreachable budget named, accuracy kept, and the
-per-layer re-score equal to a fresh audit; the per-layer ScoreOptions overrides."""
+per-layer re-score equal to a fresh audit; input bits and channels applied and
+priced exactly; the max_accuracy_drop objective; the per-layer ScoreOptions
+overrides (activation bits by hand); allocations within random budgets."""
 import json
-import random
 
 import pytest
 from conftest import trained_digits_cnn
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 import torch
 from torch import nn
 
@@ -13,7 +15,8 @@ from micronet import audit
 from micronet.bits import bits_of
 from micronet.errors import CompressionError, UsageError
 from micronet.pipeline import compress
-from micronet.plugins.search import allocate, make_plan
+from micronet.plugins.fakequant import ActivationQuant
+from micronet.plugins.search import Setting, allocate, allocate_drop, make_plan, predicted_drops
 from micronet.plugins.sparsify import PRUNABLE
 from micronet.rules import ScoreOptions
 from micronet.selection import Candidate
@@ -81,6 +84,9 @@ def test_accuracy_at_target_one_without_fine_tuning(runs):
     # measured: 97.4% on the test split (the input model: 99.4%); the bar here leaves noise room
     assert history.results[0].accuracy >= 97
     assert history.final.accuracy >= 95
+    notes = history.steps[0].notes
+    assert notes["objective"] == "target_score"
+    assert notes["measured_drop"] == pytest.approx(history.results[0].accuracy - history.final.accuracy, abs=1e-3)
 
 
 def test_an_unreachable_target_fails_naming_the_nearest_reachable_score(trained):
@@ -120,23 +126,120 @@ def test_fine_tuning_with_distillation_keeps_the_budget(trained):
     assert history.final.accuracy >= 90
 
 
-def test_allocations_never_exceed_random_budgets(trained):
-    """Random drop tables and budgets: the allocation's exact score is within
-    the budget, or the budget is below the all-cheapest score and refused."""
+BITS, ACTS, ZEROS, CHANNELS = (8, 4, 2), (32, 8, 4), (0.0, 0.5, 0.9), (0.0, 0.25, 0.5)
+GRID = [Setting(b, a, s, c) for b in BITS for a in ACTS for s in ZEROS for c in CHANNELS]
+
+
+@pytest.fixture(scope="module")
+def audited(trained):
     result = audit(trained, SHAPE, track="digits", freebie=False)
     targets = {n: Candidate(m) for n, m in trained.named_modules() if isinstance(m, PRUNABLE)}
-    settings = [(b, s) for b in (8, 4, 2) for s in (0, 0.5, 0.9)]
-    plan = make_plan(result, targets, settings)
-    rng = random.Random(0)
-    for _ in range(20):
-        drops = {layer: {s: rng.uniform(0, 10) for s in settings} for layer in plan.layers}
-        target = rng.uniform(0.05, 2.5)
-        try:
-            found = allocate(plan, drops, target)
-        except CompressionError as error:
-            assert "nearest reachable score" in str(error)
-            continue
-        assert found.score <= target and plan.score(found.choice) == found.score
+    return result, targets, make_plan(result, targets, GRID)
+
+
+def by_hand(result, targets, choice):
+    """The per-layer overrides of ``choice``, written out independently of the Plan:
+    zeros = max(whole rows, round(s * n)) / n; scales 32 bits per output channel,
+    per bias, and one for an input quantizer."""
+    bits, acts, zeros, storage = ([None] * len(result.records) for _ in range(4))
+    for i, record in enumerate(result.records):
+        if record.name in choice:
+            s, weight = choice[record.name], targets[record.name].tensor
+            out, n = weight.shape[0], weight.numel()
+            rows = min(round(s.channels * out), out - 1) * (n // out)
+            bits[i], acts[i] = s.weight_bits, (s.act_bits if s.act_bits < 32 else None)
+            zeros[i] = max(rows, round(s.sparsity * n)) / n
+            scales = out + (1 if record.name == "fc" else 0) + (1 if s.act_bits < 32 else 0)  # fc has the bias
+            storage[i] = record.declared_storage_bits + 32 * scales
+    return ScoreOptions(freebie=False, layer_weight_bits=tuple(bits), layer_act_bits=tuple(acts),
+                        layer_sparsity=tuple(zeros), layer_storage_bits=tuple(storage))
+
+
+def tables(layers):
+    """Random sensitivity tables: a drop (points) and a loss increase per layer and non-neutral level."""
+    levels = [("bits", b) for b in BITS] + [("act_bits", a) for a in ACTS if a < 32]
+    levels += [("sparsity", s) for s in ZEROS if s] + [("channels", c) for c in CHANNELS if c]
+    row = st.tuples(st.floats(-1, 30), st.floats(-0.1, 3))
+    return st.lists(row, min_size=len(layers) * len(levels), max_size=len(layers) * len(levels)).map(
+        lambda found: [{"layer": layer, "kind": kind, "level": level, "drop": d, "loss_increase": l}
+                       for (layer, (kind, level)), (d, l) in zip(
+                           [(layer, lv) for layer in layers for lv in levels], found)])
+
+
+@hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                            HealthCheck.too_slow])
+@given(data=st.data())
+def test_allocations_never_exceed_random_budgets(audited, data):
+    """Random tables and budgets over weight bits, input bits, sparsity and channels:
+    the allocation's score, re-scored by hand-written per-layer overrides, is within
+    the budget, or the budget is below the all-cheapest score and refused."""
+    result, targets, plan = audited
+    drops = predicted_drops(data.draw(tables(plan.layers)), plan)
+    target = data.draw(st.floats(0.05, 2.5))
+    try:
+        found = allocate(plan, drops, target)
+    except CompressionError as error:
+        assert "nearest reachable score" in str(error)
+        cheapest = {layer: Setting(2, 4, 0.9, 0.5) for layer in plan.layers}  # the fewest bits, the most zeros
+        assert result.rescore(by_hand(result, targets, cheapest)).score.total > target
+        return
+    exact = result.rescore(by_hand(result, targets, found.choice)).score.total
+    assert exact == pytest.approx(found.score, rel=1e-12) and found.score <= target
+    assert found.drop == pytest.approx(sum(drops[layer][s] for layer, s in found.choice.items()))
+
+
+@hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                            HealthCheck.too_slow])
+@given(data=st.data())
+def test_dual_allocations_keep_random_drop_bounds(audited, data):
+    """The max_accuracy_drop problem: the predicted drop (the table's drops added,
+    negatives as 0) is within the bound and the score is exact, or the bound is
+    below the least predicted drop and refused."""
+    result, targets, plan = audited
+    table = data.draw(tables(plan.layers))
+    bound = data.draw(st.floats(0, 40))
+    measured = {(r["layer"], r["kind"], r["level"]): max(r["drop"], 0) for r in table}
+    drops = predicted_drops(table, plan)
+    try:
+        found = allocate_drop(plan, drops, bound)
+    except CompressionError as error:
+        assert "least predicted drop" in str(error)
+        least = sum(min(measured[(layer, "bits", b)] for b in BITS) for layer in plan.layers)
+        assert least > bound
+        return
+    by_table = sum(measured[(layer, "bits", s.weight_bits)] + measured.get((layer, "act_bits", s.act_bits), 0)
+                   + measured.get((layer, "sparsity", s.sparsity), 0) + measured.get((layer, "channels", s.channels), 0)
+                   for layer, s in found.choice.items())
+    assert found.drop == pytest.approx(by_table) and by_table <= bound + 1e-9
+    assert result.rescore(by_hand(result, targets, found.choice)).score.total == pytest.approx(found.score, rel=1e-12)
+
+
+def test_an_activation_bits_override_by_hand():
+    """Linear(4, 3) -> ReLU -> Linear(3, 2), fp32 (RULES.md section 1): storage 15 + 8 = 23;
+    ops: 12 mults + 12 adds (9 + 3 bias), 3 ReLU mults, 6 mults + 6 adds (4 + 2 bias) = 39.
+    A multiply costs max(weight bits, act bits)/32, an add its 32-bit accumulator."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    result = audit(model, (1, 4), track="digits", freebie=False)
+    assert [r.name for r in result.records] == ["0", "1", "2"]
+    assert (result.score.storage, result.score.ops) == (23, 39)
+
+    def rescored(weight_bits, act_bits):
+        return result.rescore(ScoreOptions(freebie=False, layer_weight_bits=weight_bits,
+                                           layer_act_bits=act_bits)).score
+
+    alone = rescored(None, (None, None, 8))  # 8-bit inputs, 32-bit weights: the multiply stays at 32
+    assert (alone.storage, alone.ops) == (23, 39)
+    both = rescored((None, None, 4), (None, None, 8))  # max(4, 8) = 8: 6 * 8/32 = 1.5; storage 8 * 4/32 = 1
+    assert (both.storage, both.ops) == (15 + 1, 12 + 12 + 3 + 1.5 + 6)
+    assert both.total == pytest.approx(16 / 23_946 + 34.5 / 1_206_016, rel=1e-12)
+    narrow = rescored((None, None, 4), (None, None, 2))  # max(4, 2) = 4: 6 * 4/32 = 0.75
+    assert narrow.ops == 12 + 12 + 3 + 0.75 + 6
+    relu = rescored(None, (None, 8, None))  # the ReLU owns no weight: its 3 multiplies at 8/32
+    assert relu.ops == 12 + 12 + 3 * 8 / 32 + 6 + 6
+    freebie = result.rescore(ScoreOptions(freebie=True, layer_act_bits=(None, 8, None))).score
+    assert not freebie.freebie  # anything below 16 bits loses it
+    with pytest.raises(UsageError, match="layer_act_bits has 1 entries, expected one per record"):
+        result.rescore(ScoreOptions(layer_act_bits=(8,)))
 
 
 def test_per_layer_overrides_agree_with_uniform_ones_and_keep_the_rest(trained):
@@ -156,22 +259,131 @@ def test_per_layer_overrides_agree_with_uniform_ones_and_keep_the_rest(trained):
         result.rescore(ScoreOptions(layer_sparsity=(0.5,)))
 
 
-@pytest.mark.parametrize("step, says", [({}, "'target_score' is required"),
-                                        ({"target_score": 0}, "score > 0"),
-                                        ({"target_score": 1, "weight_bits": []}, "at least one level"),
-                                        ({"target_score": 1, "sparsity": [1.0]}, r"\[0, 1\)")])
+@pytest.mark.parametrize("step, says", [
+    ({}, "exactly one objective, target_score or max_accuracy_drop; got neither"),
+    ({"target_score": 1, "max_accuracy_drop": 1}, "got target_score and max_accuracy_drop"),
+    ({"target_score": 0}, "score > 0"),
+    ({"max_accuracy_drop": -1}, "0 <= drop < 100"),
+    ({"target_score": 1, "weight_bits": []}, "at least one level"),
+    ({"target_score": 1, "sparsity": [1.0]}, r"\[0, 1\)"),
+    ({"target_score": 1, "act_bits": [1]}, "2 to 16, or 32"),
+    ({"target_score": 1, "act_bits": [17]}, "2 to 16, or 32"),
+    ({"target_score": 1, "act_bits": [64]}, "2 to 16, or 32"),
+    ({"target_score": 1, "structured": True, "channels": [1.0]}, r"'channels'.*\[0, 1\)"),
+    ({"target_score": 1, "structured": True, "channels": [-0.25]}, r"'channels'.*\[0, 1\)"),
+    ({"target_score": 1, "structured": True, "channels": []}, "at least one channels level"),
+    ({"target_score": 1, "weight_bits": [1], "sparsity": [0.5]}, "1-bit weights keep no unstructured zeros"),
+])
 def test_bad_options_are_refused_before_work(step, says):
     with pytest.raises(UsageError, match=says):
         compress(recipe({"use": "search", **step}), model=nn.Linear(1, 1))
 
 
-def test_search_measures_again_when_a_step_changed_the_model_after_sensitivity(trained):
-    """A sensitivity table describes the model it measured: after a step that
-    changed the model (half), search measures its own."""
-    steps = [{"use": "sensitivity", "bits": [8, 6, 4, 2], "sparsity": [0.5, 0.75, 0.9]},
+def test_search_measures_only_what_an_earlier_table_lacks_and_again_after_a_change(trained):
+    """A sensitivity table describes the model it measured: search takes the rows
+    it has (here all but sparsity 0.9: 4 layers, 4 rows measured) and, after a
+    step that changed the model (half), measures its own (4 x (4 + 3) rows)."""
+    steps = [{"use": "sensitivity", "bits": [8, 6, 4, 2], "sparsity": [0.5, 0.75]},
              {"use": "search", "target_score": 1.0}]
     reused = compress(recipe(*steps), model=trained)
-    assert reused.steps[1].notes["sensitivity_from"] == "step 1"
+    notes = reused.steps[1].notes
+    assert notes["sensitivity_from"] == "step 1" and notes["sensitivity_measured"] == 4
+    assert notes["sensitivity"] == "from step 1, 4 settings measured here"
     steps.insert(1, {"use": "half"})
     fresh = compress(recipe(*steps), model=trained)
-    assert "sensitivity_from" not in fresh.steps[2].notes
+    assert "sensitivity_from" not in fresh.steps[2].notes and fresh.steps[2].notes["sensitivity_measured"] == 28
+
+
+# ------------------------------------------------- input bits and channels
+
+
+@pytest.fixture(scope="module")
+def structured(trained):
+    """Input bits (8 or as they are) and channels (0, 25% or 50%) searched with
+    weight bits 8 or 4 and no unstructured zeros, to a score of 0.75."""
+    step = {"use": "search", "target_score": 0.75, "weight_bits": [8, 4], "sparsity": [0], "act_bits": [32, 8],
+            "structured": True, "channels": [0, 0.25, 0.5]}
+    return compress(recipe(step), model=trained, log=lambda line: None)
+
+
+def test_input_bits_and_channels_are_applied_and_meet_the_budget(structured):
+    notes, model = structured.steps[0].notes, structured.model
+    assert structured.final.score.total <= 0.75 and notes["score"] <= notes["predicted_score"] <= 0.75
+    assert notes["kept_whole"] == ["fc"] and notes["settings"]["fc"]["channels"] == 0  # it makes the output
+    modules = dict(model.named_modules())
+    assert any(s["act_bits"] == 8 for s in notes["settings"].values())
+    assert any(s["channels"] > 0 for s in notes["settings"].values())
+    for layer, chosen in notes["settings"].items():
+        module = modules[layer]
+        quantizer = modules.get(f"{layer}_input_quant")
+        if chosen["act_bits"] == 8:
+            assert isinstance(quantizer, ActivationQuant) and quantizer.bits == 8 and quantizer.calibrated
+            assert bits_of(module)["input"] == 8
+        else:
+            assert quantizer is None and "input" not in bits_of(module)
+        rows = module.weight.detach().flatten(1).abs().sum(1) == 0
+        out = module.weight.shape[0]
+        assert int(rows.sum()) == min(round(chosen["channels"] * out), out - 1)
+        if chosen["channels"] > 0:  # the channel outputs zero: its BatchNorm's gamma and beta too
+            norm = modules["bn" + layer[-1]]
+            assert not norm.weight[rows].any() and not norm.bias[rows].any() and norm.weight[~rows].all()
+
+
+def test_input_bits_and_channels_rescore_to_the_fresh_audit(structured):
+    """The re-audit of the applied model equals the input's records re-scored with
+    the settings written by hand: bits, input bits, the zeros reached, and float32
+    scales (one per output channel, one per bias, one per input quantizer)."""
+    before, model = structured.results[0], structured.model
+    settings = structured.steps[0].notes["settings"]
+    modules = dict(model.named_modules())
+    bits, acts, zeros, storage = [], [], [], []
+    for record in before.records:
+        chosen = settings.get(record.name)
+        module = modules.get(record.name)
+        bits.append(chosen and chosen["weight_bits"])
+        acts.append(chosen and (chosen["act_bits"] if chosen["act_bits"] < 32 else None))
+        zeros.append(chosen and 1 - int(torch.count_nonzero(module.weight)) / module.weight.numel())
+        storage.append(chosen and 32 * (module.weight.shape[0] + (module.bias is not None)
+                                        + (chosen["act_bits"] < 32)))
+    options = ScoreOptions(freebie=False, layer_weight_bits=tuple(bits), layer_act_bits=tuple(acts),
+                           layer_sparsity=tuple(zeros), layer_storage_bits=tuple(storage))
+    fresh = audit(model, SHAPE, track="digits", freebie=False)
+    assert fresh.score.total == pytest.approx(structured.final.score.total, rel=1e-12)
+    # whole zero rows may be found in blocks by the audit (a cheaper bitmask): never dearer than unstructured
+    assert fresh.score.total <= before.rescore(options).score.total + 1e-12
+    assert fresh.score.ops == pytest.approx(before.rescore(options).score.ops, rel=1e-12)
+
+
+# ------------------------------------------------------ max_accuracy_drop
+
+
+@pytest.fixture(scope="module")
+def within_drop(trained):
+    """The lowest score within 1 point of top-1 (test split), backing off as needed."""
+    step = {"use": "search", "max_accuracy_drop": 1.0, "retries": 5}
+    return compress(recipe(step), model=trained, log=lambda line: None)
+
+
+def test_max_accuracy_drop_keeps_the_measured_drop_and_lowers_the_score(within_drop):
+    history, notes = within_drop, within_drop.steps[0].notes
+    assert history.failed is None and notes["objective"] == "max_accuracy_drop"
+    assert notes["predicted_drop"] <= 1.0
+    assert history.final.score.total < history.results[0].score.total == pytest.approx(2.0)
+    # the step's own measurement of the test split is the pipeline's
+    assert notes["accuracy_before"] == pytest.approx(history.results[0].accuracy, abs=1e-3)
+    assert notes["accuracy"] == pytest.approx(history.final.accuracy, abs=1e-3)
+    assert notes["measured_drop"] == pytest.approx(notes["accuracy_before"] - notes["accuracy"], abs=1e-3)
+    assert notes["measured_drop"] <= 1.0
+    # measured: 3.5 points with the first choice (predicted 0.56); the back-off tried safer ones until within
+    attempts = notes["attempts"]
+    assert attempts[-1]["measured_drop"] == pytest.approx(notes["measured_drop"], abs=1e-3)
+    assert all(a["measured_drop"] > 1.0 for a in attempts[:-1])
+    assert [a["predicted_score"] for a in attempts] == sorted(a["predicted_score"] for a in attempts)
+
+
+def test_max_accuracy_drop_fails_in_one_line_with_the_best_measured_drop(trained):
+    step = {"use": "search", "max_accuracy_drop": 0.1, "retries": 0}
+    with pytest.raises(CompressionError, match=r"no try kept the measured top-1 drop within max_accuracy_drop "
+                                               r"0\.1: the best measured drop was \d+(\.\d+)? points") as error:
+        compress(recipe(step), model=trained, log=lambda line: None)
+    assert "\n" not in str(error.value)

@@ -1,5 +1,6 @@
 """The sensitivity step on real digits: a baseline that matches a hand evaluation,
-a model returned bit for bit, harsher settings hurting more, the notes in history.json."""
+a model returned bit for bit, harsher settings hurting more (weight bits,
+sparsity, input bits, channels), the notes in history.json."""
 import json
 
 import pytest
@@ -10,7 +11,8 @@ from torch import nn
 
 from micronet.errors import UsageError
 from micronet.pipeline import compress
-from micronet.plugins.sensitivity import perturbed, rank
+from micronet.plugins.sensitivity import channel_group, channel_keep, perturbed, rank
+from micronet.selection import Candidate
 from micronet.training.data import batches
 
 SHAPE = (1, 1, 8, 8)
@@ -124,6 +126,9 @@ def test_without_data_it_refuses_in_one_line_before_any_work(trained, monkeypatc
 
 @pytest.mark.parametrize("step, says", [({"bits": [0]}, "1 to 16"), ({"bits": [True]}, "1 to 16"),
                                         ({"sparsity": [1.0]}, r"\[0, 1\)"), ({"batches": 0}, ">= 1"),
+                                        ({"act_bits": [1]}, "2 to 16"), ({"act_bits": [17]}, "2 to 16"),
+                                        ({"act_bits": [32]}, "2 to 16"), ({"channels": [1.0]}, r"\[0, 1\)"),
+                                        ({"channels": [-0.5]}, r"\[0, 1\)"),
                                         ({"bits": [], "sparsity": []}, "nothing to measure")])
 def test_bad_options_are_refused_before_work(step, says):
     with pytest.raises(UsageError, match=says):
@@ -143,3 +148,64 @@ def test_rank_by_worst_drop_then_loss():
     table = [{"layer": "a", "drop": 1.0, "loss_increase": 0.1}, {"layer": "b", "drop": 5.0, "loss_increase": 0.0},
              {"layer": "c", "drop": 1.0, "loss_increase": 0.3}, {"layer": "a", "drop": 0.0, "loss_increase": 0.2}]
     assert rank(table) == ["b", "c", "a"]
+
+
+@pytest.fixture(scope="module")
+def inputs_and_channels(trained):
+    """Input bits 16 and 2 and channels 25% and 75% on conv1 and conv3."""
+    step = {"use": "sensitivity", "layers": ["conv1", "conv3"], "bits": [], "sparsity": [], "act_bits": [16, 2],
+            "channels": [0.25, 0.75]}
+    lines = []
+    return compress(recipe(step), model=trained, log=lines.append), lines
+
+
+def test_two_input_bits_hurt_the_first_conv_more_than_sixteen(inputs_and_channels):
+    notes = inputs_and_channels[0].steps[0].notes
+    acts = rows(notes, "conv1", "act_bits")
+    assert sorted(acts) == [2, 16]
+    # measured: 16 bits changes nothing (drop 0, loss +0.000), 2 bits raises the loss (+0.008) on 180 digits
+    assert acts[16]["drop"] == 0 and abs(acts[16]["loss_increase"]) < 1e-4
+    assert acts[2]["drop"] >= acts[16]["drop"] and acts[2]["loss_increase"] > acts[16]["loss_increase"] + 1e-3
+
+
+def test_zeroing_more_channels_hurts_more(inputs_and_channels):
+    history, lines = inputs_and_channels
+    notes = history.steps[0].notes
+    for layer in ("conv1", "conv3"):
+        channels = rows(notes, layer, "channels")
+        assert channels[0.75]["drop"] > channels[0.25]["drop"], layer
+        assert channels[0.75]["loss_increase"] > channels[0.25]["loss_increase"], layer
+    assert len(notes["table"]) == 2 * 4
+    assert any(line.startswith("sensitivity: conv1: top-1 drop a16 ") and "ch75%" in line for line in lines)
+
+
+def test_inputs_and_channels_leave_the_model_bit_identical(trained, inputs_and_channels):
+    history = inputs_and_channels[0]
+    before, after = trained.state_dict(), history.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert history.steps[0].changed is False
+    assert not any(module._forward_pre_hooks for module in history.model.modules())
+
+
+def test_channels_by_hand():
+    weight = torch.tensor([[3.0, 4.0], [0.1, 0.0], [1.0, 1.0], [-2.0, 0.0]])  # row L2 norms 5, 0.1, 1.41, 2
+    assert channel_keep(weight, 0.5).tolist() == [True, False, False, True]  # round(0.5 * 4) = 2 lowest
+    assert channel_keep(weight, 0.9).tolist() == [True, False, False, False]  # round(3.6) = 4, capped at 3
+    assert channel_keep(weight, 0.1).tolist() == [True, True, True, True]  # round(0.4) = 0
+    zeroed = perturbed(weight, "channels", 0.25)
+    assert torch.equal(zeroed, torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0], [-2.0, 0.0]]))
+    with pytest.raises(ValueError, match="not a perturbation of the weight"):
+        perturbed(weight, "act_bits", 8)
+
+
+def test_a_channel_is_its_weight_row_bias_and_the_batchnorm_reading_it(trained):
+    from torch import fx
+
+    graph = fx.symbolic_trace(trained)
+    group = channel_group(graph, "conv2", Candidate(graph.conv2))
+    assert [(type(m).__name__, p) for m, p in group] == [("Conv2d", "weight"), ("BatchNorm2d", "weight"),
+                                                         ("BatchNorm2d", "bias")]
+    fc = channel_group(graph, "fc", Candidate(graph.fc))  # its output is the model's: no BatchNorm
+    assert [(type(m).__name__, p) for m, p in fc] == [("Linear", "weight"), ("Linear", "bias")]
+    plain = channel_group(trained, "conv2", Candidate(trained.conv2))  # no graph to read: the layer alone
+    assert [p for _, p in plain] == ["weight"]
