@@ -17,11 +17,16 @@ channels zeroed (``channels``). Exactly one objective:
   applied (and fine-tuned), the step measures top-1 on the ``[data]`` test
   split (:func:`micronet.training.data.evaluate`) against the step's input
   (the pipeline's measurement of it); when the measured drop exceeds the
-  bound it backs off: the predicted budget becomes half the predicted drop
-  just tried and the search runs again from the step's input, at most
+  bound it backs off and searches again from the step's input, at most
   ``retries`` times, then fails in one line naming the best measured drop.
-  The test split thus steers the choice (as the bound is stated on it):
-  keep a held-out set of your own if that matters.
+  Backing off halves the predicted-drop budget (down to the least
+  reachable); once the try's predicted drop is already 0 (the calibration
+  split saw no drop, though the layers' errors add up), only the settings
+  of no predicted drop remain and the budget is on their predicted
+  cross-entropy increase instead (the table's ``loss_increase``, added
+  over layers the same way), halved at each further try. The test split
+  thus steers the choice (as the bound is stated on it): keep a held-out
+  set of your own if that matters.
 
 Prediction and score: see :mod:`micronet.plugins.allocation` (the additive
 model over the sensitivity table; the exact per-layer re-score of the step
@@ -55,7 +60,11 @@ inserted in the graph (:func:`micronet.plugins.quantize.insert_activation_quant`
 ``minmax``), the input bits and its float32 scale declared as ``quantize``
 does, calibrated on the calibration split with the weights already on their
 grids (:func:`micronet.plugins.quantize.calibrate`). Zeroed channels stay in
-the model (masked), priced as zeros of the layer's weight: removing them
+the model (masked), priced as zeros of the layer's weight, so under
+``micronet-2019`` a fraction of channels saves what the same fraction of
+unstructured zeros saves (the audit may find the whole rows in blocks, a
+cheaper bitmask, and score lower): the search takes channels where a layer
+tolerates them better, or where they overlap its unstructured zeros. Removing them
 with Torch-Pruning would keep the function (they output zero) and lower the
 score further (the next layer's inputs go too), but the ``prune`` step's
 public route picks channels by its own importance, not these, so it is not
@@ -70,16 +79,19 @@ nearest reachable score (every layer at its cheapest setting); an
 unreachable bound, the least predicted drop.
 
 Notes: ``objective`` (``target_score`` or ``max_accuracy_drop``),
-``settings`` ``{layer: {weight_bits, act_bits, sparsity, channels}}``,
-``predicted_drop`` (points), ``predicted_score``, ``score`` (the re-audit),
+``settings`` ``{layer: {weight_bits, act_bits, sparsity, channels}}``
+(act_bits 32: the input as it was; channels: the fraction zeroed), ``predicted_drop`` (points), ``predicted_score``,
+``score`` (the re-audit),
 ``rescored`` (the plan's score at the zeros reached), ``lambda``,
 ``nearest_score`` (target_score: all cheapest) or ``least_drop``
 (max_accuracy_drop: all safest), ``sparsity_reached``, ``sensitivity`` (how
 the table was obtained), ``sensitivity_from`` (the step reused),
 ``sensitivity_measured`` (rows measured here), ``baseline`` (calibration
 top-1), ``accuracy_before`` / ``accuracy`` / ``measured_drop`` (test split,
-when ``[data]`` names a dataset), ``attempts`` (max_accuracy_drop: budget,
-predicted drop, score and measured drop of each try), ``kept_whole``
+when ``[data]`` names a dataset), ``attempts`` (max_accuracy_drop, per try:
+``budget`` and ``predicted_drop`` in points, ``loss_budget`` and
+``predicted_loss`` in nats once backing off on the loss,
+``predicted_score``, ``measured_drop``), ``kept_whole``
 (channels), ``rescores``, ``seconds``.
 """
 from __future__ import annotations
@@ -296,7 +308,7 @@ def search(model: nn.Module, options: Mapping[str, Any], context: StepContext) -
                                                         calibration, before)
     reached = {name: _zero_fraction(t.tensor) for name, t in mine.items()}
     score = _reaudit(made, context)
-    _notes(context, allocation, total(drops, allocation.choice), found, plan, reached, score, objective, before,
+    _notes(context, allocation, drops, found, plan, reached, score, objective, before,
            accuracy, time.perf_counter() - started)
     warner.note(context)
     if objective == "target_score" and score > options["target_score"]:
@@ -324,9 +336,11 @@ def _within_drop(model, targets, plan: Plan, found, options, context: StepContex
         made, mine = _realise(model, targets, allocation, options, context, calibration)
         accuracy = _top1(made, context) if before is not None else None
         drop = None if accuracy is None else before - accuracy
-        attempts.append({"predicted": key, "budget": round(budget, 6), "predicted_value": round(allocation.drop, 6),
-                         "predicted_drop": round(total(drops, allocation.choice), 4),
-                         "predicted_score": allocation.score,
+        attempt = {"budget": round(budget, 4) if key == "drop" else 0.0,
+                   "predicted_drop": round(total(drops, allocation.choice), 4)}
+        if key != "drop":  # settings of no predicted drop, ranked by the cross-entropy increase (nats)
+            attempt.update(loss_budget=round(budget, 6), predicted_loss=round(allocation.drop, 6))
+        attempts.append({**attempt, "predicted_score": allocation.score,
                          "measured_drop": None if drop is None else round(drop, 4)})
         context.log(f"search: predicted {key} {allocation.drop:.3g} <= {budget:.3g}, score {allocation.score:.6g}"
                     + ("" if drop is None else f", measured drop {drop:.3g} points"))
@@ -347,10 +361,10 @@ def _within_drop(model, targets, plan: Plan, found, options, context: StepContex
     return best[1], best[2], best[3], best[4]
 
 
-def _notes(context: StepContext, allocation: Allocation, drop: float, found, plan: Plan, reached, score: float,
+def _notes(context: StepContext, allocation: Allocation, drops, found, plan: Plan, reached, score: float,
            objective: str, before: float | None, accuracy: float | None, seconds: float) -> None:
     context.note("settings", {layer: s.to_dict() for layer, s in allocation.choice.items()})
-    context.note("predicted_drop", round(drop, 4))
+    context.note("predicted_drop", round(total(drops, allocation.choice), 4))
     context.note("predicted_score", allocation.score)
     context.note("score", score)
     context.note("rescored", plan.score(allocation.choice, reached))
