@@ -68,8 +68,8 @@ from micronet.steps import CompressionStep, StepContext, StepOption, check_globs
 from micronet.training import data as training_data
 from micronet.training.data import eval_mode, logits_of
 
-__all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank", "channel_keep", "channel_group", "zero_channels",
-           "input_quantized",
+__all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank", "channel_keep", "channel_group",
+           "zero_channels", "input_quantized",
            "calibrated_quantizers", "select_targets", "load_batches", "setting_text", "check_bit_levels",
            "check_sparsity_levels", "check_act_levels", "KINDS"]
 
