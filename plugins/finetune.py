@@ -137,6 +137,8 @@ def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,
                       teacher=teacher, log=context.log, **distill)
     if held:
         context.note("kept_on_grids", len(held))
+    context.note("engine", history["engine"])  # "ddp" under torchrun, else "local"
+    context.note("world_size", history["world_size"])
     context.note("loss", [round(loss, 6) for loss in history["loss"]])
     if history["accuracy"]:
         context.note("top1", round(history["accuracy"][-1], 4))

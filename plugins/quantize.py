@@ -487,6 +487,8 @@ def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.M
                       log=context.log)
         context.note("qat", {"epochs": options["qat_epochs"], "lr": options["qat_lr"],
                              "loss": history["loss"], "accuracy": history["accuracy"]})
+        context.note("engine", history["engine"])  # "ddp" under torchrun, else "local"
+        context.note("world_size", history["world_size"])
         gm.eval()
 
     return train

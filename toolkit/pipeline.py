@@ -13,6 +13,14 @@ A step with its own ``data`` table gets the recipe's ``[data]`` with those
 keys replaced; a ``repeat`` runs its inner steps round after round
 (:mod:`micronet.schedule`), each one an ordinary step of the history that
 also says which round of which repeat it was.
+
+Under ``torchrun`` (a torch.distributed process group of two or more
+processes, :mod:`micronet.training.distributed`) every rank runs the same
+deterministic pipeline, and the training steps train data-parallel. The
+ranks agree after each step whether it failed anywhere (a step that failed
+on one rank fails on all, naming that rank), rank 0 alone measures top-1
+(and hands it to the others), and rank 0 alone writes ``out``; the other
+ranks write nothing.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ from .recipe import Recipe, load_recipe, parse_recipe
 from .resolve import resolve_model, set_eval
 from .schedule import PlannedStep, Round, plan_steps, run_plan, total_steps
 from .steps import StepContext
+from .training import distributed
 from .training.data import resolve_device
 
 __all__ = ["compress", "History", "StepRecord"]
@@ -144,13 +153,15 @@ def compress(
     step, the final model; see :func:`write_outputs`) and swapped in whole at
     the end, also when a step fails. Returns the :class:`History`; raises
     :class:`CompressionError` when a step fails, after writing what ran.
+    Under torchrun only rank 0 claims and writes ``out`` (see the module docstring).
     """
     recipe = _as_recipe(recipe)
     trust = trust or recipe.trust
     registries = registries or default_registries()
     plan = plan_steps(recipe, registries)
     with ExitStack() as stack:
-        folder = stack.enter_context(claim_output_folder(out)) if out is not None else None
+        writes = out is not None and distributed.is_main()  # under torchrun: rank 0 alone
+        folder = stack.enter_context(claim_output_folder(out)) if writes else None
         history, failure = _run(recipe, plan, model, registries, log, trust)
         if folder is not None:
             write_outputs(history, folder.begin(), log, registries)
@@ -164,7 +175,9 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
          log: Callable[[str], None], trust: bool) -> tuple[History, CompressionError | None]:
     """Audit the input, then run each step on a copy; stops at the first failure."""
     name = _model_name(recipe, model)
+    distributed.share_random_state()  # under torchrun: every rank draws what rank 0 draws...
     current, own_shape = _input_model(recipe, model, registries, trust, log)
+    distributed.broadcast_state(current)  # ...and starts from rank 0's input model
     original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
     first = _measured(_audited(current, recipe.input_shape or own_shape, name, score), current, recipe)
@@ -212,19 +225,34 @@ class _Run:
             produced = step.run(working, options, context)
             _check_produced(produced)
             produced = _recaptured(produced, self.registries)
-            result = _measured(_audited(produced, history.input.input_shape, self.name, self.score), produced,
-                               recipe)
-        except Exception as error:
-            message = f"{type(error).__name__}: {error}"
+            result = _audited(produced, history.input.input_shape, self.name, self.score)
+        except Exception as caught:
+            error = caught
+        else:
+            error = None
+        # under torchrun every rank learns whether the step failed anywhere (before the next collective)
+        agreed = distributed.first_failure(error)
+        if agreed is None:
+            try:  # rank 0 measures, every rank gets its figure or its error
+                result = _measured(result, produced, recipe)
+            except Exception as caught:
+                error = caught
+                agreed = distributed.first_failure(error)
+        if agreed is not None:
+            message = agreed.message
+            if not agreed.everywhere:
+                message += f" (on rank {agreed.rank} of {distributed.current().size})"
             history.steps.append(record(None, message, time.perf_counter() - started, dict(context.notes)))
-            hooks.micronet_step_finished(index=index, step=step, options=options, result=None, error=error)
+            hooks.micronet_step_finished(index=index, step=step, options=options, result=None,
+                                         error=error if error is not None else CompressionError(message))
             failure = CompressionError(f"step {index} ({step.name!r}, plugin {plugin!r})"
                                        f"{f' in {where}' if where else ''} failed: {message}",
                                        hint="the results up to this step are kept; the input model "
                                             "is untouched")
             failure.__cause__ = error
-            if isinstance(error, UsageError):  # a bad option or a refused file: the user's to fix
+            if agreed.usage:  # a bad option or a refused file: the user's to fix
                 failure.exit_code = UsageError.exit_code
+            setattr(failure, distributed.AGREED, distributed.current() is not None)
             return failure
         changed = not _same_model(self.current, produced)
         if not changed:
@@ -339,7 +367,8 @@ def _measured(result: Result, model: nn.Module, recipe: Recipe) -> Result:
     """The result with its accuracy when the recipe has a ``[data]`` table."""
     if recipe.data is None or "dataset" not in recipe.data:
         return result
-    return measure_accuracy(result, model, recipe.data)
+    accuracy = distributed.on_main(lambda: measure_accuracy(result, model, recipe.data).accuracy)
+    return replace(result, accuracy=accuracy)
 
 
 # ------------------------------------------------------------------ outputs

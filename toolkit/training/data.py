@@ -47,7 +47,7 @@ from ..steps import model_device, model_dtype
 from .digits import SKLEARN_MISSING, SPLITS, Digits
 
 __all__ = ["DatasetSpec", "SyntheticProblem", "Digits", "parse_dataset", "load_dataset", "loaders", "batches",
-           "evaluate", "top1", "mix_batch", "resolve_device", "eval_mode",
+           "evaluate", "top1", "top1_counts", "mix_batch", "resolve_device", "eval_mode",
            "logits_of", "output_classes", "check_data_options", "DATA_LIMITS", "DATASET_FORMS", "SPLITS"]
 
 DATASET_FORMS = ("cifar10:PATH, cifar100:PATH, imagefolder:PATH or fake, "
@@ -388,13 +388,18 @@ def _check_classes(dataset: Dataset, num_classes: int, text: str) -> None:
 
 
 def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, *,
-            batch_size: int | None = None, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+            batch_size: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
+            test_batches: int | None = None) -> tuple[DataLoader, DataLoader]:
     """(train, test) loaders for a ``[data]`` table.
 
     The train loader shuffles with its own generator (``loader.generator``,
     seeded by ``seed``: the global RNG is not consumed for the order) and
     drops a lone last example (BatchNorm cannot train on batch 1); the test
     loader keeps the dataset's order. ``batch_size`` overrides the table's.
+    With ``world_size`` > 1 the batch size is the global batch and rank
+    ``rank`` gets its share of each batch one process would see, the test
+    loader cut to ``test_batches`` batches
+    (:func:`micronet.training.distributed.shard_loaders`).
     """
     text = _dataset_text(data)
     spec = parse_dataset(text)
@@ -406,6 +411,10 @@ def loaders(data: Mapping[str, Any], input_shape: Sequence[int], num_classes: in
     test = load_dataset(spec, False, input_shape=input_shape, num_classes=num_classes)
     _check_classes(train, num_classes, text)
     common = dict(batch_size=size, num_workers=workers, persistent_workers=False)
+    if world_size > 1:  # data-parallel: this rank's share of each global batch
+        from .distributed import shard_loaders
+
+        return shard_loaders(train, test, rank, world_size, seed=seed, test_batches=test_batches, **common)
     return (DataLoader(train, shuffle=True, drop_last=len(train) % size == 1,
                        generator=torch.Generator().manual_seed(seed), **common),
             DataLoader(test, shuffle=False, generator=torch.Generator().manual_seed(seed), **common))
@@ -519,6 +528,17 @@ def top1(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
          device: str | torch.device = "auto", max_batches: int | None = None) -> float:
     """Top-1 accuracy in percent of ``model`` over the batches of ``loader``
     (at most ``max_batches``), as :func:`evaluate` computes it."""
+    correct, total = top1_counts(model, loader, device=device, max_batches=max_batches)
+    if total == 0:
+        raise UsageError("no test examples to evaluate on")
+    return 100.0 * correct / total
+
+
+def top1_counts(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
+                device: str | torch.device = "auto", max_batches: int | None = None) -> tuple[int, int]:
+    """(examples whose top-1 prediction is right, examples seen) over the
+    batches of ``loader`` (at most ``max_batches``), under ``torch.no_grad``
+    in eval mode on ``device``; the model goes back to its device after."""
     target, home = resolve_device(device), model_device(model)
     dtype = model_dtype(model)
     correct = total = 0
@@ -533,9 +553,7 @@ def top1(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *,
                 total += len(y)
     finally:
         model.to(home)
-    if total == 0:
-        raise UsageError("no test examples to evaluate on")
-    return 100.0 * correct / total
+    return correct, total
 
 
 # ------------------------------------------------------------------ mixing

@@ -22,6 +22,25 @@ teacher's (Hinton et al. 2015; ``T**2`` keeps the soft gradients' scale
 independent of ``T``), averaged over the batch, plus the usual cross-entropy
 with the (smoothed, mixed) labels. The teacher runs in eval mode under
 ``torch.no_grad``.
+
+Data-parallel (DDP): inside a torch.distributed process group of two or
+more processes (``torchrun``; :mod:`micronet.training.distributed`) every
+rank calls :func:`fit` alike and the model trains as
+``torch.nn.parallel.DistributedDataParallel`` (gradients averaged over the
+ranks during the backward pass). ``batch_size`` is the *global* batch: the
+loaders draw the batches one process would draw and each rank trains on its
+share (:class:`~micronet.training.data.RankBatches`); each rank's loss is
+weighted by its share of the batch, so the averaged gradient is the global
+batch's and the run follows one process with the same batch up to float
+summation order. What does not follow exactly: BatchNorm normalises with
+each rank's share (its running statistics are rank 0's, given to all ranks
+after each epoch), mixup / CutMix pair examples within a share, and a last
+batch too small to give every rank two examples is skipped. The loss is
+summed over the ranks (the history's loss is the global mean), the
+per-epoch top-1 is counted on sharded test batches and summed, rank 0
+alone logs and writes checkpoints (the whole model and optimizer, resumable
+under any number of processes: rank 0 reads them and hands them to all),
+and every rank ends with rank 0's weights and buffers.
 """
 from __future__ import annotations
 
@@ -43,7 +62,8 @@ from ..errors import MicronetError, UsageError
 from ..fileio import atomic_write_bytes
 from ..masks import apply_masks
 from ..steps import model_device, model_dtype
-from .data import eval_mode, loaders, logits_of, mix_batch, resolve_device, top1
+from . import distributed
+from .data import eval_mode, loaders, logits_of, mix_batch, resolve_device, top1, top1_counts
 
 __all__ = ["TrainConfig", "fit", "distillation_loss", "latest_checkpoint", "OPTIMIZERS", "SCHEDULES"]
 
@@ -220,6 +240,13 @@ class _Run:
     alpha: float
     log: Callable[[str], None]
     history: dict[str, Any]
+    world: distributed.World | None = None
+    forward: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+
+    @property
+    def main(self) -> bool:
+        """Whether this process logs and writes (rank 0, or the only process)."""
+        return self.world is None or self.world.main
 
 
 def _save_checkpoint(run: _Run, epoch: int) -> Path:
@@ -241,14 +268,26 @@ def _reschedule(run: _Run, done: int) -> None:
         group["lr"] = base * factor
 
 
+def _read_checkpoint(folder: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint in ``folder`` and its contents ((None, None) when none)."""
+    path = latest_checkpoint(folder)
+    if path is None:
+        return None, None
+    try:
+        return path, torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, EOFError) as error:
+        raise UsageError(f"cannot resume from {path}: {type(error).__name__}: {error}",
+                         hint="empty the checkpoint folder, or remove the damaged file") from error
+
+
 def _resume(run: _Run) -> int:
-    """Load the newest checkpoint; the epoch it ended (0 when there is none)."""
-    path = latest_checkpoint(run.config.checkpoint_dir)
+    """Load the newest checkpoint; the epoch it ended (0 when there is none).
+    Under DDP rank 0 reads it and every rank loads what rank 0 read."""
+    path, state = distributed.on_main(lambda: _read_checkpoint(run.config.checkpoint_dir))
     if path is None:
         run.log(f"no checkpoint in {run.config.checkpoint_dir}: starting from epoch 1")
         return 0
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None and state["scheduler"] is not None:
@@ -269,7 +308,7 @@ def _resume(run: _Run) -> int:
 
 
 def _loss(run: _Run, x: Tensor, target: Tensor) -> Tensor:
-    student = logits_of(run.model(x)).float()
+    student = logits_of(run.forward(x)).float()
     if run.teacher is None:
         return F.cross_entropy(student, target, label_smoothing=run.config.label_smoothing)
     with torch.no_grad():
@@ -282,7 +321,7 @@ def _train_epoch(run: _Run, epoch: int) -> float:
     total, count = 0.0, 0
     limit = run.config.max_batches_per_epoch
     batches = len(run.train) if limit is None else min(limit, len(run.train))
-    counter = run.config.progress and sys.stdout.isatty()
+    counter = run.config.progress and run.main and sys.stdout.isatty()
     dtype = model_dtype(run.model)
     mixup, cutmix = float(run.data.get("mixup", 0.0)), float(run.data.get("cutmix", 0.0))
     for index, (x, y) in enumerate(run.train):
@@ -291,20 +330,43 @@ def _train_epoch(run: _Run, epoch: int) -> float:
         x, y = x.to(run.device), y.to(run.device)
         x, target = mix_batch(x, y, run.num_classes, mixup=mixup, cutmix=cutmix)
         loss = _loss(run, x.to(dtype), target)
-        if not torch.isfinite(loss):
-            raise MicronetError(f"training diverged: the loss is {float(loss)} at epoch {epoch}, "
+        summed, size = _batch_sum(run, float(loss.detach()), len(y))
+        if not math.isfinite(summed):
+            raise MicronetError(f"training diverged: the loss is {summed / size} at epoch {epoch}, "
                                 f"batch {index + 1}", hint="lower the learning rate")
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        share = len(y) * run.world.size / size if run.world is not None else 1.0
+        (loss if share == 1.0 else loss * share).backward()  # DDP averages: the global batch's mean
         run.optimizer.step()
         apply_masks(run.model)
-        total, count = total + float(loss.detach()) * len(y), count + len(y)
+        total, count = total + summed, count + size
         if counter:
             print(f"\r  epoch {epoch} batch {index + 1}/{batches}  loss {total / count:.4f}",
                   end="", flush=True)
     if counter:
         print("\r" + " " * 60 + "\r", end="", flush=True)
     return total / count if count else float("nan")
+
+
+def _batch_sum(run: _Run, loss: float, size: int) -> tuple[float, int]:
+    """(loss x examples, examples) of the global batch: this process's, summed
+    over the ranks under DDP (so every rank sees a divergence at once)."""
+    if run.world is None:
+        return loss * size, size
+    summed, count = distributed.sum_across([loss * size, float(size)], run.device)
+    return summed, int(count)
+
+
+def _evaluate(run: _Run) -> float:
+    """Top-1 (percent) on the test split, cut to ``max_batches_per_epoch``
+    batches; under DDP each rank counts its shares and the counts are summed."""
+    if run.world is None:
+        return top1(run.model, run.test, device=run.device, max_batches=run.config.max_batches_per_epoch)
+    correct, total = top1_counts(run.model, run.test, device=run.device)  # the loader holds the cut
+    correct, total = distributed.sum_across([float(correct), float(total)], run.device)
+    if total == 0:
+        raise UsageError("no test examples to evaluate on")
+    return 100.0 * correct / total
 
 
 def _epoch(run: _Run, epoch: int) -> None:
@@ -318,16 +380,17 @@ def _epoch(run: _Run, epoch: int) -> None:
         loss = _train_epoch(run, epoch)
     if run.scheduler is not None:
         run.scheduler.step()
+    distributed.broadcast_state(run.model)  # BatchNorm's running statistics: rank 0's, everywhere
     line = f"epoch {epoch}/{run.config.epochs}  loss {loss:.4f}  lr {lr:.3g}"
     run.history["epochs"].append(epoch)
     run.history["loss"].append(loss)
     run.history["lr"].append(lr)
     if run.config.evaluate:
-        accuracy = top1(run.model, run.test, device=run.device, max_batches=run.config.max_batches_per_epoch)
+        accuracy = _evaluate(run)
         run.history["accuracy"].append(accuracy)
         line += f"  top-1 {accuracy:.2f}%"
     if run.config.checkpoint_dir is not None:
-        _save_checkpoint(run, epoch)
+        distributed.on_main(lambda: _save_checkpoint(run, epoch))
     run.log(f"{line}  {time.perf_counter() - started:.1f} s")
 
 
@@ -350,32 +413,47 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
     :param teacher: distil from this model (see the module docstring for the
         loss, ``temperature`` and ``alpha``); it is not trained or modified.
     :param log: receives one line per epoch (loss, learning rate, top-1, time).
-    :returns: ``{"epochs": [...], "loss": [...], "lr": [...], "accuracy": [...]}``,
-        one entry per epoch, those before a resume included; ``loss`` is the
-        mean training loss, ``lr`` the rate the epoch ran with and
-        ``accuracy`` the top-1 (percent) on the test split (empty when
-        ``config.evaluate`` is false). With ``config.target_accuracy`` it
+    :returns: ``{"epochs": [...], "loss": [...], "lr": [...], "accuracy": [...],
+        "engine": ..., "world_size": ...}``: one entry per epoch, those before
+        a resume included; ``loss`` is the mean training loss, ``lr`` the rate
+        the epoch ran with and ``accuracy`` the top-1 (percent) on the test
+        split (empty when ``config.evaluate`` is false); ``engine`` is
+        ``"ddp"`` (data-parallel over ``world_size`` processes) or
+        ``"local"`` (``world_size`` 1). With ``config.target_accuracy`` it
         stops after the first epoch reaching it (also when a resumed run
         already had): the lists are then shorter than ``config.epochs``.
 
-    Runs on ``config.device`` (auto: CUDA when available); the model and the
+    Runs on ``config.device`` (auto: CUDA when available; under DDP a bare
+    ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``); the model and the
     teacher go back to their devices, and every module to its training flag,
-    at the end (also on errors).
+    at the end (also on errors). Under DDP (see the module docstring) every
+    rank must call it alike; only rank 0 calls ``log``.
     """
     if not 0 <= alpha <= 1 or temperature <= 0:
         raise UsageError(f"distillation needs 0 <= alpha <= 1 and temperature > 0, got {alpha} and {temperature}")
+    world = distributed.current()
     data = dict(data) if data is not None else {"dataset": "fake"}
-    train, test = loaders(data, input_shape, num_classes, batch_size=config.batch_size, seed=config.seed)
-    device = resolve_device(config.device)
+    shard = {} if world is None else {"rank": world.rank, "world_size": world.size,
+                                      "test_batches": config.max_batches_per_epoch}
+    train, test = loaders(data, input_shape, num_classes, batch_size=config.batch_size, seed=config.seed, **shard)
+    device = _device(config, world)
+    log = log if world is None or world.main else (lambda line: None)
     homes = [(m, model_device(m)) for m in (model, teacher) if m is not None]
+    run = None
     try:
         for module, _ in homes:
             module.to(device)
         optimizer = _optimizer(model, config)
         run = _Run(model, config, optimizer, _scheduler(optimizer, config), train, test, data, input_shape,
                    num_classes, device, teacher, temperature, alpha, log,
-                   {"epochs": [], "loss": [], "lr": [], "accuracy": []})
+                   {"epochs": [], "loss": [], "lr": [], "accuracy": []}, world, model)
         start = _resume(run) if config.resume else 0
+        run.history.update(engine="local" if world is None else "ddp", world_size=1 if world is None else world.size)
+        if world is not None:  # after the resume: it starts from rank 0's weights, whatever the others held
+            from torch.nn.parallel import DistributedDataParallel
+
+            run.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  static_graph=True)
         for epoch in range(start + 1, config.epochs + 1):
             if _reached(run):
                 break
@@ -384,6 +462,20 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
             run.log(f"top-1 {run.history['accuracy'][-1]:.2f}% reached the target {config.target_accuracy:g}% "
                     f"after epoch {run.history['epochs'][-1]}: stopping before epoch {config.epochs}")
     finally:
+        if run is not None:
+            run.forward = None  # the DDP wrapper's gradient hooks go with it
         for module, home in homes:
             module.to(home)
     return run.history
+
+
+def _device(config: TrainConfig, world: distributed.World | None) -> torch.device:
+    """``config.device`` resolved; under DDP a bare ``cuda`` is ``cuda:LOCAL_RANK``."""
+    device = resolve_device(config.device)
+    if world is None or device.type != "cuda" or device.index is not None:
+        return device
+    visible = torch.cuda.device_count()
+    if world.local_rank >= visible:
+        raise UsageError(f"{world}: LOCAL_RANK {world.local_rank} has no GPU of its own ({visible} visible)",
+                         hint=f"start at most {visible} processes per node (torchrun --nproc_per_node {visible})")
+    return torch.device("cuda", world.local_rank)
