@@ -137,6 +137,36 @@ class _KeepHistory:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    """``compress``; under torchrun inside the process group (joined before the
+    run, left after it), rank 0 reporting and the other ranks silent."""
+    from .training.distributed import launched, process_group
+
+    with process_group(launched()) as world:
+        if world is None or world.main:
+            return _compress_and_report(args)
+        return _compress_silently(args, world)
+
+
+def _compress_silently(args: argparse.Namespace, world) -> int:
+    """A rank other than 0: the same run, printing and writing nothing; an
+    error every rank raised alike is left to rank 0 to print."""
+    from .pipeline import compress
+    from .training.distributed import AGREED
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank 0 shows the same warnings
+            compress(args.recipe, out=args.out, registries=_registries(args), trust=args.trust)
+    except MicronetError as error:
+        if getattr(error, AGREED, False):
+            return error.exit_code
+        tagged = MicronetError(f"{world}: {error}")
+        tagged.exit_code = error.exit_code
+        raise tagged from error
+    return 0
+
+
+def _compress_and_report(args: argparse.Namespace) -> int:
     from .outdir import check_output_file
     from .pipeline import compress
 
