@@ -63,6 +63,7 @@ from micronet.errors import UsageError
 from micronet.manager import hookimpl
 from micronet.plugins.fakequant import ActivationQuant, fake_quant
 from micronet.plugins.sparsify import PRUNABLE, _expand, _keep, _tile_scores
+from micronet.reports.sensitivity import setting_label
 from micronet.selection import Candidate, StepWarnings, kinds_text, select_modules, weighted_candidates
 from micronet.steps import CompressionStep, StepContext, StepOption, check_globs, model_device, model_dtype
 from micronet.training import data as training_data
@@ -70,7 +71,7 @@ from micronet.training.data import eval_mode, logits_of
 
 __all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank", "channel_keep", "channel_group",
            "zero_channels", "input_quantized",
-           "calibrated_quantizers", "select_targets", "load_batches", "setting_text", "check_bit_levels",
+           "calibrated_quantizers", "select_targets", "load_batches", "check_bit_levels",
            "check_sparsity_levels", "check_act_levels", "KINDS"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -289,18 +290,10 @@ def rank(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(worst, key=lambda name: worst[name], reverse=True)
 
 
-def setting_text(kind: str, level: float) -> str:
-    """``8b`` (weight bits), ``50%`` (sparsity), ``a8`` (input bits), ``ch25%`` (channels)."""
-    if kind == "bits":
-        return f"{level}b"
-    if kind == "act_bits":
-        return f"a{level}"
-    return f"{'ch' if kind == 'channels' else ''}{level:.0%}"
-
-
 def _layer_line(name: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    """``sensitivity: conv1: drop 8b 0.00, 4b 0.56, 2b 12.22, 50% 0.00, a4 1.10, ch25% 3.0 points``."""
-    parts = [setting_text(row["kind"], row["level"]) for row in rows]
+    """``sensitivity: conv1: top-1 drop 8b 0.00, 4b 0.56, 2b 12.22, 50% 0.00, a4 1.10, ch 25% 3.00 points``
+    (the labels of the pipeline page and terminal table, :func:`micronet.reports.sensitivity.setting_label`)."""
+    parts = [setting_label(row["kind"], row["level"]) for row in rows]
     drops = ", ".join(f"{part} {row['drop']:.2f}" for part, row in zip(parts, rows))
     return f"sensitivity: {name}: top-1 drop {drops} points"
 

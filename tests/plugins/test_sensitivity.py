@@ -176,7 +176,7 @@ def test_zeroing_more_channels_hurts_more(inputs_and_channels):
         assert channels[0.75]["drop"] > channels[0.25]["drop"], layer
         assert channels[0.75]["loss_increase"] > channels[0.25]["loss_increase"], layer
     assert len(notes["table"]) == 2 * 4
-    assert any(line.startswith("sensitivity: conv1: top-1 drop a16 ") and "ch75%" in line for line in lines)
+    assert any(line.startswith("sensitivity: conv1: top-1 drop a16 ") and "ch 75%" in line for line in lines)
 
 
 def test_inputs_and_channels_leave_the_model_bit_identical(trained, inputs_and_channels):
