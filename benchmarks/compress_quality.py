@@ -85,6 +85,15 @@ def train(epochs: int):
     return history.model, history.final
 
 
+def sweep_speed(trained, bits: Sequence[int], sparsity: Sequence[float]) -> str:
+    """One ``sensitivity`` step over the candidates on the calibration split:
+    its evaluations (layer x setting) per second, as the step notes them."""
+    step = {"use": "sensitivity", "bits": list(bits), "sparsity": [s for s in sparsity if s > 0]}
+    notes = compress(recipe(step), model=trained).steps[0].notes
+    return (f"sensitivity sweep: {notes['evaluations']} evaluations (layer x setting, "
+            f"{notes['examples']} calibration digits each) at {notes['evaluations_per_second']:.0f} per second")
+
+
 def run_search(trained, label: str, target: float, bits: Sequence[int], sparsity: Sequence[float],
                epochs: int, lr: float) -> Point:
     """One ``search`` step on ``trained`` (seed 0 for the fine-tuning's shuffles)."""
@@ -238,6 +247,7 @@ def main(argv=None) -> int:
              f"{epochs} epochs with distillation (lr {args.lr:g}); track digits, micronet-2019, freebie off; "
              f"candidates weight bits {'/'.join(map(str, bits))} x sparsity {'/'.join(f'{s:g}' for s in sparsity)}")
     say(facts)
+    say(sweep_speed(trained, bits, sparsity))
     uniform = []
     for b in bits:
         for s in sparsity:
