@@ -151,7 +151,7 @@ def _compress_silently(args: argparse.Namespace, world) -> int:
     """A rank other than 0: the same run, printing and writing nothing; an
     error every rank raised alike is left to rank 0 to print."""
     from .pipeline import compress
-    from .training.distributed import AGREED
+    from .training.distributed import AGREED, RanksOutOfStep
 
     try:
         with warnings.catch_warnings():
@@ -160,6 +160,8 @@ def _compress_silently(args: argparse.Namespace, world) -> int:
     except MicronetError as error:
         if getattr(error, AGREED, False):
             return error.exit_code
+        if isinstance(error, RanksOutOfStep):  # its message names the rank
+            raise
         tagged = MicronetError(f"{world}: {error}")
         tagged.exit_code = error.exit_code
         raise tagged from error

@@ -18,6 +18,18 @@ outside a group of two or more), :func:`on_main` runs a function on rank 0
 alone and hands its value, or its exception, to every rank, and
 :func:`first_failure` lets the ranks agree whether a step failed anywhere.
 
+Failures. The ranks must meet at the same collectives in the same order,
+so an error on one rank is made known at the next meeting point: every
+rank hands in its error, or None, and when any rank failed every rank
+raises (its own error, else :class:`PeerFailure`): :func:`together`,
+:func:`sum_across` with ``failed``, :func:`on_main`. An error raised on
+every rank alike is marked :data:`AGREED` (by :func:`agreed`). An error
+where no meeting can follow (one rank failing inside a data-parallel
+backward pass, while the others wait in its all-reduce) becomes
+:class:`RanksOutOfStep`: it ends the run on that rank, whose exit makes
+torchrun stop the others (an NCCL rank waiting on a dead peer ends at the
+process group's timeout).
+
 The loaders of a rank (:func:`shard_loaders`) draw the batches one process
 would draw and yield this rank's share of each (:class:`RankBatches`).
 
@@ -35,8 +47,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import MicronetError, UsageError
 
-__all__ = ["World", "Failure", "launched", "process_group", "current", "is_main", "barrier", "on_main",
-           "first_failure", "sum_across", "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED"]
+__all__ = ["World", "Failure", "PeerFailure", "RanksOutOfStep", "launched", "process_group", "current",
+           "is_main", "barrier", "on_main", "agreed", "together", "first_failure", "sum_across", "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED"]
 
 T = TypeVar("T")
 
@@ -78,6 +90,17 @@ class Failure:
     message: str
     usage: bool
     everywhere: bool
+
+
+class PeerFailure(MicronetError):
+    """Raised on the ranks that did not fail when a meeting point learns that
+    another rank failed (that rank raises its own error)."""
+
+
+class RanksOutOfStep(MicronetError):
+    """This rank failed where the other ranks cannot learn it (they wait in a
+    collective it will not join): the run cannot go on, the process must end
+    (torchrun then stops the others)."""
 
 
 def launched(environ: Mapping[str, str] | None = None) -> World | None:
@@ -188,15 +211,14 @@ def on_main(work: Callable[[], T]) -> T:
         try:
             box[0] = ("value", work())
         except Exception as error:
-            setattr(error, AGREED, True)
+            agreed(error)
             box[0] = ("error", _portable(error))
             dist.broadcast_object_list(box, src=0)
             raise
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
-        setattr(value, AGREED, True)
-        raise value
+        raise agreed(value)
     return value
 
 
@@ -211,11 +233,23 @@ def _portable(error: BaseException) -> BaseException:
         return stand_in
 
 
+def agreed(error: BaseException) -> BaseException:
+    """``error``, marked :data:`AGREED`: every rank raises it alike."""
+    setattr(error, AGREED, True)
+    return error
+
+
 def first_failure(error: BaseException | None) -> Failure | None:
     """Agree on a step's outcome: every rank hands in its own error (None when
     the step ran), every rank gets the failure of the lowest failing rank
-    (None when none failed). Without a group: this process's error, if any."""
-    mine = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, UsageError))
+    (None when none failed); a :class:`PeerFailure` counts only when no
+    rank has an error of its own. Without a group: this process's error,
+    if any. A :class:`RanksOutOfStep` is raised at once: the others are not
+    here to meet."""
+    if isinstance(error, RanksOutOfStep):
+        raise error
+    mine = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, UsageError),
+                                       isinstance(error, PeerFailure))
     world = current()
     if world is None:
         return None if mine is None else Failure(0, mine[0], mine[1], True)
@@ -223,25 +257,40 @@ def first_failure(error: BaseException | None) -> Failure | None:
 
     everyone: list[Any] = [None] * world.size
     dist.all_gather_object(everyone, mine)
-    failed = [(rank, found) for rank, found in enumerate(everyone) if found is not None]
+    failed = sorted((found[2], rank, found) for rank, found in enumerate(everyone) if found is not None)
     if not failed:
         return None
-    rank, (message, usage) = failed[0]
-    return Failure(rank, message, usage, all(found == (message, usage) for found in everyone))
+    _, rank, (message, usage, _) = failed[0]
+    return Failure(rank, message, usage, all(found is not None and found[0] == message for found in everyone))
 
 
-def sum_across(values: list[float], device: Any = "cpu") -> list[float]:
+def together(failed: BaseException | None) -> None:
+    """A meeting point: raise on every rank when any rank hands in an error
+    (this rank's own, else :class:`PeerFailure`; both :data:`AGREED`).
+    Without a group: raise ``failed``, if any."""
+    sum_across([], failed=failed)
+
+
+def sum_across(values: list[float], device: Any = "cpu", *, failed: BaseException | None = None) -> list[float]:
     """The element-wise sum of ``values`` over every rank (float64 on
-    ``device``: the CPU under gloo, the process's GPU under NCCL); the
-    values themselves without a group."""
+    ``device``: the CPU under gloo, the process's GPU under NCCL), and a
+    meeting point: when some rank hands in ``failed``, every rank raises
+    (see :func:`together`). Without a group: ``values``, or ``failed`` raised."""
     if current() is None:
+        if failed is not None:
+            raise failed
         return list(values)
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor([*values, float(failed is not None)], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return tensor.tolist()
+    *sums, failures = tensor.tolist()
+    if failed is not None:
+        raise agreed(failed)
+    if failures:
+        raise agreed(PeerFailure(f"{int(failures)} other rank(s) failed; {current()} stops with them"))
+    return sums
 
 
 def broadcast_state(module: Any) -> None:

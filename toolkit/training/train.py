@@ -51,6 +51,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -287,6 +288,7 @@ def _resume(run: _Run) -> int:
     if path is None:
         run.log(f"no checkpoint in {run.config.checkpoint_dir}: starting from epoch 1")
         return 0
+    failed = None
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -294,9 +296,11 @@ def _resume(run: _Run) -> int:
             run.scheduler.load_state_dict(state["scheduler"])
             _reschedule(run, int(state["epoch"]))
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"cannot resume from {path}: {type(error).__name__}: {error}",
-                         hint="resume with the model, optimizer and schedule that wrote it, "
-                              "or empty the checkpoint folder") from error
+        failed = UsageError(f"cannot resume from {path}: {type(error).__name__}: {error}",
+                            hint="resume with the model, optimizer and schedule that wrote it, "
+                                 "or empty the checkpoint folder")
+        failed.__cause__ = error
+    distributed.together(failed)
     _set_rng_state(state["rng"])
     run.train.generator.set_state(state["data_rng"])
     run.history.update(state["history"])
@@ -324,18 +328,27 @@ def _train_epoch(run: _Run, epoch: int) -> float:
     counter = run.config.progress and run.main and sys.stdout.isatty()
     dtype = model_dtype(run.model)
     mixup, cutmix = float(run.data.get("mixup", 0.0)), float(run.data.get("cutmix", 0.0))
-    for index, (x, y) in enumerate(run.train):
+    for index, batch in enumerate(_batches(run)):
         if index >= batches:
             break
-        x, y = x.to(run.device), y.to(run.device)
-        x, target = mix_batch(x, y, run.num_classes, mixup=mixup, cutmix=cutmix)
-        loss = _loss(run, x.to(dtype), target)
-        summed, size = _batch_sum(run, float(loss.detach()), len(y))
-        if not math.isfinite(summed):
-            raise MicronetError(f"training diverged: the loss is {summed / size} at epoch {epoch}, "
-                                f"batch {index + 1}", hint="lower the learning rate")
+        loss, failed = None, None
+        try:  # under DDP an error here is raised at the next meeting point, on every rank
+            if isinstance(batch, Exception):
+                raise batch
+            x, y = batch[0].to(run.device), batch[1].to(run.device)
+            x, target = mix_batch(x, y, run.num_classes, mixup=mixup, cutmix=cutmix)
+            loss = _loss(run, x.to(dtype), target)
+        except Exception as error:
+            if run.world is None:
+                raise
+            failed = error
+        mine = len(batch[1]) if loss is not None else 0
+        summed, size = _batch_sum(run, float(loss.detach()) if loss is not None else 0.0, mine, failed)
+        if not math.isfinite(summed):  # the same sum on every rank: they all stop here
+            raise distributed.agreed(MicronetError(f"training diverged: the loss is {summed / size} at epoch "
+                                                   f"{epoch}, batch {index + 1}", hint="lower the learning rate"))
         run.optimizer.zero_grad(set_to_none=True)
-        share = len(y) * run.world.size / size if run.world is not None else 1.0
+        share = mine * run.world.size / size if run.world is not None else 1.0
         (loss if share == 1.0 else loss * share).backward()  # DDP averages: the global batch's mean
         run.optimizer.step()
         apply_masks(run.model)
@@ -348,12 +361,30 @@ def _train_epoch(run: _Run, epoch: int) -> float:
     return total / count if count else float("nan")
 
 
-def _batch_sum(run: _Run, loss: float, size: int) -> tuple[float, int]:
+def _batches(run: _Run):
+    """The train loader's batches; under DDP an error while loading one is
+    yielded in its place (to be raised at the next meeting point)."""
+    iterator = iter(run.train)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:
+            if run.world is None:
+                raise
+            yield error
+            return
+        yield batch
+
+
+def _batch_sum(run: _Run, loss: float, size: int, failed: Exception | None = None) -> tuple[float, int]:
     """(loss x examples, examples) of the global batch: this process's, summed
-    over the ranks under DDP (so every rank sees a divergence at once)."""
+    over the ranks under DDP (so every rank sees a divergence, or another
+    rank's ``failed``, at once)."""
     if run.world is None:
         return loss * size, size
-    summed, count = distributed.sum_across([loss * size, float(size)], run.device)
+    summed, count = distributed.sum_across([loss * size, float(size)], run.device, failed=failed)
     return summed, int(count)
 
 
@@ -362,10 +393,14 @@ def _evaluate(run: _Run) -> float:
     batches; under DDP each rank counts its shares and the counts are summed."""
     if run.world is None:
         return top1(run.model, run.test, device=run.device, max_batches=run.config.max_batches_per_epoch)
-    correct, total = top1_counts(run.model, run.test, device=run.device)  # the loader holds the cut
-    correct, total = distributed.sum_across([float(correct), float(total)], run.device)
+    counts, failed = (0, 0), None
+    try:
+        counts = top1_counts(run.model, run.test, device=run.device)  # the loader holds the cut
+    except Exception as error:
+        failed = error
+    correct, total = distributed.sum_across([float(n) for n in counts], run.device, failed=failed)
     if total == 0:
-        raise UsageError("no test examples to evaluate on")
+        raise distributed.agreed(UsageError("no test examples to evaluate on"))
     return 100.0 * correct / total
 
 
@@ -427,46 +462,85 @@ def fit(model: nn.Module, data: Mapping[str, Any] | None, config: TrainConfig = 
     ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``); the model and the
     teacher go back to their devices, and every module to its training flag,
     at the end (also on errors). Under DDP (see the module docstring) every
-    rank must call it alike; only rank 0 calls ``log``.
+    rank must call it alike; only rank 0 calls ``log``. An error on some
+    ranks only is raised on all of them at the next meeting point (the
+    loss's all-reduce after each forward pass, the top-1 counts, a
+    checkpoint, a log line); one inside the backward pass or the optimizer
+    step, where the other ranks wait for this one, is raised as
+    :class:`~micronet.training.distributed.RanksOutOfStep` and must end the
+    process.
     """
     if not 0 <= alpha <= 1 or temperature <= 0:
         raise UsageError(f"distillation needs 0 <= alpha <= 1 and temperature > 0, got {alpha} and {temperature}")
     world = distributed.current()
     data = dict(data) if data is not None else {"dataset": "fake"}
-    shard = {} if world is None else {"rank": world.rank, "world_size": world.size,
-                                      "test_batches": config.max_batches_per_epoch}
-    train, test = loaders(data, input_shape, num_classes, batch_size=config.batch_size, seed=config.seed, **shard)
-    device = _device(config, world)
-    log = log if world is None or world.main else (lambda line: None)
     homes = [(m, model_device(m)) for m in (model, teacher) if m is not None]
     run = None
     try:
-        for module, _ in homes:
-            module.to(device)
-        optimizer = _optimizer(model, config)
-        run = _Run(model, config, optimizer, _scheduler(optimizer, config), train, test, data, input_shape,
-                   num_classes, device, teacher, temperature, alpha, log,
-                   {"epochs": [], "loss": [], "lr": [], "accuracy": []}, world, model)
-        start = _resume(run) if config.resume else 0
-        run.history.update(engine="local" if world is None else "ddp", world_size=1 if world is None else world.size)
-        if world is not None:  # after the resume: it starts from rank 0's weights, whatever the others held
-            from torch.nn.parallel import DistributedDataParallel
-
-            run.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  static_graph=True)
-        for epoch in range(start + 1, config.epochs + 1):
-            if _reached(run):
-                break
-            _epoch(run, epoch)
-        if _reached(run) and run.history["epochs"][-1] < config.epochs:
-            run.log(f"top-1 {run.history['accuracy'][-1]:.2f}% reached the target {config.target_accuracy:g}% "
-                    f"after epoch {run.history['epochs'][-1]}: stopping before epoch {config.epochs}")
+        run = _prepare(model, data, config, world, homes, input_shape=input_shape, num_classes=num_classes,
+                       teacher=teacher, temperature=temperature, alpha=alpha, log=log)
+        _train(run)
+    except Exception as error:
+        if world is not None and not getattr(error, distributed.AGREED, False):
+            raise distributed.RanksOutOfStep(
+                f"{world} failed inside data-parallel training, where the other ranks cannot learn it: "
+                f"{type(error).__name__}: {error}", hint="the run stops (torchrun stops the other ranks); "
+                "--out keeps the previous run") from error
+        raise
     finally:
         if run is not None:
             run.forward = None  # the DDP wrapper's gradient hooks go with it
         for module, home in homes:
             module.to(home)
     return run.history
+
+
+def _prepare(model: nn.Module, data: Mapping[str, Any], config: TrainConfig, world: distributed.World | None,
+             homes: list, *, log: Callable[[str], None], **run: Any) -> _Run:
+    """Loaders, device, optimizer and schedule; under DDP a meeting point (a
+    rank that cannot start fails every rank), and ``log`` on rank 0 only."""
+    prepared, failed = None, None
+    try:
+        shard = {} if world is None else {"rank": world.rank, "world_size": world.size,
+                                          "test_batches": config.max_batches_per_epoch}
+        train, test = loaders(data, run["input_shape"], run["num_classes"], batch_size=config.batch_size,
+                              seed=config.seed, **shard)
+        device = _device(config, world)
+        for module, _ in homes:
+            module.to(device)
+        optimizer = _optimizer(model, config)
+        if world is not None:
+            log = partial(_log_on_main, log)
+        prepared = _Run(model, config, optimizer, _scheduler(optimizer, config), train, test, data,
+                        run["input_shape"], run["num_classes"], device, run["teacher"], run["temperature"],
+                        run["alpha"], log, {"epochs": [], "loss": [], "lr": [], "accuracy": []}, world, model)
+    except Exception as error:
+        failed = error
+    distributed.together(failed)
+    return prepared
+
+
+def _log_on_main(log: Callable[[str], None], line: str) -> None:
+    distributed.on_main(lambda: log(line))
+
+
+def _train(run: _Run) -> None:
+    """Resume, wrap in DDP under a group, and run the epochs."""
+    config, world = run.config, run.world
+    start = _resume(run) if config.resume else 0
+    run.history.update(engine="local" if world is None else "ddp", world_size=1 if world is None else world.size)
+    if world is not None:  # after the resume: it starts from rank 0's weights, whatever the others held
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.forward = DistributedDataParallel(run.model, static_graph=True,
+                                              device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    for epoch in range(start + 1, config.epochs + 1):
+        if _reached(run):
+            break
+        _epoch(run, epoch)
+    if _reached(run) and run.history["epochs"][-1] < config.epochs:
+        run.log(f"top-1 {run.history['accuracy'][-1]:.2f}% reached the target {config.target_accuracy:g}% "
+                f"after epoch {run.history['epochs'][-1]}: stopping before epoch {config.epochs}")
 
 
 def _device(config: TrainConfig, world: distributed.World | None) -> torch.device:
