@@ -9,16 +9,23 @@ overrides, no re-trace:
 
 - ``layer_weight_bits``: the setting's weight bits;
 - ``layer_act_bits``: its input bits (``None`` for 32: as measured);
-- ``layer_sparsity``: the zero fraction the setting leaves in the weight,
-  ``max(zeroed rows, round(sparsity * elements)) / elements``, where the
-  zeroed rows are ``min(round(channels * out), out - 1)`` whole rows (the
-  unstructured zeros rank the channel zeros lowest, so they overlap). A
-  zeroed channel is priced as zeros of the layer's own weight, as the rules
-  count a masked model: the next layer's inputs from it are zero at run time
-  only, which the rules do not let an entry exploit. The audit of the real
-  model may find more zeros (weights that round to zero on the grid) or
-  find the channel zeros in blocks (a cheaper bitmask): it can only score
-  lower;
+- ``layer_sparsity``: the zero fraction of the weight *as the setting
+  leaves it* (:func:`setting_mask`, the very mask :func:`micronet.plugins.search.apply`
+  puts on the layer): its ``min(round(channels * out), out - 1)`` output
+  channels of lowest L2 norm zeroed (whole rows), then its ``round(sparsity
+  * elements)`` smallest magnitudes (the channel zeros rank lowest, so they
+  overlap), then the weights its per-output-channel grid at the setting's
+  bits rounds to zero (:func:`~micronet.plugins.fakequant.fake_quant`,
+  ``|w| < scale / 2``: at 2 bits, every weight under half its row's
+  largest; a binary grid has none). These grid zeros are real zeros the
+  rules charge as sparsity, so 2-bit layers are priced at what they cost.
+  Computed once per layer and setting by :func:`make_plan` (one tensor
+  operation each; the input bits change nothing here). A zeroed channel
+  is priced as zeros of the layer's own weight, as the rules count a
+  masked model: the next layer's inputs from it are zero at run time only,
+  which the rules do not let an entry exploit. The audit of the applied
+  model finds exactly these zeros; it may find channel zeros in blocks (a
+  cheaper bitmask) and score lower;
 - ``layer_storage_bits``: the storage the record declares plus the float32
   scales the setting adds: one per output channel of the weight and one per
   other parameter (the grids), and one for the input quantizer when the
@@ -52,11 +59,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
+
 from micronet.errors import CompressionError
+from micronet.plugins.fakequant import fake_quant
+from micronet.plugins.sensitivity import channel_keep, perturbed
 from micronet.rules import ScoreOptions
 from micronet.selection import Candidate
 
-__all__ = ["Setting", "Plan", "make_plan", "Allocation", "predicted_drops", "allocate", "allocate_drop",
+__all__ = ["Setting", "setting_mask", "Plan", "make_plan", "Allocation", "predicted_drops", "allocate", "allocate_drop",
            "total", "FLOAT_BITS", "NEUTRAL"]
 
 FLOAT_BITS = 32
@@ -90,6 +101,21 @@ class Setting:
 Choice = Mapping[str, Setting]
 
 
+def setting_mask(weight: torch.Tensor, setting: Setting) -> torch.Tensor:
+    """Bool, ``weight``'s shape, True where ``weight`` stays nonzero once
+    ``setting`` is applied (see the module docstring): the lowest-L2-norm
+    channels zeroed (:func:`~micronet.plugins.sensitivity.channel_keep`),
+    the smallest magnitudes zeroed (:func:`~micronet.plugins.sensitivity.perturbed`),
+    and what the ``weight_bits`` grid rounds to zero (:func:`~micronet.plugins.fakequant.fake_quant`,
+    per output channel). ``weight`` itself is left as it is."""
+    found = weight.detach()
+    if setting.channels > 0:
+        found = perturbed(found, "channels", setting.channels)
+    if setting.sparsity > 0:
+        found = perturbed(found, "sparsity", setting.sparsity)
+    return fake_quant(found, setting.weight_bits) != 0
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the search chooses among, and how a choice is scored exactly.
@@ -97,21 +123,20 @@ class Plan:
     ``layers``: the selected module names; ``choices``: each layer's
     candidate settings; ``result``: the audit of the step's input; ``rows``
     maps each layer to the indices of its records; ``scales`` to the float32
-    values its grids would store; ``shapes`` to its weight's ``(out
-    channels, elements)``."""
+    values its grids would store; ``zero_fractions`` to the zero fraction
+    each of its candidate settings leaves in its weight (:func:`setting_mask`)."""
 
     layers: tuple[str, ...]
     choices: Mapping[str, tuple[Setting, ...]]
     result: Any
     rows: Mapping[str, tuple[int, ...]]
     scales: Mapping[str, int]
-    shapes: Mapping[str, tuple[int, int]]
+    zero_fractions: Mapping[str, Mapping[Setting, float]]
 
     def zeros(self, layer: str, setting: Setting) -> float:
-        """The fraction of zeros ``setting`` leaves in ``layer``'s weight (see the module docstring)."""
-        out, elements = self.shapes[layer]
-        rows = min(round(setting.channels * out), out - 1) if setting.channels > 0 else 0
-        return max(rows * (elements // out), round(setting.sparsity * elements)) / elements
+        """The fraction of zeros ``setting`` leaves in ``layer``'s weight, grid zeros included
+        (see the module docstring); a KeyError for a setting not among the layer's candidates."""
+        return self.zero_fractions[layer][setting]
 
     def options(self, choice: Choice, sparsity: Mapping[str, float] | None = None) -> ScoreOptions:
         """The run's options with ``choice`` as per-layer overrides (``sparsity``
@@ -147,8 +172,20 @@ def make_plan(result: Any, targets: Mapping[str, Candidate],
     rows = {name: tuple(i for i, r in enumerate(result.records) if r.name == name) for name in targets}
     scales = {name: sum(p.shape[0] if p is c.tensor and p.dim() else 1
                         for p in c.module.parameters(recurse=False)) for name, c in targets.items()}
-    shapes = {name: (c.tensor.shape[0] if c.tensor.dim() else 1, c.tensor.numel()) for name, c in targets.items()}
-    return Plan(tuple(targets), per_layer, result, rows, scales, shapes)
+    zeros = {name: _zero_fractions(c.tensor, per_layer[name]) for name, c in targets.items()}
+    return Plan(tuple(targets), per_layer, result, rows, scales, zeros)
+
+
+def _zero_fractions(weight: torch.Tensor, settings: Sequence[Setting]) -> dict[Setting, float]:
+    """Each setting's zero fraction of ``weight`` (:func:`setting_mask`), computed once per
+    (weight bits, sparsity, channels): the input bits leave the weight as it is."""
+    found: dict[tuple[int, float, float], float] = {}
+    with torch.no_grad():
+        for s in settings:
+            key = (s.weight_bits, s.sparsity, s.channels)
+            if key not in found:
+                found[key] = 1.0 - int(torch.count_nonzero(setting_mask(weight, s))) / max(weight.numel(), 1)
+    return {s: found[(s.weight_bits, s.sparsity, s.channels)] for s in settings}
 
 
 # ------------------------------------------------------------- prediction

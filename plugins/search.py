@@ -53,7 +53,15 @@ the entries of the BatchNorm that alone reads the layer,
 zero); unstructured zeros (the ``round(s * elements)`` smallest magnitudes,
 as ``sparsify``; the channel zeros rank lowest); the weight on its
 per-output-channel grid and the bias on a per-tensor grid at the layer's
-bits, masks kept before rounding (:func:`micronet.plugins.quantize.quantize_parameters`),
+bits, masks kept before rounding (:func:`micronet.plugins.quantize.quantize_parameters`).
+The weight's mask is :func:`micronet.plugins.allocation.setting_mask`, the
+one the plan priced: besides the channel and unstructured zeros it masks
+the weights the grid rounds to zero (at 2 bits, half or more of a trained
+layer), so the score predicted is the applied model's exactly (before
+fine-tuning) and they stay zero through fine-tuning: the latent weights
+learn through the straight-through gradient, and without the mask a
+grid zero could grow past half a step, leave zero and raise the score
+above the prediction (and the budget);
 :func:`micronet.bits.set_bits` and the grid scales declared; the input
 activations through an :class:`~micronet.plugins.fakequant.ActivationQuant`
 inserted in the graph (:func:`micronet.plugins.quantize.insert_activation_quant`,
@@ -73,9 +81,12 @@ the model is trained with distillation from the step's input
 (:func:`micronet.training.train.fit`, ``teacher=``) through the fake
 quantizers, then the grids are baked in. The result is audited again under
 the run's rulebook, track and freebie; with ``target_score`` the step fails
-if that score exceeds it (rounding only adds zeros, so it is at most the
-predicted score). An unreachable budget fails with one line naming the
-nearest reachable score (every layer at its cheapest setting); an
+if that score exceeds it (by the rules' arithmetic it cannot: every zero
+priced is masked, and fine-tuning can only add zeros, a weight that its
+row's grid rounds to zero as it or the row's scale moves, which lowers the
+score; so the predicted score is an upper bound after fine-tuning, and
+exact without it for unstructured settings). An unreachable budget fails
+with one line naming the nearest reachable score (every layer at its cheapest setting); an
 unreachable bound, the least predicted drop.
 
 Notes: ``objective`` (``target_score`` or ``max_accuracy_drop``),
@@ -109,11 +120,11 @@ from micronet.errors import CompressionError, UsageError
 from micronet.manager import hookimpl
 from micronet.masks import set_mask
 from micronet.plugins.allocation import (FLOAT_BITS, Allocation, Plan, Setting, allocate, allocate_drop,
-                                         make_plan, predicted_drops, total)
+                                         make_plan, predicted_drops, setting_mask, total)
 from micronet.plugins.quantize import LayerPlan, QuantConfig, bake_weights, calibrate, insert_activation_quant, \
     quantize_parameters
 from micronet.plugins.sensitivity import (KINDS, channel_group, channel_keep, check_bit_levels, check_sparsity_levels,
-                                          load_batches, measure, perturbed, select_targets)
+                                          load_batches, measure, select_targets)
 from micronet.selection import Candidate, StepWarnings
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
 from micronet.training.data import evaluate, output_classes
@@ -217,14 +228,14 @@ def apply(model: nn.Module, targets: Mapping[str, Candidate], choice: Mapping[st
     for name, setting in choice.items():
         target, module = targets[name], targets[name].module
         weight = target.tensor.detach()
+        kept = setting_mask(weight, setting)  # what the plan priced: channels, zeros and grid zeros
         if setting.channels > 0:
             keep = channel_keep(weight, setting.channels)
             for owner, param in channel_group(model, name, target):
                 shape = owner._parameters[param].shape
                 set_mask(owner, param, keep.reshape(-1, *([1] * (len(shape) - 1))).expand(shape))
-            weight = target.tensor.detach()
-        if setting.sparsity > 0:
-            set_mask(module, target.weight, perturbed(weight, "sparsity", setting.sparsity) != 0)
+        if not bool(kept.all()):  # the grid zeros too: fine-tuning cannot move them off zero
+            set_mask(module, target.weight, kept)
         quantize_parameters(module, target.weight, setting.weight_bits,
                             lambda param, module=module: module._buffers.get(f"{param}_mask"))
         set_bits(module, weight=setting.weight_bits)

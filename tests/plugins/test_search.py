@@ -1,6 +1,7 @@
 """The search step on real digits: budgets met by the pipeline's own score, the
 settings in history.json, an unreachable budget named, accuracy kept, and the
-per-layer re-score equal to a fresh audit; input bits and channels applied and
+per-layer re-score equal to a fresh audit; the zeros the 2-bit grid makes priced
+and kept through training (a tiny layer by hand); input bits and channels applied and
 priced exactly; the max_accuracy_drop objective; the per-layer ScoreOptions
 overrides (activation bits by hand); allocations within random budgets."""
 import json
@@ -16,7 +17,8 @@ from micronet.bits import bits_of
 from micronet.errors import CompressionError, UsageError
 from micronet.pipeline import compress
 from micronet.plugins.fakequant import ActivationQuant
-from micronet.plugins.search import Setting, allocate, allocate_drop, make_plan, predicted_drops
+from micronet.plugins.quantize import bake_weights
+from micronet.plugins.search import Setting, allocate, allocate_drop, apply, make_plan, predicted_drops
 from micronet.plugins.sparsify import PRUNABLE
 from micronet.rules import ScoreOptions
 from micronet.selection import Candidate
@@ -59,7 +61,8 @@ def test_the_budget_is_met_by_the_pipelines_own_score(runs, target):
     assert history.final.score.total <= target
     notes = history.steps[0].notes
     assert notes["score"] == pytest.approx(history.final.score.total, rel=1e-12)
-    assert notes["score"] <= notes["predicted_score"] <= target  # grid rounding only adds zeros
+    # exact: the zeros the grid makes are priced too (unstructured settings, no fine-tuning)
+    assert notes["score"] == pytest.approx(notes["predicted_score"], rel=1e-12) and notes["predicted_score"] <= target
 
 
 @pytest.mark.parametrize("target", [1.0, 0.5])
@@ -91,9 +94,19 @@ def test_accuracy_at_target_one_without_fine_tuning(runs):
 
 def test_an_unreachable_target_fails_naming_the_nearest_reachable_score(trained):
     with pytest.raises(CompressionError, match=r"no allocation reaches target_score 1e-06: the nearest "
-                                               r"reachable score is 0\.\d+ \(every layer at its cheapest") as error:
+                                               r"reachable score is (0\.\d+) \(every layer at its cheapest") as error:
         compress(recipe({"use": "search", "target_score": 1e-6}), model=trained, log=lambda line: None)
     assert "\n" not in str(error.value)
+    nearest = float(str(error.value).split("the nearest reachable score is ")[1].split()[0])
+    # the cheapest setting of every layer (2 bits, 90% zeros: the fewest bits, the most zeros,
+    # the most grid zeros) applied for real: its audit is the score named (6 digits)
+    cheapest = compress(recipe({"use": "search", "target_score": 10.0, "weight_bits": [2], "sparsity": [0.9]}),
+                        model=trained, log=lambda line: None)
+    assert cheapest.final.score.total == pytest.approx(nearest, rel=1e-5)
+    notes = cheapest.steps[0].notes
+    assert notes["predicted_score"] == pytest.approx(cheapest.final.score.total, rel=1e-12)  # exact, grid zeros too
+    # the grid's own zeros: at 2 bits every layer has more zeros than the 90% it was pruned to
+    assert all(f > 0.9 for f in notes["sparsity_reached"].values())
 
 
 def test_per_layer_rescore_equals_a_fresh_audit_of_the_applied_model(runs):
@@ -123,7 +136,79 @@ def test_fine_tuning_with_distillation_keeps_the_budget(trained):
                        log=lambda line: None)
     notes = history.steps[0].notes
     assert history.final.score.total <= 0.5 and len(notes["loss"]) == 1
+    assert notes["score"] == pytest.approx(history.final.score.total, rel=1e-12)
+    assert notes["score"] <= notes["predicted_score"] <= 0.5
     assert history.final.accuracy >= 90
+    # every zero priced (grid zeros included) is masked and still zero after fine-tuning:
+    # the masks' zero fractions re-score to the predicted score
+    before, modules = history.results[0], dict(history.model.named_modules())
+    masked = {}
+    for layer in LAYERS:
+        weight, mask = modules[layer].weight, modules[layer].weight_mask
+        assert not weight[~mask].any()
+        masked[layer] = 1 - int(mask.sum()) / mask.numel()
+        assert notes["sparsity_reached"][layer] >= masked[layer] - 1e-6
+    options = ScoreOptions(freebie=False, layer_weight_bits=tuple(
+        notes["settings"][r.name]["weight_bits"] if r.name in LAYERS else None for r in before.records),
+        layer_sparsity=tuple(masked.get(r.name) for r in before.records),
+        layer_storage_bits=tuple(32 * (modules[r.name].weight.shape[0] + (modules[r.name].bias is not None))
+                                 if r.name in LAYERS else None for r in before.records))
+    assert before.rescore(options).score.total == pytest.approx(notes["predicted_score"], rel=1e-12)
+
+
+def tiny():
+    """Linear(4, 2) with known weights: at 2 bits (step = max|row| / 1) row 0
+    [1, 0.2, -0.4, 0.1] rounds to [1, 0, 0, 0] and row 1 [0.5, -0.3, 0.2, -0.1]
+    (step 0.5) to [0.5, -0.5, 0, 0]: k = 5 of n = 8 weights become 0. At 4 bits
+    (step max|row| / 7) none do: 0.1 * 7 = 0.7 and 0.1 / 0.5 * 7 = 1.4 round to 1."""
+    model = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.2, -0.4, 0.1], [0.5, -0.3, 0.2, -0.1]]))
+        model[0].bias.copy_(torch.tensor([0.3, -0.2]))
+    return model
+
+
+def tiny_score(nonzero):
+    """micronet-2019, digits track, Linear(4, 2) at 2-bit weights, fp32 input, ``nonzero``
+    of its 8 weights left. Storage: min(dense 8 * 2/32, nonzero * 2/32 + bitmask 8/32),
+    the bias 2 * 2/32, three float32 scales (2 rows + the bias) 3; ops: 2 dot products of
+    4 * nonzero/8 mults (at max(2, 32) = 32 bits) and length - 1 adds, plus 2 bias adds."""
+    length = 4 * nonzero / 8
+    storage = min(8 * 2 / 32, nonzero * 2 / 32 + 8 / 32) + 2 * 2 / 32 + 3
+    ops = 2 * length + 2 * max(length - 1, 0) + 2
+    return storage / 23_946 + ops / 1_206_016
+
+
+def test_the_zeros_the_two_bit_grid_makes_are_priced_and_kept_through_training():
+    model = tiny()
+    result = audit(model, (1, 4), track="digits", freebie=False)
+    targets = {"0": Candidate(model[0])}
+    two, four, pruned = Setting(2), Setting(4), Setting(2, sparsity=0.5)
+    plan = make_plan(result, targets, [two, four, pruned])
+    assert plan.zeros("0", two) == 5 / 8 and plan.zeros("0", four) == 0
+    # 50%: the 4 smallest (0.1, 0.1, 0.2, 0.2) go first; the grid then zeroes -0.4 as before
+    assert plan.zeros("0", pruned) == 5 / 8
+    assert plan.score({"0": two}) == pytest.approx(tiny_score(3), rel=1e-12)  # dense it would be 8 nonzero
+    assert tiny_score(3) < tiny_score(8)
+
+    made = tiny()
+    apply(made, {"0": Candidate(made[0])}, {"0": two}, [])
+    with torch.no_grad():
+        assert torch.equal(made[0].weight, torch.tensor([[1.0, 0, 0, 0], [0.5, -0.5, 0, 0]]))
+    fresh = audit(made, (1, 4), track="digits", freebie=False)  # the fake quantizers in place
+    assert fresh.score.total == pytest.approx(tiny_score(3), rel=1e-12)
+
+    # one SGD step through the fake quantizer moves every latent weight by -0.3: unmasked,
+    # row 0's -0.4 would reach -0.7, its new largest (-1 on the grid, a zero lost); masked,
+    # the grid zeros stay 0 and row 1's 0.5 - 0.3 = 0.2 rounds to 0 on its step 0.6
+    optimizer = torch.optim.SGD(made.parameters(), lr=0.3)
+    made(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    bake_weights(made)
+    with torch.no_grad():
+        assert torch.allclose(made[0].weight, torch.tensor([[0.7, 0, 0, 0], [0, -0.6, 0, 0]]))
+    after = audit(made, (1, 4), track="digits", freebie=False).score.total
+    assert after == pytest.approx(tiny_score(2), rel=1e-12) and after < plan.score({"0": two})
 
 
 BITS, ACTS, ZEROS, CHANNELS = (8, 4, 2), (32, 8, 4), (0.0, 0.5, 0.9), (0.0, 0.25, 0.5)
@@ -137,18 +222,35 @@ def audited(trained):
     return result, targets, make_plan(result, targets, GRID)
 
 
+def zeros_by_hand(weight, s):
+    """The zero fraction ``s`` leaves in ``weight``, written out independently of the
+    search: the min(round(c * out), out - 1) rows of lowest L2 norm zeroed, then the
+    round(s * n) smallest magnitudes, then the weights its per-row grid rounds to 0
+    (step = max|row| / (2^(b-1) - 1), value/step rounded; 1 bit: only zero rows)."""
+    w = weight.detach().clone().flatten(1)
+    out, n = w.shape[0], w.numel()
+    if s.channels:
+        w[w.norm(dim=1).argsort()[:min(round(s.channels * out), out - 1)]] = 0
+    if s.sparsity:
+        w.view(-1)[w.abs().flatten().argsort()[:round(s.sparsity * n)]] = 0
+    top = w.abs().amax(1, keepdim=True)
+    if s.weight_bits == 1:
+        return float((top == 0).sum()) * w.shape[1] / n
+    step = top / (2 ** (s.weight_bits - 1) - 1)
+    return float(((top == 0) | ((w / step).round() == 0)).sum()) / n
+
+
 def by_hand(result, targets, choice):
     """The per-layer overrides of ``choice``, written out independently of the Plan:
-    zeros = max(whole rows, round(s * n)) / n; scales 32 bits per output channel,
-    per bias, and one for an input quantizer."""
+    zeros as :func:`zeros_by_hand`; scales 32 bits per output channel, per bias, and
+    one for an input quantizer."""
     bits, acts, zeros, storage = ([None] * len(result.records) for _ in range(4))
     for i, record in enumerate(result.records):
         if record.name in choice:
             s, weight = choice[record.name], targets[record.name].tensor
-            out, n = weight.shape[0], weight.numel()
-            rows = min(round(s.channels * out), out - 1) * (n // out)
+            out = weight.shape[0]
             bits[i], acts[i] = s.weight_bits, (s.act_bits if s.act_bits < 32 else None)
-            zeros[i] = max(rows, round(s.sparsity * n)) / n
+            zeros[i] = zeros_by_hand(weight, s)
             scales = out + (1 if record.name == "fc" else 0) + (1 if s.act_bits < 32 else 0)  # fc has the bias
             storage[i] = record.declared_storage_bits + 32 * scales
     return ScoreOptions(freebie=False, layer_weight_bits=tuple(bits), layer_act_bits=tuple(acts),
