@@ -39,10 +39,8 @@ Nothing here imports more than the standard library at import time:
 from __future__ import annotations
 
 import os
-import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from ..errors import MicronetError, UsageError
@@ -160,6 +158,8 @@ def process_group(world: World | None, *, timeout_s: float | None = None) -> Ite
     cuda = torch.cuda.is_available()
     if cuda and world.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(world.local_rank)
+    from datetime import timedelta
+
     options: dict[str, Any] = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
     try:
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", init_method="env://",
@@ -224,6 +224,8 @@ def on_main(work: Callable[[], T]) -> T:
 
 def _portable(error: BaseException) -> BaseException:
     """``error`` when it pickles and unpickles, else a MicronetError with its text."""
+    import pickle
+
     try:
         pickle.loads(pickle.dumps(error))
         return error
