@@ -90,8 +90,10 @@ with one line naming the nearest reachable score (every layer at its cheapest se
 unreachable bound, the least predicted drop.
 
 Notes: ``objective`` (``target_score`` or ``max_accuracy_drop``),
-``settings`` ``{layer: {weight_bits, act_bits, sparsity, channels}}``
-(act_bits 32: the input as it was; channels: the fraction zeroed), ``predicted_drop`` (points), ``predicted_score``,
+``settings`` ``{layer: {weight_bits, act_bits, sparsity, channels,
+predicted_drop}}`` (act_bits 32: the input as it was; channels: the
+fraction zeroed; predicted_drop: the layer's term of the additive model,
+top-1 points), ``predicted_drop`` (points, their sum), ``predicted_score``,
 ``score`` (the re-audit),
 ``rescored`` (the plan's score at the zeros reached), ``lambda``,
 ``nearest_score`` (target_score: all cheapest) or ``least_drop``
@@ -374,7 +376,8 @@ def _within_drop(model, targets, plan: Plan, found, options, context: StepContex
 
 def _notes(context: StepContext, allocation: Allocation, drops, found, plan: Plan, reached, score: float,
            objective: str, before: float | None, accuracy: float | None, seconds: float) -> None:
-    context.note("settings", {layer: s.to_dict() for layer, s in allocation.choice.items()})
+    context.note("settings", {layer: {**s.to_dict(), "predicted_drop": round(drops[layer][s], 4)}
+                              for layer, s in allocation.choice.items()})
     context.note("predicted_drop", round(total(drops, allocation.choice), 4))
     context.note("predicted_score", allocation.score)
     context.note("score", score)

@@ -16,6 +16,7 @@ from micronet import audit
 from micronet.bits import bits_of
 from micronet.errors import CompressionError, UsageError
 from micronet.pipeline import compress
+from micronet.reports.search import search_text
 from micronet.plugins.fakequant import ActivationQuant
 from micronet.plugins.quantize import bake_weights
 from micronet.plugins.search import Setting, allocate, allocate_drop, apply, make_plan, predicted_drops
@@ -384,13 +385,27 @@ def test_bad_options_are_refused_before_work(step, says):
 def test_search_measures_only_what_an_earlier_table_lacks_and_again_after_a_change(trained):
     """A sensitivity table describes the model it measured: search takes the rows
     it has (here all but sparsity 0.9: 4 layers, 4 rows measured) and, after a
-    step that changed the model (half), measures its own (4 x (4 + 3) rows)."""
+    step that changed the model (half), measures its own (4 x (4 + 3) rows). Each
+    layer's noted predicted drop is its rows' drops added, shown on the page."""
     steps = [{"use": "sensitivity", "bits": [8, 6, 4, 2], "sparsity": [0.5, 0.75]},
-             {"use": "search", "target_score": 1.0}]
+             {"use": "search", "target_score": 0.3}]  # tight: some layers at 2 bits, with a predicted drop
     reused = compress(recipe(*steps), model=trained)
     notes = reused.steps[1].notes
     assert notes["sensitivity_from"] == "step 1" and notes["sensitivity_measured"] == 4
     assert notes["sensitivity"] == "from step 1, 4 settings measured here"
+    # each layer's predicted drop: its levels' drops in the step 1 table added (negatives as 0)
+    table = {(r["layer"], r["kind"], r["level"]): max(r["drop"], 0.0) for r in reused.steps[0].notes["table"]}
+    checked = []
+    for layer, chosen in notes["settings"].items():
+        levels = [("bits", chosen["weight_bits"])] + [("sparsity", chosen["sparsity"])] * (chosen["sparsity"] > 0)
+        if all((layer, *level) in table for level in levels):  # sparsity 0.9 was measured by search
+            assert chosen["predicted_drop"] == pytest.approx(sum(table[(layer, *lv)] for lv in levels), abs=1e-4)
+            checked.append(chosen["predicted_drop"])
+    assert len(checked) >= 2 and max(checked) > 1  # measured: 45 points for conv2 at 2 bits
+    per_layer = [chosen["predicted_drop"] for chosen in notes["settings"].values()]
+    assert notes["predicted_drop"] == pytest.approx(sum(per_layer), abs=5e-4)
+    assert any(line.startswith("  layer ") and "pred. drop" in line
+               for line in search_text(reused.steps[1], reused.results[1]))  # the page's column appears
     steps.insert(1, {"use": "half"})
     fresh = compress(recipe(*steps), model=trained)
     assert "sensitivity_from" not in fresh.steps[2].notes and fresh.steps[2].notes["sensitivity_measured"] == 28
