@@ -87,8 +87,9 @@ def test_one_row_per_layer_largest_part_of_the_score_first(history):
     params = {"conv1": "144", "conv2": "4,608", "conv3": "18,432", "fc": "650"}
     assert sorted(row[0] for row in rows) == sorted(params)
     parts = {}
-    for name, shown, bits, sparsity, part in rows:
+    for name, shown, bits, sparsity, drop, part in rows:
         chosen = step.notes["settings"][name]
+        assert drop == f"{chosen['predicted_drop']:.2f}"
         assert shown == params[name]
         assert bits == f"{chosen['weight_bits']:g}" and sparsity == f"{100 * chosen['sparsity']:.4g}%"
         parts[name] = sum(r["share"] for r in step.result.rows() if r["name"] == name) * step.result.score.total
