@@ -149,16 +149,16 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def _compress_silently(args: argparse.Namespace, world) -> int:
     """A rank other than 0: the same run, printing and writing nothing; an
-    error every rank raised alike is left to rank 0 to print."""
+    error rank 0 reports for every rank is left to it to print."""
     from .pipeline import compress
-    from .training.distributed import AGREED, RanksOutOfStep
+    from .training.distributed import REPORTED, RanksOutOfStep
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank 0 shows the same warnings
             compress(args.recipe, out=args.out, registries=_registries(args), trust=args.trust)
     except MicronetError as error:
-        if getattr(error, AGREED, False):
+        if getattr(error, REPORTED, False):
             return error.exit_code
         if isinstance(error, RanksOutOfStep):  # its message names the rank
             raise

@@ -155,13 +155,14 @@ def compress(
     :class:`CompressionError` when a step fails, after writing what ran.
     Under torchrun only rank 0 claims and writes ``out`` (see the module docstring).
     """
-    recipe = _as_recipe(recipe)
-    trust = trust or recipe.trust
-    registries = registries or default_registries()
-    plan = plan_steps(recipe, registries)
     with ExitStack() as stack:
-        writes = out is not None and distributed.is_main()  # under torchrun: rank 0 alone
-        folder = stack.enter_context(claim_output_folder(out)) if writes else None
+        with distributed.all_or_none():  # under torchrun: a rank failing here stops every rank
+            recipe = _as_recipe(recipe)
+            trust = trust or recipe.trust
+            registries = registries or default_registries()
+            plan = plan_steps(recipe, registries)
+            writes = out is not None and distributed.is_main()  # under torchrun: rank 0 alone
+            folder = stack.enter_context(claim_output_folder(out)) if writes else None
         history, failure = _run(recipe, plan, model, registries, log, trust)
         if folder is not None:
             write_outputs(history, folder.begin(), log, registries)
@@ -176,11 +177,14 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
     """Audit the input, then run each step on a copy; stops at the first failure."""
     name = _model_name(recipe, model)
     distributed.share_random_state()  # under torchrun: every rank draws what rank 0 draws...
-    current, own_shape = _input_model(recipe, model, registries, trust, log)
+    with distributed.all_or_none():  # (a rank failing to read the model stops every rank)
+        current, own_shape = _input_model(recipe, model, registries, trust, log)
     distributed.broadcast_state(current)  # ...and starts from rank 0's input model
     original = copy.deepcopy(current)  # what steps may learn from (teachers); never handed on
     score = dict(track=recipe.track, rulebook=recipe.rulebook, freebie=recipe.freebie, registries=registries)
-    first = _measured(_audited(current, recipe.input_shape or own_shape, name, score), current, recipe)
+    with distributed.all_or_none():
+        audited = _audited(current, recipe.input_shape or own_shape, name, score)
+    first = _measured(audited, current, recipe)
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
@@ -252,7 +256,7 @@ class _Run:
             failure.__cause__ = error
             if agreed.usage:  # a bad option or a refused file: the user's to fix
                 failure.exit_code = UsageError.exit_code
-            setattr(failure, distributed.AGREED, distributed.current() is not None)
+            distributed.reported(failure)  # every rank has it; rank 0 prints it
             return failure
         changed = not _same_model(self.current, produced)
         if not changed:

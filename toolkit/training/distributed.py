@@ -23,7 +23,11 @@ so an error on one rank is made known at the next meeting point: every
 rank hands in its error, or None, and when any rank failed every rank
 raises (its own error, else :class:`PeerFailure`): :func:`together`,
 :func:`sum_across` with ``failed``, :func:`on_main`. An error raised on
-every rank alike is marked :data:`AGREED` (by :func:`agreed`). An error
+every rank alike is marked :data:`AGREED` (by :func:`agreed`); one that rank
+0 reports for all (it holds the failing rank's message) is also marked
+:data:`REPORTED` (by :func:`reported`), so the other ranks need not print
+it: a step's failure (:func:`first_failure`), an error of :func:`on_main`,
+of :func:`all_or_none` (reading the recipe, claiming ``--out``). An error
 where no meeting can follow (one rank failing inside a data-parallel
 backward pass, while the others wait in its all-reduce) becomes
 :class:`RanksOutOfStep`: it ends the run on that rank, whose exit makes
@@ -46,13 +50,17 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from ..errors import MicronetError, UsageError
 
 __all__ = ["World", "Failure", "PeerFailure", "RanksOutOfStep", "launched", "process_group", "current",
-           "is_main", "barrier", "on_main", "agreed", "together", "first_failure", "sum_across", "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED"]
+           "is_main", "barrier", "on_main", "agreed", "reported", "together", "all_or_none", "first_failure", "sum_across",
+           "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED", "REPORTED"]
 
 T = TypeVar("T")
 
 #: The attribute set (to True) on an exception every rank raised alike, so
 #: that only rank 0 needs to print it.
 AGREED = "micronet_agreed"
+#: The attribute set (to True) on an exception rank 0 reports for every rank
+#: (it holds the failing rank's message): the other ranks need not print it.
+REPORTED = "micronet_reported"
 
 #: The environment variables torchrun sets for each process.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -200,7 +208,8 @@ def barrier() -> None:
 
 def on_main(work: Callable[[], T]) -> T:
     """``work()`` on rank 0 only; every rank returns its value (which must
-    pickle) or raises its exception, marked :data:`AGREED`. Without a group
+    pickle) or raises its exception, marked :data:`AGREED` and
+    :data:`REPORTED`. Without a group
     it is just ``work()``."""
     if current() is None:
         return work()
@@ -211,14 +220,14 @@ def on_main(work: Callable[[], T]) -> T:
         try:
             box[0] = ("value", work())
         except Exception as error:
-            agreed(error)
+            reported(error)
             box[0] = ("error", _portable(error))
             dist.broadcast_object_list(box, src=0)
             raise
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
-        raise agreed(value)
+        raise reported(value)
     return value
 
 
@@ -239,6 +248,36 @@ def agreed(error: BaseException) -> BaseException:
     """``error``, marked :data:`AGREED`: every rank raises it alike."""
     setattr(error, AGREED, True)
     return error
+
+
+def reported(error: BaseException) -> BaseException:
+    """``error``, marked :data:`AGREED` and :data:`REPORTED`: rank 0 reports it."""
+    setattr(error, REPORTED, True)
+    return agreed(error)
+
+
+@contextmanager
+def all_or_none() -> Iterator[None]:
+    """A block every rank runs before the others depend on it (reading the
+    recipe, claiming ``--out``): when it fails on any rank, every rank raises
+    when it ends, :data:`REPORTED`: rank 0 its own error, else one naming the
+    lowest failing rank and its message; the others their own, or
+    :class:`PeerFailure`. Without a group: the block as it is."""
+    if current() is None:
+        yield
+        return
+    failed = None
+    try:
+        yield
+    except Exception as error:
+        failed = error
+    found = first_failure(failed)
+    if found is None:
+        return
+    if failed is None and is_main():
+        failed = MicronetError(f"rank {found.rank} of {current().size}: {found.message}")
+        failed.exit_code = UsageError.exit_code if found.usage else MicronetError.exit_code
+    raise reported(failed if failed is not None else PeerFailure(f"rank {found.rank} failed: {found.message}"))
 
 
 def first_failure(error: BaseException | None) -> Failure | None:
@@ -291,7 +330,7 @@ def sum_across(values: list[float], device: Any = "cpu", *, failed: BaseExceptio
     if failed is not None:
         raise agreed(failed)
     if failures:
-        raise agreed(PeerFailure(f"{int(failures)} other rank(s) failed; {current()} stops with them"))
+        raise reported(PeerFailure(f"{int(failures)} other rank(s) failed; {current()} stops with them"))
     return sums
 
 
