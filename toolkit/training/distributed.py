@@ -50,13 +50,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from ..errors import MicronetError, UsageError
 
 __all__ = ["World", "Failure", "PeerFailure", "RanksOutOfStep", "launched", "process_group", "current",
-           "is_main", "barrier", "on_main", "agreed", "reported", "together", "all_or_none", "first_failure", "sum_across",
-           "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED", "REPORTED"]
+           "is_main", "barrier", "on_main", "agreed", "reported", "together", "all_or_none", "first_failure",
+           "sum_across", "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED",
+           "REPORTED"]
 
 T = TypeVar("T")
 
-#: The attribute set (to True) on an exception every rank raised alike, so
-#: that only rank 0 needs to print it.
+#: The attribute set (to True) on an exception every rank raised alike, at
+#: the same meeting point: the ranks are still in step.
 AGREED = "micronet_agreed"
 #: The attribute set (to True) on an exception rank 0 reports for every rank
 #: (it holds the failing rank's message): the other ranks need not print it.
@@ -209,8 +210,7 @@ def barrier() -> None:
 def on_main(work: Callable[[], T]) -> T:
     """``work()`` on rank 0 only; every rank returns its value (which must
     pickle) or raises its exception, marked :data:`AGREED` and
-    :data:`REPORTED`. Without a group
-    it is just ``work()``."""
+    :data:`REPORTED`. Without a group it is just ``work()``."""
     if current() is None:
         return work()
     import torch.distributed as dist
