@@ -179,8 +179,12 @@ def process_group(world: World | None, *, timeout_s: float | None = None) -> Ite
                             f"{type(error).__name__}: {error}", hint=_LAUNCH_HINT) from error
     try:
         yield world
-    finally:
+    except RanksOutOfStep:
+        raise  # the others wait in a collective this rank left: the process's exit ends the group
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
 
 
 def current() -> World | None:
