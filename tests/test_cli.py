@@ -208,3 +208,20 @@ def test_compress_quiet_prints_no_sensitivity_or_search_lines(capsys, tmp_path):
     code, out, err = run(capsys, "compress", digits_recipe(tmp_path, SENSITIVITY), "--quiet")
     assert code == 0, err
     assert "sensitivity:" not in out and "most sensitive first" not in out and "worst" not in out
+
+
+def test_compress_data_replaces_the_recipes_dataset(capsys, tmp_path):
+    # a shipped recipe names a folder the user may not have: --data points it elsewhere
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nspec = "micronet:digits_cnn"\n[score]\ntrack = "digits"\n'
+                      '[data]\ndataset = "cifar10:/nowhere"\nbatch_size = 64\n'
+                      '[[step]]\nuse = "finetune"\nepochs = 1\nlr = 0.1\nmax_batches = 2\n')
+    out = tmp_path / "run"
+    assert main(["compress", str(recipe), "--data", "digits", "--out", str(out), "--quiet"]) == 0
+    entries = json.loads((out / "history.json").read_text())
+    assert entries[1]["accuracy"]["top1"] > 10  # measured on the real digits test split
+    assert "not measured" not in capsys.readouterr().out
+    code = main(["compress", str(recipe), "--data", "mnist:/x", "--out", str(tmp_path / "other")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") <= 2 and "mnist" in err and "cifar10:PATH" in err
+    assert not (tmp_path / "other").exists()

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--trust", action="store_true",
                           help="let the recipe run code: module:factory and file.py:factory specs, "
                           "pickled files (as the recipe's trust = true does)")
+    compress.add_argument("--data", metavar="DATASET",
+                          help="read this dataset instead of the recipe's [data] dataset: cifar10:PATH, "
+                               "cifar100:PATH, imagefolder:PATH, digits or fake")
     compress.add_argument("--quiet", action="store_true", help="print only the score after each step")
     compress.set_defaults(run=run_compress)
 
@@ -147,6 +150,14 @@ def run_compress(args: argparse.Namespace) -> int:
         return _compress_silently(args, world)
 
 
+def _recipe(args: argparse.Namespace):
+    """The recipe file, read and checked, with ``--data`` in place of its dataset."""
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    return recipe.with_dataset(args.data) if args.data else recipe
+
+
 def _compress_silently(args: argparse.Namespace, world) -> int:
     """A rank other than 0: the same run, printing and writing nothing; an
     error rank 0 reports for every rank is left to it to print."""
@@ -156,7 +167,7 @@ def _compress_silently(args: argparse.Namespace, world) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank 0 shows the same warnings
-            compress(args.recipe, out=args.out, registries=_registries(args), trust=args.trust)
+            compress(_recipe(args), out=args.out, registries=_registries(args), trust=args.trust)
     except MicronetError as error:
         if getattr(error, REPORTED, False):
             return error.exit_code
@@ -182,7 +193,7 @@ def _compress_and_report(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, as Python does
             warnings.simplefilter("ignore", DeprecationWarning)  # libraries' own, not the recipe's
-            history = compress(args.recipe, out=args.out, log=log, registries=registries, trust=args.trust)
+            history = compress(_recipe(args), out=args.out, log=log, registries=registries, trust=args.trust)
     except MicronetError:
         if keeper.history is not None:
             if not args.quiet:

@@ -171,6 +171,15 @@ class Recipe:
             return self.data
         return {**(self.data or {}), **step.data}
 
+    def with_dataset(self, text: str) -> "Recipe":
+        """This recipe reading ``text`` (``cifar10:PATH``, ``digits``, ...) as
+        its ``[data]`` dataset, the table's other keys kept (``micronet
+        compress --data``); a step naming its own dataset keeps it."""
+        from .training.data import parse_dataset
+
+        parse_dataset(text)  # a one-line UsageError naming the accepted forms
+        return replace(self, data={**(self.data or {}), "dataset": text})
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data (for history files)."""
         return {
