@@ -337,7 +337,8 @@ def _seconds(value: float) -> str:
 
 
 def _step_section(step, before) -> str:
-    head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}'
+    where = f' <span class="round">round {step.round} of step {step.repeat}</span>' if step.round else ""
+    head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}{where}'
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
             f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}'
@@ -383,7 +384,7 @@ def _pipeline_card(history) -> str:
 def _steps_table(history) -> str:
     rows, previous = [], history.input.score
     lines = [("input", "", history.input.score, None)] + [
-        (f"{s.index}. {s.name}", s.plugin, s.result.score if s.result is not None else None, s)
+        (s.label, s.plugin, s.result.score if s.result is not None else None, s)
         for s in history.steps]
     for label, plugin, score, step in lines:
         took = _seconds(step.seconds) if step is not None else ""
@@ -410,7 +411,7 @@ def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) 
     """The pipeline page of a :class:`~micronet.pipeline.History` (complete or
     stopped by a failing step) as one HTML document."""
     points = [("input", history.input.score)]
-    points += [(f"{s.index}. {s.name}", s.result.score if s.result is not None else None) for s in history.steps]
+    points += [(s.label, s.result.score if s.result is not None else None) for s in history.steps]
     body = [_pipeline_card(history),
             f'<section class="card" id="scores"><h2>Score across the steps</h2><p class="hint">'
             f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage term '
@@ -425,7 +426,7 @@ def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) 
     body.append(_table_section(final, "ft", "The final model, layer by layer", "final"))
     body.append(_plugin_sections(final, sections))
     nav = [("summary", "Summary"), ("scores", "Scores")]
-    nav += [(f"step-{s.index}", f"{s.index}. {s.name}") for s in history.steps] + [("final", "Final model")]
+    nav += [(f"step-{s.index}", s.label) for s in history.steps] + [("final", "Final model")]
     return document(f"{history.recipe.spec}: MicroNet compression", "pipeline", "".join(body), nav)
 
 

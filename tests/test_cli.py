@@ -192,15 +192,16 @@ def test_compress_prints_the_ranked_sensitivity_and_the_searched_settings(capsys
     assert f"  top-1 drop in points: predicted {search['predicted_drop']:.2f} (additive model, calibration " \
            "split); measured" in "\n".join(block)
     head = next(k for k, line in enumerate(block) if line.startswith("  layer"))
-    assert block[head].split() == ["layer", "params", "w", "bits", "sparsity", "score", "part"]
+    assert block[head].split() == ["layer", "params", "w", "bits", "sparsity", "pred.", "drop", "score", "part"]
     params = {"conv1": "144", "conv2": "4,608", "conv3": "18,432", "fc": "650"}  # 16*9, 32*16*9, 64*32*9, 64*10+10
     shown = [line.split() for line in block[head + 1:]]
     assert len(shown) == 4
     assert sorted(row[0] for row in shown) == sorted(params)
-    for name, count, bits, sparsity, _ in shown:
+    for name, count, bits, sparsity, drop, _ in shown:
         chosen = search["settings"][name]
         assert (count, bits, sparsity) == (params[name], str(chosen["weight_bits"]), f"{100 * chosen['sparsity']:g}%")
-    assert [float(row[4]) for row in shown] == sorted((float(row[4]) for row in shown), reverse=True)
+        assert drop == f"{chosen['predicted_drop']:.2f}"
+    assert [float(row[5]) for row in shown] == sorted((float(row[5]) for row in shown), reverse=True)
     assert lines.index("step                             score   storage       ops    top-1") > start
 
 

@@ -238,3 +238,15 @@ def test_the_builtin_sparsify_of_remaining_as_a_schedule(registries):
     for k, step in enumerate(history.steps, start=1):
         assert zeros(step.result) == pytest.approx(1 - 0.9 ** k, abs=k * 2 * 0.5 / WEIGHTS)
     assert history.steps[-1].notes["until_met"] is True
+
+
+def test_rounds_are_labelled_in_the_terminal_table_and_on_the_page(registries, tmp_path):
+    from micronet.reports.html import render_pipeline_html
+
+    history = compress(recipe({"use": "look"}, repeat({"use": "thin"}, times=2)), model=two_linears(),
+                       registries=registries)
+    assert [s.label for s in history.steps] == ["1. look", "2. thin (round 1 of step 2)",
+                                                "3. thin (round 2 of step 2)"]
+    page = render_pipeline_html(history)
+    assert '<span class="round">round 2 of step 2</span>' in page
+    assert "3. thin (round 2 of step 2)" in page  # the navigation and the table

@@ -210,8 +210,8 @@ def _compress_and_report(args: argparse.Namespace) -> int:
         _print_step_details(history, args)
     measured = history.input.accuracy is not None
     print(f"{'step':<28}{'score':>10}{'storage':>10}{'ops':>10}" + (f"{'top-1':>9}" if measured else ""))
-    rows = [("input", history.input)] + [(f"{s.index}. {s.name}", s.result) for s in history.steps]
-    unchanged = {f"{s.index}. {s.name}" for s in history.steps if not s.changed}
+    rows = [("input", history.input)] + [(s.label, s.result) for s in history.steps]
+    unchanged = {s.label for s in history.steps if not s.changed}
     for label, result in rows:
         score = result.score
         note = "  (changed nothing)" if label in unchanged else ""
@@ -240,7 +240,7 @@ def _print_step_details(history, args: argparse.Namespace) -> None:
     for step in history.steps:
         lines = sensitivity_text(step.notes, where=where) + search_text(step, before, where=where)
         if lines:
-            print(f"\n{step.index}. {printable(step.name)}: {lines[0]}")
+            print(f"\n{printable(step.label)}: {lines[0]}")
             print("\n".join(lines[1:]))
             shown = True
         before = step.result if step.result is not None else before

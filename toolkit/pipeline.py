@@ -78,6 +78,13 @@ class StepRecord:
     round: int | None = None
     repeat: int | None = None
 
+    @property
+    def label(self) -> str:
+        """How tables and pages name the step: ``"4. sparsify"``, or
+        ``"4. sparsify (round 2 of step 3)"`` inside a repeat."""
+        where = f" (round {self.round} of step {self.repeat})" if self.round is not None else ""
+        return f"{self.index}. {self.name}{where}"
+
 
 @dataclass
 class History:
