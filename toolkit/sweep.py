@@ -9,8 +9,9 @@ every evaluation reads (a model and its calibration batches). Two engines:
   so is the plan (``evaluate``, the task list and the thread count); each task
   is then a Ray task that receives its index and the two ObjectRefs. A worker
   process fetches and unpickles the two objects on its first task of the sweep
-  and keeps them for its later ones (a node's object store holds one copy for
-  all its workers). ``address`` joins a running cluster (``"auto"``,
+  and keeps them for its later ones, until a task of another sweep or the end
+  of the driver's connection (a node's object store holds one copy for all
+  its workers). ``address`` joins a running cluster (``"auto"``,
   ``"ray://HOST:PORT"`` with a Ray client server, or a GCS ``"HOST:PORT"``);
   without it a local Ray of ``num_cpus`` CPUs is started for the sweep and
   shut down after. A connection this module opened is closed after the sweep
