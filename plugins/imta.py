@@ -38,7 +38,7 @@ pairs or as registered rulebook names, which is what ``--rulebook`` takes
 - ``sparsity``: ``"all"`` (default) takes the fraction of exact zeros among
   all counted params, BatchNorm and biases included; ``"pruned"`` takes
   the zero fraction of the pruned weights only (the ``weight`` of each
-  Conv2d and Linear), the ratio the course teams passed to the profiler
+  Conv2d and Linear, once however often the module is called), the ratio the course teams passed to the profiler
   after global unstructured pruning. Either way it scales all params
   (``params * (1 - sparsity)``) and no ops. ``ScoreOptions.sparsity``
   still replaces both.
@@ -69,6 +69,30 @@ Activation bits are not part of the profile: ``ScoreOptions.act_bits`` and
 A layer's MACs are the multiplies the quant factor divides (conv and linear
 dot products, before qf); they sum to the ``macs`` total.
 
+Per-layer what-ifs (``ScoreOptions.layer_weight_bits`` / ``layer_sparsity``
+/ ``layer_storage_bits``, one entry per record, None = as measured; how the
+``search`` step prices its candidates), read as the course's semantics say:
+
+- ``layer_weight_bits[i]`` replaces record i's bits (after the uniform
+  ``weight_bits``) in its ``qf = 32 / min(bits, quant)``, which divides its
+  params and its dot products' multiplies, as declared bits do;
+- ``layer_sparsity[i]`` replaces the zero fraction of record i's
+  sparsifiable weight (at the call that owns it): the weight then has
+  ``round(s * elements)`` zeros (whole zeros, as ``sparsify`` and ``search``
+  zero a weight, so the re-score equals the audit of the model so zeroed),
+  its other params keep their measured zeros, and the one global sparsity is
+  recomputed from those counts, over all counted params (``"all"``) or over
+  the Conv2d / Linear weights (``"pruned"``). With a uniform
+  ``ScoreOptions.sparsity`` as well, every counted param is at that fraction
+  but the weights overridden;
+- ``layer_storage_bits`` is checked (one entry per record) and ignored: the
+  course profiler counted no scales or codebooks, so storage declared with
+  :func:`micronet.bits.declare_storage` is not counted either.
+
+A search prices the weights' zeros only: under ``"all"`` (and ``imta-lab4``)
+zeros its bias grids make also count, so the audit may score lower than
+predicted, never higher; under ``"pruned"`` the prediction is exact.
+
 ``imta-lab4`` is the closed form that replaced the profiler::
 
     (1 - (ps + pu)) * (qw/32) * w / 5.6e6 + (1 - ps) * (max(qw, qa)/32) * f / 2.8e8
@@ -81,6 +105,12 @@ fraction of zero parameters, and ps the structured pruning ratio. micronet
 counts the model as it is, so channels already removed are gone from w and
 f and ps defaults to 0; pass ``ScoreOptions(extra={"structured": r})`` to
 score an unpruned model as if pruned by r. A layer's MACs are its f.
+Per-layer what-ifs: ``layer_weight_bits`` replaces a record's weight bits
+before qw (the widest over the records that own params) is taken, so a
+layer below the widest changes nothing; ``layer_sparsity`` replaces a
+weight's zeros as under ``imta-2021`` (``round(s * elements)``) and pu is
+recomputed from the zero counts; ``layer_storage_bits`` is checked and
+ignored (w counts parameters only).
 """
 from __future__ import annotations
 
@@ -118,6 +148,17 @@ class _Layer:
     plain_ops: Fraction  # everything else
     pruned_params: int = 0  # the Conv2d / Linear weight's elements ("sparsity": "pruned")
     pruned_zeros: int = 0
+    index: int = 0  # the record's position (per-layer ScoreOptions overrides)
+    weight_params: int = 0  # the sparsifiable weight's elements, when this call owns it
+    weight_zeros: int = 0
+
+
+def _owned_weight(r: LayerRecord) -> tuple[int, int]:
+    """The sparsifiable weight's elements and zeros when the record owns its
+    parameters (a module's first call), else (0, 0): as ``micronet-2019``."""
+    if r.params and r.weight_params:
+        return r.weight_params, r.weight_params - r.weight_nonzero
+    return 0, 0
 
 
 def _conv(r: LayerRecord) -> tuple[Fraction, Fraction]:
@@ -162,8 +203,10 @@ _PRUNED = ("torch.nn.Conv2d", "torch.nn.Linear")
 
 
 def _pruned(r: LayerRecord, classes) -> tuple[int, int]:
-    if any(c in classes for c in _PRUNED) and r.weight_params:
-        return r.weight_params, r.weight_params - r.weight_nonzero
+    """The Conv2d / Linear weight's elements and zeros, counted at the call that
+    owns it (a module called twice counts its weight once)."""
+    if any(c in classes for c in _PRUNED):
+        return _owned_weight(r)
     return 0, 0
 
 
@@ -171,7 +214,7 @@ def _profile(records: Sequence[LayerRecord]) -> list[_Layer]:
     if any(r.via == "export" for r in records):
         return _profile_export(records)
     layers = []
-    for r in records:
+    for index, r in enumerate(records):
         leaf_params = r.call_kind == "module" or (r.call_kind == "get_attr" and r.params)
         if not leaf_params:
             continue
@@ -181,7 +224,8 @@ def _profile(records: Sequence[LayerRecord]) -> list[_Layer]:
             if rule is not None:
                 quantized, plain = rule(r)
         layers.append(_Layer(r.name, r.params, r.params - r.nonzero_params, r.weight_bits, quantized, plain,
-                             *_pruned(r, r.module_classes if r.call_kind == "module" else ())))
+                             *_pruned(r, r.module_classes if r.call_kind == "module" else ()), index,
+                             *_owned_weight(r)))
     return layers
 
 
@@ -245,7 +289,7 @@ _EXPORT_RULES = (
 
 def _profile_export(records: Sequence[LayerRecord]) -> list[_Layer]:
     layers = []
-    for r in records:
+    for index, r in enumerate(records):
         classes = _export_classes(r)
         quantized = plain = Fraction(0)
         for name, nodes, rule in _EXPORT_RULES:
@@ -256,12 +300,47 @@ def _profile_export(records: Sequence[LayerRecord]) -> list[_Layer]:
                 break
         if r.params or quantized or plain:
             layers.append(_Layer(r.name, r.params, r.params - r.nonzero_params, r.weight_bits, quantized, plain,
-                                 *_pruned(r, classes)))
+                                 *_pruned(r, classes), index, *_owned_weight(r)))
     return layers
 
 
 def _qf(bits: int, quant: int = 16) -> Fraction:
     return Fraction(32, min(bits, quant))
+
+
+# ------------------------------------------------ per-layer ScoreOptions
+
+
+def _overrides(values, count: int, what: str) -> tuple:
+    """``ScoreOptions.<what>`` as one entry per record (all None when not given)."""
+    if values is None:
+        return (None,) * count
+    if len(values) != count:
+        raise UsageError(f"ScoreOptions.{what} has {len(values)} entries, expected one per record ({count})")
+    return tuple(values)
+
+
+def _zeros(params: int, zeros: int, weight_params: int, weight_zeros: int, given: float | None,
+           uniform: float | None) -> float:
+    """Zero parameters among ``params`` (of which ``weight_params`` are the
+    sparsifiable weight, ``weight_zeros`` of them zero, ``zeros`` in all):
+    measured, or every parameter at the ``uniform`` fraction, then the
+    weight's zeros replaced by ``round(given * weight_params)`` (whole zeros,
+    as ``sparsify`` and the search zero a weight) when ``given``."""
+    if given is None or not weight_params:
+        return zeros if uniform is None else uniform * params
+    rest = zeros - weight_zeros if uniform is None else uniform * (params - weight_params)
+    return rest + round(given * weight_params)
+
+
+def _sparsity(parts: list[tuple[int, int, int, int, float | None]], uniform: float | None) -> float:
+    """The fraction of zeros over ``parts`` ((params, zeros, weight params,
+    weight zeros, given weight sparsity) each, see :func:`_zeros`): measured,
+    ``uniform`` itself when no part has a given sparsity, 0 over no params."""
+    if uniform is not None and all(p[4] is None or not p[2] for p in parts):
+        return uniform
+    counted = sum(p[0] for p in parts)
+    return sum(_zeros(*p, uniform) for p in parts) / counted if counted else (uniform or 0.0)
 
 
 def _settings(defaults: tuple, options: ScoreOptions) -> tuple[int, str]:
@@ -276,17 +355,23 @@ def _settings(defaults: tuple, options: ScoreOptions) -> tuple[int, str]:
 
 
 def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, per_layer: bool,
-                   book: Rulebook | None = None) -> Scoring:
+                   book: Rulebook | None = None, records: int | None = None) -> Scoring:
     book = book or IMTA_2021
     quant, sparsity_from = _settings(_DEFAULTS.get(book.name, ()), options)
+    count = max((l.index + 1 for l in layers), default=0) if records is None else records
+    layer_bits = _overrides(options.layer_weight_bits, count, "layer_weight_bits")
+    layer_sparsity = _overrides(options.layer_sparsity, count, "layer_sparsity")
+    _overrides(options.layer_storage_bits, count, "layer_storage_bits")  # checked; the course counted none
     costs, float_ops, float_params = [], np.float32(0), np.float32(0)
-    total_ops = total_params = Fraction(0)
+    total_ops = total_params = mults = Fraction(0)
     for layer in layers:
-        qf = _qf(options.weight_bits or layer.bits, quant)
+        bits = layer_bits[layer.index]
+        qf = _qf(options.weight_bits or layer.bits if bits is None else bits, quant)
         ops = layer.quantized_ops / qf + layer.plain_ops
         params = Fraction(layer.params) / qf
         total_ops += ops
         total_params += params
+        mults += layer.quantized_ops / qf
         float_ops = np.float32(float_ops + np.float32(float(ops)))
         float_params = np.float32(float_params + np.float32(float(params)))
         if per_layer:
@@ -295,16 +380,19 @@ def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, pe
                                    float(layer.quantized_ops)))
     counted = sum(l.params for l in layers)
     pruned = sum(l.pruned_params for l in layers)
-    if options.sparsity is not None:
-        sparsity = options.sparsity
-    elif sparsity_from == "pruned":
-        sparsity = sum(l.pruned_zeros for l in layers) / pruned if pruned else 0.0
+    if sparsity_from == "pruned":
+        sparsity = _sparsity([(l.pruned_params, l.pruned_zeros, l.pruned_params, l.pruned_zeros,
+                               layer_sparsity[l.index]) for l in layers], options.sparsity)
     else:
-        sparsity = sum(l.zeros for l in layers) / counted if counted else 0.0
+        sparsity = _sparsity([(l.params, l.zeros, l.weight_params, l.weight_zeros, layer_sparsity[l.index])
+                              for l in layers], options.sparsity)
     ops_term = float(total_ops) / track.reference_ops
     storage_term = float(total_params) / track.reference_params * (1 - sparsity)
+    source = "given" if options.sparsity is not None else sparsity_from
+    if any(s is not None for s in layer_sparsity):
+        source += ", per-layer overrides"
     notes = (f"course profiler figures (float32): ops {float(float_ops):.8g}, params {float(float_params):.8g}",
-             f"unstructured sparsity {sparsity:.4f} ({'given' if options.sparsity is not None else sparsity_from}) "
+             f"unstructured sparsity {sparsity:.4f} ({source}) "
              "scales params only; no bitmask", f"quant {quant}: float32 layers counted at {min(32, quant)} bits")
     score = Score(storage_term + ops_term, storage_term, ops_term, float(total_params) * (1 - sparsity),
                   float(total_ops), track.reference_params, track.reference_ops, False, book.name,
@@ -312,7 +400,7 @@ def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, pe
     totals = {
         "params": counted, "nonzero_params": counted - sum(l.zeros for l in layers),
         "storage": float(total_params) * (1 - sparsity),
-        "mults": float(sum(l.quantized_ops / _qf(options.weight_bits or l.bits, quant) for l in layers)),
+        "mults": float(mults),
         "adds": float(sum(l.plain_ops for l in layers)), "other_ops": 0.0, "ops": float(total_ops),
         "macs": float(sum(l.quantized_ops for l in layers)),
         "exact_ops": str(total_ops), "exact_params": str(total_params),
@@ -330,7 +418,7 @@ def _prepare_2021(records: Sequence[LayerRecord]):
 def _evaluate_2021_records(prepared, track: Track, options: ScoreOptions, per_layer: bool,
                            book: Rulebook | None = None) -> Scoring:
     records, layers = prepared
-    scoring = _evaluate_2021(layers, track, options, per_layer, book)
+    scoring = _evaluate_2021(layers, track, options, per_layer, book, len(records))
     if not per_layer:
         return scoring
     by_name = {c.name: c for c in scoring.layers}
@@ -381,12 +469,17 @@ def _evaluate_lab4(records, track: Track, options: ScoreOptions, per_layer: bool
     params = sum(r.params for r in records)
     zeros = sum(r.params - r.nonzero_params for r in records)
     macs = sum(r.counts.macs for r in records)
-    weighted = [r.weight_bits for r in records if r.params]
+    layer_bits = _overrides(options.layer_weight_bits, len(records), "layer_weight_bits")
+    layer_sparsity = _overrides(options.layer_sparsity, len(records), "layer_sparsity")
+    _overrides(options.layer_storage_bits, len(records), "layer_storage_bits")  # checked; not in the form
+    weighted = [options.weight_bits or r.weight_bits if bits is None else bits
+                for r, bits in zip(records, layer_bits) if r.params]
     active = [bits for r, bits in zip(records, _act_bits(records, options))
               if r.counts.dense_mults or r.counts.dense_adds]
-    qw = options.weight_bits or (max(weighted) if weighted else 32)
+    qw = max(weighted) if weighted else (options.weight_bits or 32)
     qa = max(active) if active else (options.act_bits or 32)
-    pu = options.sparsity if options.sparsity is not None else (zeros / params if params else 0.0)
+    pu = _sparsity([(r.params, r.params - r.nonzero_params, *_owned_weight(r), given)
+                    for r, given in zip(records, layer_sparsity)], options.sparsity)
     ps = float(dict(options.extra).get("structured", 0.0))
     storage_term = (1 - (ps + pu)) * (qw / 32) * params / LAB4_PARAMS
     ops_term = (1 - ps) * (max(qw, qa) / 32) * macs / LAB4_MACS
