@@ -354,11 +354,11 @@ def _settings(defaults: tuple, options: ScoreOptions) -> tuple[int, str]:
     return int(quant), sparsity
 
 
-def _evaluate_2021(layers: list[_Layer], track: Track, options: ScoreOptions, per_layer: bool,
-                   book: Rulebook | None = None, records: int | None = None) -> Scoring:
+def _evaluate_2021(layers: list[_Layer], count: int, track: Track, options: ScoreOptions, per_layer: bool,
+                   book: Rulebook | None = None) -> Scoring:
+    """The course score of ``layers`` (profiled from ``count`` records)."""
     book = book or IMTA_2021
     quant, sparsity_from = _settings(_DEFAULTS.get(book.name, ()), options)
-    count = max((l.index + 1 for l in layers), default=0) if records is None else records
     layer_bits = _overrides(options.layer_weight_bits, count, "layer_weight_bits")
     layer_sparsity = _overrides(options.layer_sparsity, count, "layer_sparsity")
     _overrides(options.layer_storage_bits, count, "layer_storage_bits")  # checked; the course counted none
@@ -418,7 +418,7 @@ def _prepare_2021(records: Sequence[LayerRecord]):
 def _evaluate_2021_records(prepared, track: Track, options: ScoreOptions, per_layer: bool,
                            book: Rulebook | None = None) -> Scoring:
     records, layers = prepared
-    scoring = _evaluate_2021(layers, track, options, per_layer, book, len(records))
+    scoring = _evaluate_2021(layers, len(records), track, options, per_layer, book)
     if not per_layer:
         return scoring
     by_name = {c.name: c for c in scoring.layers}
