@@ -38,14 +38,27 @@ time, the evaluations per second, the speed-up of 3 and 4 over 1 and over
 threads, same order), the bytes each task is sent (its index and two
 ObjectRefs, pickled) and the bytes shared once (model and batches), then the
 goal line: ray (warm) >= 1.6x the 1-thread local engine.
+
+``--ddp``: then data-parallel training, one process against two under
+``torchrun`` (gloo on CPU): the same ``finetune`` recipe of ``--ddp-model``
+(default ``micronet:resnet18_cifar``) on the ``fake`` CIFAR-shaped problem,
+``--ddp-batches`` batches of the global batch ``--ddp-batch-size`` per epoch,
+2 epochs; the time per epoch is the step's own wall time (``history.json``)
+divided by its epochs, so process start-up and the audits are left out.
+Each process of the pair runs torch at ``cores / 2`` threads (torchrun's
+``OMP_NUM_THREADS=1`` default is overridden so both runs use every core).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -67,6 +80,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=None, help="only the first N weighted layers")
     parser.add_argument("--quick", action="store_true", help="8 layers x bits 8,2, 1 batch")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the cold Ray run")
+    parser.add_argument("--ddp", action="store_true", help="also time DDP training: 1 process against 2")
+    parser.add_argument("--ddp-only", action="store_true", help="only the DDP timing (no Ray needed)")
+    parser.add_argument("--ddp-model", default="micronet:resnet18_cifar", help="model the DDP timing trains")
+    parser.add_argument("--ddp-batches", type=int, default=8, help="batches per epoch of the DDP timing")
+    parser.add_argument("--ddp-batch-size", type=int, default=64, help="global batch of the DDP timing")
     parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                         help="before each timed run, wait up to SECONDS for the CPUs to be 90%% idle")
     args = parser.parse_args(argv)
@@ -98,12 +116,18 @@ def idle_cores(seconds: float = 1.0) -> float:
     return (os.cpu_count() or 1) * (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def timed(label: str, run, wait_idle: float = 0) -> tuple[float, list]:
-    """Seconds of ``run()`` and its result; first, up to ``wait_idle`` seconds
-    for 90% of the cores to be idle. Prints the idle cores seen before."""
+def wait_for_idle(wait_idle: float) -> float:
+    """Up to ``wait_idle`` seconds for 90% of the cores to be idle; the idle cores seen last."""
     deadline, idle = time.monotonic() + wait_idle, idle_cores()
     while idle < 0.9 * (os.cpu_count() or 1) and time.monotonic() < deadline:
         idle = idle_cores()
+    return idle
+
+
+def timed(label: str, run, wait_idle: float = 0) -> tuple[float, list]:
+    """Seconds of ``run()`` and its result; first, up to ``wait_idle`` seconds
+    for 90% of the cores to be idle. Prints the idle cores seen before."""
+    idle = wait_for_idle(wait_idle)
     started = time.perf_counter()
     rows = run()
     seconds = time.perf_counter() - started
@@ -111,8 +135,49 @@ def timed(label: str, run, wait_idle: float = 0) -> tuple[float, list]:
     return seconds, rows
 
 
+DDP_EPOCHS = 2
+
+
+def ddp_epoch_seconds(args: argparse.Namespace, processes: int, folder: Path) -> float:
+    """Seconds per epoch of the ``finetune`` step run by ``processes`` processes
+    (``torchrun --standalone`` when more than one), from its ``history.json``."""
+    recipe = folder / f"ddp{processes}.toml"
+    recipe.write_text(f'[model]\nspec = "{args.ddp_model}"\n[data]\ndataset = "fake"\n'
+                      f'batch_size = {args.ddp_batch_size}\n[[step]]\nuse = "finetune"\n'
+                      f'epochs = {DDP_EPOCHS}\nmax_batches = {args.ddp_batches}\n')
+    out = folder / f"run{processes}"
+    command = [sys.executable, "-m", "micronet", "compress", str(recipe), "--out", str(out), "--quiet"]
+    env = dict(os.environ)
+    cores = os.cpu_count() or 1
+    if processes > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={processes}", "-m"] + command[2:]
+        env["OMP_NUM_THREADS"] = str(max(1, cores // processes))
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    entries = json.loads((out / "history.json").read_text())
+    step = entries[1]["step"]
+    assert step["notes"]["world_size"] == processes, step["notes"]
+    return step["seconds"] / DDP_EPOCHS
+
+
+def ddp(args: argparse.Namespace) -> None:
+    """Print DDP's time per epoch, 1 process against 2."""
+    with tempfile.TemporaryDirectory(prefix="micronet-ddp-") as scratch:
+        wait_for_idle(args.wait_idle)
+        one = ddp_epoch_seconds(args, 1, Path(scratch))
+        wait_for_idle(args.wait_idle)
+        two = ddp_epoch_seconds(args, 2, Path(scratch))
+    images = args.ddp_batches * args.ddp_batch_size
+    print(f"DDP, {args.ddp_model} on fake 3x32x32, {images} images per epoch (global batch "
+          f"{args.ddp_batch_size}): 1 process {one:.2f} s per epoch, 2 processes (gloo) {two:.2f} s per epoch: "
+          f"{one / two:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.ddp_only:
+        ddp(args)
+        return 0
     import ray
 
     shared, tasks = sweep(args)
@@ -159,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     same = rows_ray == rows1
     print(f"ray's rows equal the local engine's (1 thread): {'yes' if same else 'NO'}")
     ok = local1 / warm >= GOAL and same
+    if args.ddp:
+        ddp(args)
     print(f"{'PASS' if ok else 'FAIL'}: ray with {args.workers} workers >= {GOAL}x the 1-thread local engine "
           f"({local1 / warm:.2f}x), identical rows")
     return 0 if ok else 1
