@@ -62,7 +62,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .training.data import check_data_options
 from .errors import UsageError
@@ -209,13 +209,21 @@ def _table(document: Mapping, name: str, keys: Mapping[str, type], source: str,
         return {}
     if not isinstance(table, dict):
         raise UsageError(f"{source}: [{name}] must be a table")
+    _check_keys(table, keys, unknown=lambda key: f"{source}: unknown key {key!r} in [{name}]",
+                where=f"{source}: [{name}]")
+    return dict(table)
+
+
+def _check_keys(table: Mapping[str, Any], keys: Mapping[str, type], *, unknown: Callable[[str], str],
+                where: str) -> None:
+    """Every key of ``table`` known and of its TOML type; ``unknown(key)``
+    words a key not in ``keys``, ``where`` starts the message for a wrong type."""
     for key, value in table.items():
         if key not in keys:
-            raise UsageError(f"{source}: unknown key {key!r} in [{name}]; known: {', '.join(keys)}")
+            raise UsageError(f"{unknown(key)}; known: {', '.join(keys)}")
         problem = _type_error(value, keys[key])
         if problem:
-            raise UsageError(f"{source}: [{name}] {key} {problem}")
-    return dict(table)
+            raise UsageError(f"{where} {key} {problem}")
 
 
 def parse_recipe(document: Mapping[str, Any], source: str = "<dict>", base: Path | None = None) -> Recipe:
@@ -281,12 +289,7 @@ def _step_data(table: Any, spec: StepSpec, context: _Context) -> dict[str, Any] 
     if not isinstance(table, dict):
         raise UsageError(f"{where} must be a table, got {type(table).__name__} {table!r}",
                          hint="e.g. data = {mixup = 0.0}, or a [step.data] table after the [[step]]")
-    for key, value in table.items():
-        if key not in _DATA_KEYS:
-            raise UsageError(f"{where} unknown key {key!r}; known: {', '.join(_DATA_KEYS)}")
-        problem = _type_error(value, _DATA_KEYS[key])
-        if problem:
-            raise UsageError(f"{where} {key} {problem}")
+    _check_keys(table, _DATA_KEYS, unknown=lambda key: f"{where} unknown key {key!r}", where=where)
     check_data_options(table, where)
     if context.data is None and "dataset" not in table:
         raise UsageError(f"{where} overrides a [data] table the recipe does not have",
