@@ -36,7 +36,9 @@ Sensitivity table: an earlier ``sensitivity`` step's (``context.earlier``),
 when no step changed the model since, for every (layer, kind, level) it
 has; the settings it lacks (or all, without one) are measured here on the
 calibration split (:func:`micronet.plugins.sensitivity.measure`, one
-evaluation per layer and setting; neutral levels are not measured).
+evaluation per layer and setting; neutral levels are not measured), a
+sweep on ``engine`` as in ``sensitivity`` (``local``, or Ray tasks on CPUs
+at ``address`` / with ``num_cpus``: the same rows either way).
 
 Candidates per layer: every combination of the lists, except that 1-bit
 weights take no unstructured sparsity (a binary grid has no zero: the zeros
@@ -105,7 +107,11 @@ when ``[data]`` names a dataset), ``attempts`` (max_accuracy_drop, per try:
 ``budget`` and ``predicted_drop`` in points, ``loss_budget`` and
 ``predicted_loss`` in nats once backing off on the loss,
 ``predicted_score``, ``measured_drop``), ``kept_whole``
-(channels), ``rescores``, ``seconds``.
+(channels), ``rescores``, ``seconds``; ``engine`` (of the sensitivity
+sweep), and when a sweep ran on Ray its ``address`` and ``num_cpus``; with
+``epochs > 0``, ``loss`` per epoch and ``finetune_engine`` /
+``finetune_world_size`` (``"ddp"`` over that many processes under
+torchrun, else ``"local"`` and 1).
 """
 from __future__ import annotations
 
@@ -125,8 +131,9 @@ from micronet.plugins.allocation import (FLOAT_BITS, Allocation, Plan, Setting, 
                                          make_plan, predicted_drops, setting_mask, total)
 from micronet.plugins.quantize import LayerPlan, QuantConfig, bake_weights, calibrate, insert_activation_quant, \
     quantize_parameters
-from micronet.plugins.sensitivity import (KINDS, channel_group, channel_keep, check_bit_levels, check_sparsity_levels,
-                                          load_batches, measure, select_targets)
+from micronet.plugins.sensitivity import (KINDS, SWEEP_OPTIONS, channel_group, channel_keep, check_bit_levels,
+                                          check_sparsity_levels, check_sweep, load_batches, measure,
+                                          select_targets, sweep_notes, sweep_options)
 from micronet.selection import Candidate, StepWarnings
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs
 from micronet.training.data import evaluate, output_classes
@@ -176,10 +183,11 @@ def _graph_called(model: nn.Module) -> set[str]:
 
 
 def _table(model: nn.Module, targets: Mapping[str, Candidate], choices: Mapping[str, tuple[Setting, ...]],
-           context: StepContext) -> dict[str, Any]:
+           options: Mapping[str, Any], context: StepContext) -> dict[str, Any]:
     """The sensitivity rows the candidates need: an earlier ``sensitivity``
     step's where it has them and no step changed the model since, the rest
-    measured now on the calibration split."""
+    measured now on the calibration split (a sweep on the step's ``engine``)."""
+    on_start = sweep_notes(options, context)
     needed = {(layer, kind, float(level)) for layer, settings in choices.items()
               for s in settings for kind, level in s.levels()}
     earlier = _earlier_sensitivity(context)
@@ -196,7 +204,8 @@ def _table(model: nn.Module, targets: Mapping[str, Candidate], choices: Mapping[
         loaded = load_batches(model, {"batches": None}, context)
         skip = {(layer, kind, level) for layer in targets for kind, level in settings} - missing
         found = measure(model, targets, [(k, int(v) if k in ("bits", "act_bits") else v) for k, v in settings],
-                        loaded, context.log, skip=skip)
+                        loaded, context.log, skip=skip, **sweep_options(options), progress=context.progress,
+                        on_start=on_start)
         rows.update({(r["layer"], r["kind"], float(r["level"])): r for r in found["table"]})
         baseline = baseline or found["baseline"]
     if earlier is not None and len(missing) < len(needed):
@@ -256,12 +265,14 @@ def _zero_fraction(tensor: torch.Tensor) -> float:
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, options: Mapping[str, Any], context: StepContext) -> None:
-    config = TrainConfig(epochs=options["epochs"], lr=options["lr"], device=context.device, progress=False,
-                         evaluate=False)
+    config = TrainConfig(epochs=options["epochs"], lr=options["lr"], device=context.device,
+                         progress=context.progress, evaluate=False)
     found = fit(model, context.data, config, input_shape=context.input_shape,
                 num_classes=output_classes(teacher, context.input_shape),
                 teacher=teacher, log=context.log)
     context.note("loss", [round(loss, 6) for loss in found["loss"]])
+    context.note("finetune_engine", found["engine"])  # "ddp" under torchrun, else "local"
+    context.note("finetune_world_size", found["world_size"])
     model.eval()
 
 
@@ -302,7 +313,7 @@ def search(model: nn.Module, options: Mapping[str, Any], context: StepContext) -
     warner = StepWarnings("search")
     targets = select_targets(model, options, warner, context)
     choices, whole = candidates(model, targets, options, warner)
-    found = _table(model, targets, choices, context)
+    found = _table(model, targets, choices, options, context)
     plan = make_plan(context.result, targets, choices)
     drops = predicted_drops(found["table"], plan)
     calibration = load_batches(model, {"batches": None}, context) \
@@ -411,6 +422,7 @@ def _validate(options: Mapping[str, Any]) -> None:
                          hint="add 0 to sparsity, or weight bits of 2 or more")
     if options["structured"] and not options["channels"]:
         raise UsageError("structured = true needs at least one channels level", hint="channels = [0, 0.25, 0.5]")
+    check_sweep(options)
 
 
 def _check_target(value: float) -> str | None:
@@ -457,6 +469,7 @@ SEARCH = CompressionStep(
         StepOption("lr", (float,), 0.01, "learning rate of the fine-tuning", check=at_least(0.0, strict=True)),
         StepOption("retries", (int,), 3, "max_accuracy_drop: searches again with a halved predicted budget "
                    "at most this many times when the measured drop exceeds the bound", check=at_least(0)),
+        *SWEEP_OPTIONS,
     ),
     validate=_validate,
 )

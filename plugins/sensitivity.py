@@ -39,25 +39,40 @@ and one per (layer, setting), plus one calibration pass per activation
 width (every layer's quantizer observes in the same pass: observing passes
 values through unchanged).
 
+Engines: the (layer, setting) evaluations are a sweep
+(:func:`micronet.sweep.run_tasks`, :func:`evaluate_row`): ``engine =
+"local"`` runs them one after another in this process, ``engine = "ray"``
+as Ray tasks (a local Ray of ``num_cpus`` CPUs started for the step and
+stopped after, or the cluster at ``address`` joined), the model, the
+batches and the calibrated input quantizers put once in Ray's object store.
+Ray tasks ask for no GPU: a model on a GPU is copied to the CPU for them
+(the baseline and calibration then run there too). Every evaluation, the
+baseline and the calibration run with one torch thread on both engines, so
+the table is the same, row for row and bit for bit. ``progress`` of the
+step's context draws a bar of the evaluations on the terminal.
+
 Notes left in the history: ``baseline`` ``{top1, loss}``; ``table``, one row
 per (layer, setting): ``{layer, kind ("bits" | "sparsity" | "act_bits" |
 "channels"), level, top1, loss, drop, loss_increase}`` with ``drop =
 baseline top1 - top1`` in percentage points and ``loss_increase = loss -
 baseline loss``; ``ranking``, the layer names by their worst drop, most
 sensitive first (ties: worst loss increase); ``batches`` / ``examples``
-evaluated on; ``evaluations`` (table rows) and ``evaluations_per_second``;
-``warnings``. The ``search`` step reuses the table (and measures only the
+evaluated on; ``evaluations`` (table rows) and ``evaluations_per_second``
+(from the baseline to the last row: for Ray, its start included);
+``engine``, and for Ray the ``address`` joined (``"local"``: started for the
+step) and the ``num_cpus`` of that Ray; ``warnings``. The ``search`` step reuses the table (and measures only the
 settings it lacks).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
-from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import fx, nn
-from torch.nn import functional as F
 
 from micronet.errors import UsageError
 from micronet.manager import hookimpl
@@ -65,12 +80,16 @@ from micronet.plugins.fakequant import ActivationQuant, fake_quant
 from micronet.plugins.sparsify import PRUNABLE, _expand, _keep, _tile_scores
 from micronet.reports.sensitivity import setting_label
 from micronet.selection import Candidate, StepWarnings, kinds_text, select_modules, weighted_candidates
-from micronet.steps import CompressionStep, StepContext, StepOption, check_globs, model_device, model_dtype
+from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs, model_device, \
+    model_dtype
+from micronet.sweep import (ENGINES, LayerSetting, WeightSweep, check_sweep_options, describe_setting,
+                            evaluate_setting, run_tasks, top1_and_loss, torch_threads)
 from micronet.training import data as training_data
-from micronet.training.data import eval_mode, logits_of
+from micronet.training.data import eval_mode
 
 __all__ = ["SENSITIVITY", "sensitivity", "measure", "perturbed", "rank", "channel_keep", "channel_group",
-           "zero_channels", "input_quantized",
+           "zero_channels", "input_quantized", "LayerSweep", "evaluate_row", "evaluate_input", "evaluate_channels",
+           "SWEEP_OPTIONS", "sweep_options", "check_sweep", "sweep_notes",
            "calibrated_quantizers", "select_targets", "load_batches", "check_bit_levels",
            "check_sparsity_levels", "check_act_levels", "KINDS"]
 
@@ -108,6 +127,48 @@ def _validate(options: Mapping[str, Any]) -> None:
     if not any(options[kind] for kind in KINDS):
         raise UsageError("bits, sparsity, act_bits and channels are all empty: nothing to measure",
                          hint="bits = [8, 4, 2], sparsity = [0.5, 0.9], act_bits = [8, 4] or channels = [0.25, 0.5]")
+    check_sweep(options)
+
+
+#: The options of a step whose evaluations are a sweep (``sensitivity``, ``search``).
+SWEEP_OPTIONS = (
+    StepOption("engine", (str,), "local", "where the evaluations run: local (in this process, one after "
+               "another) or ray (Ray tasks, on CPUs only: a model on a GPU is copied to the CPU for them; "
+               "pip install 'micronet-toolkit[distributed]'); the same table either way", choices=ENGINES),
+    StepOption("address", (str,), "", "engine = \"ray\": the cluster to join (\"auto\", \"ray://HOST:PORT\" "
+               "or \"HOST:PORT\"); \"\": start a local Ray for the sweep and stop it after"),
+    StepOption("num_cpus", (int,), 0, "engine = \"ray\" without an address: the CPUs of the local Ray "
+               "(0: Ray's default, all of this machine's)", check=at_least(0)),
+)
+
+
+def sweep_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The :func:`micronet.sweep.run_tasks` keywords of a step's :data:`SWEEP_OPTIONS`
+    (``address`` ``""`` and ``num_cpus`` 0 are Ray's defaults: None)."""
+    return {"engine": options["engine"], "address": options["address"] or None,
+            "num_cpus": options["num_cpus"] or None}
+
+
+def check_sweep(options: Mapping[str, Any]) -> None:
+    """Refuse, in one line, :data:`SWEEP_OPTIONS` that do not go together
+    (:func:`micronet.sweep.check_sweep_options`: an address or num_cpus with
+    the local engine, num_cpus with an address, a malformed address, Ray not
+    installed)."""
+    check_sweep_options(**sweep_options(options))
+
+
+def sweep_notes(options: Mapping[str, Any], context: StepContext) -> Callable[[Mapping[str, Any]], None]:
+    """Note ``engine`` now, and return the ``on_start`` for
+    :func:`micronet.sweep.run_tasks` that notes, for Ray, the ``address``
+    joined (``"local"``: started for the sweep) and the ``num_cpus`` it had."""
+    context.note("engine", options["engine"])
+
+    def on_start(where: Mapping[str, Any]) -> None:
+        if where["engine"] == "ray":
+            context.note("address", where["address"])
+            context.note("num_cpus", where["num_cpus"])
+
+    return on_start
 
 
 # --------------------------------------------------------- measurement
@@ -215,65 +276,112 @@ def calibrated_quantizers(model: nn.Module, modules: Mapping[str, nn.Module], bi
     return quantizers
 
 
-def _evaluate(model: nn.Module, loaded: Sequence[Batch]) -> tuple[float, float]:
-    """(top-1 in percent, mean cross-entropy per example) over ``loaded``."""
-    correct, loss, total = 0, 0.0, 0
-    for x, y in loaded:
-        logits = logits_of(model(x))
-        correct += int((logits.argmax(dim=1) == y).sum())
-        loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        total += len(y)
-    return 100.0 * correct / total, loss / total
+@dataclass(frozen=True)
+class LayerSweep:
+    """What every evaluation of a sensitivity sweep reads (put once in Ray's
+    object store for ``engine = "ray"``): the ``model``, the calibration
+    ``batches`` on its device and in its dtype, each activation quantizer
+    calibrated for it by ``(layer, bits)`` (``act_bits`` settings), and the
+    ``(module name, parameter name)`` pairs that make each layer's output
+    channels (``channels`` settings, :func:`channel_group`)."""
+    model: nn.Module
+    batches: tuple[Batch, ...]
+    quantizers: Mapping[tuple[str, int], ActivationQuant]
+    groups: Mapping[str, tuple[tuple[str, str], ...]]
+
+
+def evaluate_input(shared: LayerSweep, setting: LayerSetting) -> tuple[float, float]:
+    """(top-1 in percent, mean cross-entropy in nats per example) of
+    ``shared.model`` (eval mode, no gradients) over ``shared.batches`` with
+    ``setting.layer``'s input through its ``setting.level``-bit quantizer
+    (a hook, removed after)."""
+    module = shared.model.get_submodule(setting.layer)
+    with eval_mode(shared.model), torch.no_grad(), \
+            input_quantized(module, shared.quantizers[(setting.layer, int(setting.level))]):
+        return top1_and_loss(shared.model, shared.batches)
+
+
+def evaluate_channels(shared: LayerSweep, setting: LayerSetting) -> tuple[float, float]:
+    """(top-1 in percent, mean cross-entropy in nats per example) of
+    ``shared.model`` (eval mode, no gradients) over ``shared.batches`` with
+    the fraction ``setting.level`` of ``setting.layer``'s output channels
+    zeroed (:func:`channel_keep` on its weight, :func:`zero_channels` on its
+    group); every tensor of the group is restored bit for bit after."""
+    model = shared.model
+    group = [(model.get_submodule(module), param) for module, param in shared.groups[setting.layer]]
+    saved = [(m._parameters[p], m._parameters[p].detach().clone()) for m, p in group]
+    with eval_mode(model), torch.no_grad():
+        try:
+            zero_channels(group, channel_keep(saved[0][1], setting.level))
+            return top1_and_loss(model, shared.batches)
+        finally:
+            _restore(saved)
+
+
+def evaluate_row(shared: LayerSweep, setting: LayerSetting) -> tuple[float, float]:
+    """One evaluation of a sensitivity sweep, by the setting's kind:
+    :func:`evaluate_input` (``act_bits``), :func:`evaluate_channels`
+    (``channels``), else the weight perturbed by :func:`perturbed`
+    (:func:`micronet.sweep.evaluate_setting`: ``bits``, ``sparsity``)."""
+    if setting.kind == "act_bits":
+        return evaluate_input(shared, setting)
+    if setting.kind == "channels":
+        return evaluate_channels(shared, setting)
+    return evaluate_setting(WeightSweep(shared.model, shared.batches, perturbed), setting)
 
 
 def measure(model: nn.Module, targets: Mapping[str, Candidate], settings: Iterable[tuple[str, float]],
             loaded: Sequence[Batch], log=lambda line: None,
-            skip: Collection[tuple[str, str, float]] = ()) -> dict[str, Any]:
+            skip: Collection[tuple[str, str, float]] = (), *, engine: str = "local", address: str | None = None,
+            num_cpus: int | None = None, progress: bool = False, on_start=None) -> dict[str, Any]:
     """The baseline and one row per (layer, setting), except the ``(layer,
-    kind, level)`` in ``skip``; see the module docstring. Each weight is
-    overwritten in place and restored bit for bit; input quantizers are
-    hooks, removed after each evaluation."""
+    kind, level)`` in ``skip``; see the module docstring. Every evaluation
+    goes through :func:`micronet.sweep.run_tasks` (:func:`evaluate_row`) on
+    ``engine`` (``address`` / ``num_cpus`` for Ray; ``progress``: a bar on
+    the terminal; ``on_start``: told where the sweep runs), with one torch
+    thread, as are the baseline and the input quantizers' calibration (so
+    the table is the same on both engines, and a setting that changes
+    nothing drops 0). For Ray, a model or batches off the CPU are copied to
+    it (Ray tasks ask for no GPU). ``model`` is left bit for bit as it came."""
     settings = list(settings)
     wanted = {name: [(k, v) for k, v in settings if (name, k, float(v)) not in skip] for name in targets}
-    rows = []
-    with eval_mode(model), torch.no_grad():
-        top, loss = _evaluate(model, loaded)
-        started = time.perf_counter()
-        widths = dict.fromkeys(int(v) for k, v in settings if k == "act_bits")
-        quantizers = {bits: calibrated_quantizers(model, {n: targets[n].module for n in targets
-                                                           if ("act_bits", bits) in wanted[n]}, bits, loaded)
-                      for bits in widths}
-        for name, target in targets.items():
-            weight = target.tensor
-            group = channel_group(model, name, target) if any(k == "channels" for k, _ in wanted[name]) else ()
-            saved = [(weight, weight.detach().clone())]
-            saved += [(m._parameters[p], m._parameters[p].detach().clone()) for m, p in group[1:]]
-            layer_rows = []
-            try:
-                for kind, level in wanted[name]:
-                    if kind == "act_bits":
-                        with input_quantized(target.module, quantizers[int(level)][name]):
-                            t, l = _evaluate(model, loaded)
-                    elif kind == "channels":
-                        zero_channels(group, channel_keep(saved[0][1], level))
-                        t, l = _evaluate(model, loaded)
-                        _restore(saved)
-                    else:
-                        weight.copy_(perturbed(saved[0][1], kind, level))
-                        t, l = _evaluate(model, loaded)
-                        weight.copy_(saved[0][1])
-                    layer_rows.append({"layer": name, "kind": kind, "level": level, "top1": round(t, 4),
-                                       "loss": round(l, 6), "drop": round(top - t, 4),
-                                       "loss_increase": round(l - loss, 6)})
-            finally:
-                _restore(saved)
-            if layer_rows:
-                log(_layer_line(name, layer_rows))
-            rows.extend(layer_rows)
-        seconds = time.perf_counter() - started
+    if engine == "ray":
+        model, loaded = _on_cpu(model, loaded)
+        targets = {name: replace(c, module=model.get_submodule(name)) for name, c in targets.items()}
+    started = time.perf_counter()
+    with eval_mode(model), torch.no_grad(), torch_threads(1):
+        top, loss = top1_and_loss(model, loaded)
+        quantizers = {}
+        for bits in dict.fromkeys(int(v) for k, v in settings if k == "act_bits"):
+            modules = {n: targets[n].module for n in targets if ("act_bits", bits) in wanted[n]}
+            quantizers.update({(n, bits): q for n, q in calibrated_quantizers(model, modules, bits, loaded).items()})
+    names = {module: name for name, module in model.named_modules()}
+    groups = {name: tuple((names[m], p) for m, p in channel_group(model, name, target))
+              for name, target in targets.items() if any(k == "channels" for k, _ in wanted[name])}
+    keys = [(name, kind, level) for name in targets for kind, level in wanted[name]]
+    tasks = [LayerSetting(name, kind, level, targets[name].weight) for name, kind, level in keys]
+    found = run_tasks(evaluate_row, LayerSweep(model, tuple(loaded), quantizers, groups), tasks, engine=engine,
+                      address=address, num_cpus=num_cpus, describe=describe_setting, label="sensitivity",
+                      progress=progress, on_start=on_start)
+    seconds = time.perf_counter() - started
+    rows = [{"layer": name, "kind": kind, "level": level, "top1": round(t, 4), "loss": round(l, 6),
+             "drop": round(top - t, 4), "loss_increase": round(l - loss, 6)}
+            for (name, kind, level), (t, l) in zip(keys, found)]
+    for name in targets:
+        layer_rows = [row for row in rows if row["layer"] == name]
+        if layer_rows:
+            log(_layer_line(name, layer_rows))
     return {"baseline": {"top1": round(top, 4), "loss": round(loss, 6)}, "table": rows,
             "ranking": rank(rows), "evaluations": len(rows),
             "evaluations_per_second": round(len(rows) / seconds, 2) if seconds > 0 and rows else None}
+
+
+def _on_cpu(model: nn.Module, loaded: Sequence[Batch]) -> tuple[nn.Module, list[Batch]]:
+    """``model`` and ``loaded`` as they are when on the CPU, else copies there."""
+    cpu = torch.device("cpu")
+    if model_device(model) != cpu:
+        model = copy.deepcopy(model).to(cpu)
+    return model, [(x.to(cpu), y.to(cpu)) for x, y in loaded]
 
 
 def _restore(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -337,7 +445,8 @@ def sensitivity(model: nn.Module, options: Mapping[str, Any], context: StepConte
     settings = [("bits", int(b)) for b in options["bits"]] + [("sparsity", float(s)) for s in options["sparsity"]]
     settings += [("act_bits", int(b)) for b in options["act_bits"]]
     settings += [("channels", float(c)) for c in options["channels"]]
-    found = measure(model, targets, settings, loaded, context.log)
+    found = measure(model, targets, settings, loaded, context.log, **sweep_options(options),
+                    progress=context.progress, on_start=sweep_notes(options, context))
     context.note("batches", len(loaded))
     context.note("examples", sum(len(y) for _, y in loaded))
     for key, value in found.items():
@@ -365,6 +474,7 @@ SENSITIVITY = CompressionStep(
                    "alone, 0 <= c < 1", check=check_sparsity_levels),
         StepOption("batches", (int,), None, "calibration batches to evaluate on (default: the [data] "
                    "table's calibration_batches)", check=_check_batches),
+        *SWEEP_OPTIONS,
     ),
     validate=_validate,
 )

@@ -43,7 +43,8 @@ copy): the local engine hands every task the same object, and a Ray worker
 reuses its copy for its next task (a copy whose task raised is dropped).
 
 A progress bar (tqdm, when it is installed) counts finished evaluations on
-the terminal, on stderr, when ``progress`` is true and stderr is a terminal.
+the terminal, on stderr, when ``progress`` is true and stderr is a terminal
+(:func:`micronet.progress.progress_bar`).
 
 :func:`evaluate_setting` is the sensitivity-style evaluation: one layer's
 weight replaced by a perturbed copy, top-1 and cross-entropy over the
@@ -55,7 +56,6 @@ import contextlib
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -64,6 +64,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from micronet.errors import CompressionError, MicronetError, UsageError
+from micronet.progress import progress_bar
 from micronet.training.data import eval_mode, logits_of
 
 __all__ = ["ENGINES", "RAY_INSTALL", "run_tasks", "check_sweep_options", "import_ray", "torch_threads",
@@ -128,7 +129,8 @@ def import_ray():
 
 def run_tasks(evaluate: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[Any], *, engine: str = "local",
               address: str | None = None, num_cpus: int | None = None, max_retries: int = 3, threads: int | None = 1,
-              describe: Callable[[Any], str] = str, label: str = "sweep", progress: bool = False) -> list:
+              describe: Callable[[Any], str] = str, label: str = "sweep", progress: bool = False,
+              on_start: Callable[[dict[str, Any]], None] | None = None) -> list:
     """``[evaluate(shared, task) for task in tasks]`` on ``engine`` (see the
     module docstring), in task order.
 
@@ -138,18 +140,29 @@ def run_tasks(evaluate: Callable[[Any, Any], Any], shared: Any, tasks: Sequence[
     threads per evaluation on both engines (``None``: leave each process's
     own setting; the engines' results may then differ in the last bits).
     ``describe(task)`` names a task in errors (``"conv2 at 4 bits"``) and
-    ``label`` names the sweep in errors and on the progress bar. Raises
-    :class:`UsageError` for bad options, and the first failed task's error
-    (one line, see the module docstring); returns nothing partial."""
+    ``label`` names the sweep in errors and on the progress bar.
+    ``on_start``, when given, is called once before the first task with
+    where the sweep runs: ``{"engine": "local", "threads": threads}``, or
+    ``{"engine": "ray", "address": ..., "num_cpus": ...}`` with the address
+    joined (``"local"`` for a Ray started here; the running Ray's GCS
+    address when the caller had one open) and the CPUs of that Ray (all its
+    nodes). Raises :class:`UsageError` for bad options, and the first failed
+    task's error (one line, see the module docstring); returns nothing
+    partial (and calls nothing for an empty ``tasks``)."""
     check_sweep_options(engine, address, num_cpus, max_retries, threads)
     tasks = list(tasks)
     if not tasks:
         return []
     with progress_bar(len(tasks), label, progress) as bar:
         if engine == "local":
+            if on_start is not None:
+                on_start({"engine": "local", "threads": threads})
             return _run_local(evaluate, shared, tasks, threads, describe, label, bar)
         ray = import_ray()
-        with _ray_session(ray, address, num_cpus):
+        with _ray_session(ray, address, num_cpus) as joined:
+            if on_start is not None:
+                on_start({"engine": "ray", "address": joined,
+                          "num_cpus": int(ray.cluster_resources().get("CPU", 0))})
             return _run_ray(ray, evaluate, shared, tasks, max_retries, threads, describe, label, bar)
 
 
@@ -223,13 +236,19 @@ def _run_one(index: int, refs: tuple) -> Any:
 
 
 @contextlib.contextmanager
-def _ray_session(ray, address: str | None, num_cpus: int | None) -> Iterator[None]:
-    """Inside: a Ray connection. One already open is used and left open;
-    otherwise a local Ray is started (``address`` None) or the cluster at
-    ``address`` is joined, and the connection is closed on leaving (which
-    stops a local Ray, and only disconnects from a joined cluster)."""
+def _ray_session(ray, address: str | None, num_cpus: int | None) -> Iterator[str]:
+    """Inside: a Ray connection, and the address it went to (``"local"`` for
+    a Ray started here). One already open is used and left open (its GCS
+    address); otherwise a local Ray is started (``address`` None) or the
+    cluster at ``address`` is joined, and the connection is closed on
+    leaving (which stops a local Ray, and only disconnects from a joined
+    cluster)."""
     if ray.is_initialized():
-        yield
+        try:
+            joined = ray.get_runtime_context().gcs_address
+        except Exception:  # a Ray client connection may not say
+            joined = "the Ray already connected"
+        yield joined
         return
     options = {"address": "local", "num_cpus": num_cpus, "include_dashboard": False} if address is None \
         else {"address": address}
@@ -243,7 +262,7 @@ def _ray_session(ray, address: str | None, num_cpus: int | None) -> Iterator[Non
                              hint="`ray status` on the head node says whether it runs; leave address out for "
                                   "a local Ray") from error
         try:
-            yield
+            yield address or "local"
         finally:
             ray.shutdown()
     finally:
@@ -291,30 +310,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-
-def progress_bar(total: int, label: str, enabled: bool):
-    """A tqdm bar of ``total`` evaluations on stderr, named ``label``, when
-    ``enabled``, stderr is a terminal and tqdm is installed; else an object
-    with the same ``update`` that shows nothing. Use it in a ``with``."""
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc=label, unit="eval", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 # ------------------------------------------------- the sensitivity evaluation
