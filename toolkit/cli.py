@@ -193,7 +193,8 @@ def _compress_and_report(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, as Python does
             warnings.simplefilter("ignore", DeprecationWarning)  # libraries' own, not the recipe's
-            history = compress(_recipe(args), out=args.out, log=log, registries=registries, trust=args.trust)
+            history = compress(_recipe(args), out=args.out, log=log, registries=registries, trust=args.trust,
+                               progress=not args.quiet)  # bars on a terminal's stderr, none under --quiet
     except MicronetError:
         if keeper.history is not None:
             if not args.quiet:

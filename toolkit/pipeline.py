@@ -149,14 +149,17 @@ def compress(
     registries: Registries | None = None,
     log: Callable[[str], None] = lambda message: None,
     trust: bool = False,
+    progress: bool = False,
 ) -> History:
     """Run ``recipe`` (a TOML path, a parsed :class:`Recipe` or a dict).
 
     ``model`` overrides the recipe's spec with a module (it is not modified).
     ``trust`` (or the recipe's ``trust = true``) lets the recipe's specs run
     code (``module:factory``, ``file.py:factory``, pickles); without it they
-    are refused. With ``out``, the folder is checked and locked before any
-    work, the run is written beside it (``history.json``, one audit table per
+    are refused. ``progress`` lets steps draw progress bars on the terminal
+    (:attr:`StepContext.progress`; the CLI sets it unless ``--quiet``). With
+    ``out``, the folder is checked and locked before any work, the run is
+    written beside it (``history.json``, one audit table per
     step, the final model; see :func:`write_outputs`) and swapped in whole at
     the end, also when a step fails. Returns the :class:`History`; raises
     :class:`CompressionError` when a step fails, after writing what ran.
@@ -170,7 +173,7 @@ def compress(
             plan = plan_steps(recipe, registries)
             writes = out is not None and distributed.is_main()  # under torchrun: rank 0 alone
             folder = stack.enter_context(claim_output_folder(out)) if writes else None
-        history, failure = _run(recipe, plan, model, registries, log, trust)
+        history, failure = _run(recipe, plan, model, registries, log, trust, progress)
         if folder is not None:
             write_outputs(history, folder.begin(), log, registries)
             folder.commit()
@@ -179,8 +182,8 @@ def compress(
     return history
 
 
-def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
-         log: Callable[[str], None], trust: bool) -> tuple[History, CompressionError | None]:
+def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries, log: Callable[[str], None],
+         trust: bool, progress: bool = False) -> tuple[History, CompressionError | None]:
     """Audit the input, then run each step on a copy; stops at the first failure."""
     name = _model_name(recipe, model)
     distributed.share_random_state()  # under torchrun: every rank draws what rank 0 draws...
@@ -195,7 +198,7 @@ def _run(recipe: Recipe, plan, model: nn.Module | None, registries: Registries,
     history = History(recipe, first)
     hooks = registries.pm.hook
     hooks.micronet_pipeline_started(recipe=recipe, result=first)
-    run = _Run(history, current, original, name, score, registries, log, trust, total_steps(plan))
+    run = _Run(history, current, original, name, score, registries, log, trust, total_steps(plan), progress)
     failure = run_plan(plan, history, run.step, log)
     history.model = None if failure else run.current
     hooks.micronet_pipeline_finished(history=history)
@@ -216,6 +219,7 @@ class _Run:
     log: Callable[[str], None]
     trust: bool
     total: int | None  # steps in all; None when a repeat may stop early
+    progress: bool = False  # progress bars on the terminal (StepContext.progress)
 
     def step(self, planned: PlannedStep, where: Round | None) -> CompressionError | None:
         """Run one step on a copy of the current model, re-capture and
@@ -229,7 +233,7 @@ class _Run:
         started = time.perf_counter()
         context = StepContext(history.input.input_shape, history.final, planned.data, str(resolve_device("auto")),
                               self.log, original=self.original, trust=self.trust, registries=self.registries,
-                              earlier=tuple(history.steps))
+                              earlier=tuple(history.steps), progress=self.progress)
         record = partial(StepRecord, index, step.name, plugin, options, data=planned.own_data,
                          round=where.number if where else None, repeat=where.repeat if where else None)
         try:

@@ -73,6 +73,10 @@ class StepContext:
     ``earlier`` holds the records of the steps that ran before this one
     (:class:`~micronet.pipeline.StepRecord`: name, options, notes, result,
     ``changed``), so a step can reuse what an earlier one measured.
+    ``progress``: draw progress bars on the terminal; false under
+    ``--quiet`` (a step passes it to :func:`micronet.sweep.run_tasks` and to
+    :class:`~micronet.training.train.TrainConfig`; the bar itself shows only
+    when stderr is a terminal and tqdm is installed).
     """
 
     input_shape: tuple[int, ...]
@@ -85,6 +89,7 @@ class StepContext:
     trust: bool = False
     registries: Any = None
     earlier: tuple[Any, ...] = ()
+    progress: bool = False
 
     def note(self, key: str, value: Any) -> None:
         """Record ``key = value`` (JSON-friendly) for this step's history entry."""
