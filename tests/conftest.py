@@ -122,3 +122,13 @@ def trained_digits_cnn() -> nn.Module:
     model = digits_cnn()
     model.load_state_dict(_trained_digits_state())
     return model.eval()
+
+
+def digits_recipe(*steps) -> dict:
+    """A recipe document for a model handed to ``compress(model=...)`` (the
+    spec is unused) on the digits track and data (freebie off, 2
+    calibration batches of 64), running ``steps``."""
+    return {"model": {"spec": "unused", "input": [1, 1, 8, 8]},
+            "score": {"track": "digits", "rulebook": "micronet-2019", "freebie": False},
+            "data": {"dataset": "digits", "batch_size": 64, "calibration_batches": 2},
+            "step": [dict(step) for step in steps]}

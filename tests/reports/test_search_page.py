@@ -8,7 +8,7 @@ import re
 import unicodedata
 
 import pytest
-from conftest import trained_digits_cnn
+from conftest import digits_recipe as recipe, trained_digits_cnn
 
 from micronet import audit
 from micronet.models import digits_cnn
@@ -19,13 +19,6 @@ from micronet.reports.search import search_section, search_text, search_view
 SHAPE = (1, 1, 8, 8)
 EVIL = "<script>alert(1)</script>"
 TITLE = "\x1b]0;pwned\x07evil"  # xterm: set the window title
-
-
-def recipe(*steps):
-    return {"model": {"spec": "unused", "input": list(SHAPE)},
-            "score": {"track": "digits", "rulebook": "micronet-2019", "freebie": False},
-            "data": {"dataset": "digits", "batch_size": 64, "calibration_batches": 2},
-            "step": [dict(step) for step in steps]}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import dataclasses
 import re
 
 import pytest
-from conftest import trained_digits_cnn
+from conftest import digits_recipe as recipe, trained_digits_cnn
 
 from micronet.pipeline import compress
 from micronet.reports.html import render_pipeline_html
@@ -13,13 +13,6 @@ from micronet.reports.sensitivity import sensitivity_section, sensitivity_text, 
 
 SHAPE = (1, 1, 8, 8)
 EVIL = "<script>alert(1)</script>"
-
-
-def recipe(*steps):
-    return {"model": {"spec": "unused", "input": list(SHAPE)},
-            "score": {"track": "digits", "rulebook": "micronet-2019", "freebie": False},
-            "data": {"dataset": "digits", "batch_size": 64, "calibration_batches": 2},
-            "step": [dict(step) for step in steps]}
 
 
 @pytest.fixture(scope="module")
