@@ -11,7 +11,6 @@ from micronet.pipeline import compress
 from micronet.reports.html import render_pipeline_html
 from micronet.reports.sensitivity import sensitivity_section, sensitivity_text, setting_label, settings
 
-SHAPE = (1, 1, 8, 8)
 EVIL = "<script>alert(1)</script>"
 
 
