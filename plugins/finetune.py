@@ -119,7 +119,8 @@ def _config(options: Mapping[str, Any], context: StepContext, evaluate: bool,
         weight_decay=options["weight_decay"], schedule=options["schedule"], step_size=options["step_size"],
         gamma=options["gamma"], label_smoothing=options["label_smoothing"], device=context.device,
         checkpoint_dir=options["checkpoint_dir"] or None, resume=options["resume"],
-        max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate, target_accuracy=target)
+        max_batches_per_epoch=options["max_batches"] or None, evaluate=evaluate, target_accuracy=target,
+        progress=context.progress)
 
 
 def _train(model: nn.Module, options: Mapping[str, Any], context: StepContext,

@@ -482,7 +482,7 @@ def _trainer(options: Mapping[str, Any], context: StepContext) -> Callable[[nn.M
         with torch.no_grad():
             classes = gm.eval()(torch.zeros(context.input_shape, device=model_device(gm))).shape[-1]
         config = TrainConfig(epochs=options["qat_epochs"], lr=options["qat_lr"], device=context.device,
-                             progress=False)
+                             progress=context.progress)
         history = fit(gm, context.data, config, input_shape=context.input_shape, num_classes=classes,
                       log=context.log)
         context.note("qat", {"epochs": options["qat_epochs"], "lr": options["qat_lr"],

@@ -31,7 +31,7 @@ def mlp(hidden=16, dropout=0.0):
 
 
 def quiet(**changes):
-    """A config for tests: no batch counter."""
+    """A config for tests: no progress bar."""
     return TrainConfig(**{"progress": False, **changes})
 
 
@@ -291,20 +291,25 @@ def test_the_model_stays_where_and_what_it_was():
 
 
 class Terminal(io.StringIO):
-    """A stdout that says it is a terminal."""
+    """A stream that says it is a terminal."""
 
     def isatty(self):
         return True
 
 
-def test_batch_counter_only_on_a_terminal(monkeypatch):
-    screen = Terminal()
-    monkeypatch.setattr(sys, "stdout", screen)
+def test_a_bar_per_epoch_only_when_asked_and_on_a_terminal(monkeypatch):
+    screen, out = Terminal(), Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    monkeypatch.setattr(sys, "stdout", out)
+    config = TrainConfig(epochs=2, max_batches_per_epoch=3, evaluate=False, progress=True)
+    fit(mlp(), FAKE, config, input_shape=SHAPE, num_classes=10, log=lambda line: None)
+    shown = screen.getvalue()
+    assert "epoch 1/2" in shown and "epoch 2/2" in shown and "0/3" in shown and "batch" in shown  # tqdm's bars
+    assert out.getvalue() == ""  # stdout is the log's
+    monkeypatch.setattr(sys, "stderr", Terminal())
     fit(mlp(), FAKE, TrainConfig(epochs=1, max_batches_per_epoch=3, evaluate=False), input_shape=SHAPE,
-        num_classes=10, log=lambda line: None)
-    assert "\r  epoch 1 batch 3/3  loss " in screen.getvalue()
-    plain = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", plain)
-    fit(mlp(), FAKE, TrainConfig(epochs=1, max_batches_per_epoch=3, evaluate=False), input_shape=SHAPE,
-        num_classes=10, log=lambda line: None)
-    assert plain.getvalue() == ""
+        num_classes=10, log=lambda line: None)  # progress is off by default
+    assert sys.stderr.getvalue() == "" and out.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: a log file, CI
+    fit(mlp(), FAKE, config, input_shape=SHAPE, num_classes=10, log=lambda line: None)
+    assert sys.stderr.getvalue() == ""

@@ -47,7 +47,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -62,6 +61,7 @@ from torch import Tensor, nn
 from ..errors import MicronetError, UsageError
 from ..fileio import atomic_write_bytes
 from ..masks import apply_masks
+from ..progress import progress_bar
 from ..steps import model_device, model_dtype
 from . import distributed
 from .data import eval_mode, loaders, logits_of, mix_batch, resolve_device, top1, top1_counts
@@ -91,8 +91,11 @@ class TrainConfig:
     data order, so an interrupted run ends as an uninterrupted one would;
     a larger ``epochs`` extends it, recomputing the schedule's remaining
     rates for the new length); ``max_batches_per_epoch``: cut epochs (and
-    evaluations) short, for tests and smoke runs; ``progress``: the batch
-    counter on a terminal; ``seed``: the data order; ``evaluate``: top-1 on
+    evaluations) short, for tests and smoke runs; ``progress``: a bar per
+    epoch over its batches, with the running loss, on the terminal (stderr,
+    when it is a terminal and tqdm is installed:
+    :func:`micronet.progress.progress_bar`; rank 0 only under DDP; default
+    off, steps pass their context's ``progress``); ``seed``: the data order; ``evaluate``: top-1 on
     the test split after each epoch; ``target_accuracy``: stop after the
     first epoch whose evaluated top-1 (percent, that test split, cut to
     ``max_batches_per_epoch`` batches) reaches it, at most ``epochs`` in all
@@ -115,7 +118,7 @@ class TrainConfig:
     checkpoint_dir: str | Path | None = None
     resume: bool = False
     max_batches_per_epoch: int | None = None
-    progress: bool = True
+    progress: bool = False
     seed: int = 0
     evaluate: bool = True
     target_accuracy: float | None = None
@@ -322,10 +325,16 @@ def _loss(run: _Run, x: Tensor, target: Tensor) -> Tensor:
 
 
 def _train_epoch(run: _Run, epoch: int) -> float:
-    total, count = 0.0, 0
     limit = run.config.max_batches_per_epoch
     batches = len(run.train) if limit is None else min(limit, len(run.train))
-    counter = run.config.progress and run.main and sys.stdout.isatty()
+    shown = run.config.progress and run.main  # under DDP: rank 0's bar alone
+    with progress_bar(batches, f"epoch {epoch}/{run.config.epochs}", shown, unit="batch") as bar:
+        return _train_batches(run, epoch, batches, bar)
+
+
+def _train_batches(run: _Run, epoch: int, batches: int, bar) -> float:
+    """The mean loss over the epoch's first ``batches`` batches, ``bar`` updated after each."""
+    total, count = 0.0, 0
     dtype = model_dtype(run.model)
     mixup, cutmix = float(run.data.get("mixup", 0.0)), float(run.data.get("cutmix", 0.0))
     for index, batch in enumerate(_batches(run)):
@@ -353,11 +362,8 @@ def _train_epoch(run: _Run, epoch: int) -> float:
         run.optimizer.step()
         apply_masks(run.model)
         total, count = total + summed, count + size
-        if counter:
-            print(f"\r  epoch {epoch} batch {index + 1}/{batches}  loss {total / count:.4f}",
-                  end="", flush=True)
-    if counter:
-        print("\r" + " " * 60 + "\r", end="", flush=True)
+        bar.set_postfix_str(f"loss {total / count:.4f}", refresh=False)
+        bar.update(1)
     return total / count if count else float("nan")
 
 
