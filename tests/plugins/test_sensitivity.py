@@ -1,7 +1,11 @@
 """The sensitivity step on real digits: a baseline that matches a hand evaluation,
 a model returned bit for bit, harsher settings hurting more (weight bits,
 sparsity, input bits, channels), the notes in history.json."""
+import io
 import json
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import trained_digits_cnn
@@ -42,6 +46,19 @@ def run(trained, tmp_path_factory):
     lines = []
     history = compress(recipe({"use": "sensitivity"}), model=trained, out=out, log=lines.append)
     return history, json.loads((out / "history.json").read_text()), lines
+
+
+#: Engine options that do not go together, and what the one-line error says (search takes the same).
+SWEEP_ERRORS = [
+    ({"engine": "dask"}, r"option 'engine' must be one of 'local', 'ray', got 'dask'"),
+    ({"address": "auto"}, r"address is an option of the ray engine, got address = 'auto' with engine = 'local'"),
+    ({"num_cpus": 2}, r"num_cpus is an option of the ray engine"),
+    ({"engine": "ray", "address": "auto", "num_cpus": 2}, r"num_cpus is for a local Ray, got num_cpus = 2 with "
+                                                          r"address = 'auto'"),
+    ({"engine": "ray", "address": "http://head:10001"}, r"address must be 'auto', 'ray://HOST:PORT' or "
+                                                        r"'HOST:PORT', got 'http://head:10001'"),
+    ({"engine": "ray", "num_cpus": -1}, r"option 'num_cpus': expected an integer >= 0, got -1"),
+]
 
 
 def weighted(model):
@@ -129,10 +146,15 @@ def test_without_data_it_refuses_in_one_line_before_any_work(trained, monkeypatc
                                         ({"act_bits": [1]}, "2 to 16"), ({"act_bits": [17]}, "2 to 16"),
                                         ({"act_bits": [32]}, "2 to 16"), ({"channels": [1.0]}, r"\[0, 1\)"),
                                         ({"channels": [-0.5]}, r"\[0, 1\)"),
-                                        ({"bits": [], "sparsity": []}, "nothing to measure")])
-def test_bad_options_are_refused_before_work(step, says):
-    with pytest.raises(UsageError, match=says):
+                                        ({"bits": [], "sparsity": []}, "nothing to measure")] + SWEEP_ERRORS)
+def test_bad_options_are_refused_before_work(step, says, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("audited before refusing bad options")
+
+    monkeypatch.setattr("micronet.pipeline.audit", no_work)
+    with pytest.raises(UsageError, match=says) as error:
         compress(recipe({"use": "sensitivity", **step}), model=nn.Linear(1, 1))
+    assert "\n" not in str(error.value)
 
 
 def test_perturbed_weights_by_hand():
@@ -209,3 +231,62 @@ def test_a_channel_is_its_weight_row_bias_and_the_batchnorm_reading_it(trained):
     assert [(type(m).__name__, p) for m, p in fc] == [("Linear", "weight"), ("Linear", "bias")]
     plain = channel_group(trained, "conv2", Candidate(trained.conv2))  # no graph to read: the layer alone
     assert [p for _, p in plain] == ["weight"]
+
+
+# ------------------------------------------------------------- on Ray
+
+
+SMALL = {"use": "sensitivity", "layers": ["conv2", "fc"], "bits": [8, 2], "sparsity": [0.5], "act_bits": [4],
+         "channels": [0.25]}
+
+
+def ray_processes_under(folder):
+    """Pids of the processes whose command line names ``folder`` (a Ray's temporary folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and folder in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_on_a_local_ray_the_notes_are_the_local_engines_and_ray_is_gone_after(trained, tmp_path_factory,
+                                                                              monkeypatch):
+    ray = pytest.importorskip("ray")  # the test extra installs it (CI fails on a skip)
+    folder = str(tmp_path_factory.mktemp("ray"))  # short: Ray's socket paths have a length limit
+    monkeypatch.setenv("RAY_TMPDIR", folder)  # Ray's sockets and logs here, to find its processes by
+    local = compress(recipe(SMALL), model=trained).steps[0].notes
+    on_ray = compress(recipe({**SMALL, "engine": "ray", "num_cpus": 2}), model=trained).steps[0].notes
+    assert on_ray["table"] == local["table"]  # bit for bit: every evaluation at one torch thread
+    assert [(r["layer"], r["kind"], r["level"]) for r in local["table"]] == [
+        (layer, kind, level) for layer in ("conv2", "fc")
+        for kind, level in (("bits", 8), ("bits", 2), ("sparsity", 0.5), ("act_bits", 4), ("channels", 0.25))]
+    assert local["engine"] == "local" and "address" not in local and "num_cpus" not in local
+    assert (on_ray["engine"], on_ray["address"], on_ray["num_cpus"]) == ("ray", "local", 2)
+    timing = {"engine", "address", "num_cpus", "evaluations_per_second"}
+    assert {k: v for k, v in on_ray.items() if k not in timing} == {k: v for k, v in local.items() if k not in timing}
+    drops = rows(local, "conv2", "bits")
+    assert drops[2]["drop"] > drops[8]["drop"]  # a real sweep
+    assert not ray.is_initialized()
+    deadline = time.monotonic() + 20
+    while ray_processes_under(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ray_processes_under(folder), "Ray processes left running"
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_bar_of_the_evaluations_only_when_the_pipeline_asks_for_progress(trained, monkeypatch):
+    step = {"use": "sensitivity", "layers": ["fc"], "bits": [8, 2], "sparsity": []}
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    compress(recipe(step), model=trained, progress=True)
+    shown = sys.stderr.getvalue()
+    assert "sensitivity" in shown and "0/2" in shown and "eval" in shown  # tqdm's bar of 2 evaluations
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    compress(recipe(step), model=trained)  # progress is off by default
+    assert sys.stderr.getvalue() == ""
