@@ -137,6 +137,8 @@ def test_fine_tuning_with_distillation_keeps_the_budget(trained):
                        log=lambda line: None)
     notes = history.steps[0].notes
     assert history.final.score.total <= 0.5 and len(notes["loss"]) == 1
+    assert (notes["engine"], notes["finetune_engine"], notes["finetune_world_size"]) == ("local", "local", 1)
+    assert "address" not in notes and "num_cpus" not in notes  # Ray's, and it did not run
     assert notes["score"] == pytest.approx(history.final.score.total, rel=1e-12)
     assert notes["score"] <= notes["predicted_score"] <= 0.5
     assert history.final.accuracy >= 90
@@ -376,10 +378,16 @@ def test_per_layer_overrides_agree_with_uniform_ones_and_keep_the_rest(trained):
     ({"target_score": 1, "structured": True, "channels": [-0.25]}, r"'channels'.*\[0, 1\)"),
     ({"target_score": 1, "structured": True, "channels": []}, "at least one channels level"),
     ({"target_score": 1, "weight_bits": [1], "sparsity": [0.5]}, "1-bit weights keep no unstructured zeros"),
+    ({"target_score": 1, "engine": "dask"}, r"option 'engine' must be one of 'local', 'ray', got 'dask'"),
+    ({"target_score": 1, "address": "auto"}, r"address is an option of the ray engine, got address = 'auto' "
+                                             r"with engine = 'local'"),
+    ({"target_score": 1, "engine": "ray", "address": "auto", "num_cpus": 2}, r"num_cpus is for a local Ray"),
+    ({"target_score": 1, "engine": "ray", "address": "ray://head"}, r"address must be 'auto', 'ray://HOST:PORT'"),
 ])
 def test_bad_options_are_refused_before_work(step, says):
-    with pytest.raises(UsageError, match=says):
+    with pytest.raises(UsageError, match=says) as error:
         compress(recipe({"use": "search", **step}), model=nn.Linear(1, 1))
+    assert "\n" not in str(error.value)
 
 
 def test_search_measures_only_what_an_earlier_table_lacks_and_again_after_a_change(trained):
