@@ -1,5 +1,7 @@
-"""The command line: output, files, exit codes and one-line errors."""
+"""The command line: output, files, exit codes, one-line errors and progress bars."""
+import io
 import json
+import sys
 
 import pytest
 
@@ -226,3 +228,21 @@ def test_compress_data_replaces_the_recipes_dataset(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") <= 2 and "mnist" in err and "cifar10:PATH" in err
     assert not (tmp_path / "other").exists()
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_compress_draws_bars_on_a_terminal_and_none_under_quiet(tmp_path, monkeypatch):
+    path = digits_recipe(tmp_path, SENSITIVITY, 'use = "finetune"\nepochs = 1\nmax_batches = 2')
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["compress", path]) == 0
+    shown = sys.stderr.getvalue()
+    assert "sensitivity" in shown and "0/12" in shown  # the sweep: 4 layers x (8b, 2b, 50%)
+    assert "epoch 1/1" in shown and "0/2" in shown  # the fine-tuning's batches
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["compress", path, "--quiet"]) == 0
+    assert sys.stderr.getvalue() == ""
