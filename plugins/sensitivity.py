@@ -360,10 +360,9 @@ def measure(model: nn.Module, targets: Mapping[str, Candidate], settings: Iterab
               for name, target in targets.items() if any(k == "channels" for k, _ in wanted[name])}
     keys = [(name, kind, level) for name in targets for kind, level in wanted[name]]
     tasks = [LayerSetting(name, kind, level, targets[name].weight) for name, kind, level in keys]
-    with _plain_tracer(model) if engine == "ray" else contextlib.nullcontext():
-        found = run_tasks(evaluate_row, LayerSweep(model, tuple(loaded), quantizers, groups), tasks,
-                          engine=engine, address=address, num_cpus=num_cpus, describe=describe_setting,
-                          label="sensitivity", progress=progress, on_start=on_start)
+    found = run_tasks(evaluate_row, LayerSweep(model, tuple(loaded), quantizers, groups), tasks,
+                      engine=engine, address=address, num_cpus=num_cpus, describe=describe_setting,
+                      label="sensitivity", progress=progress, on_start=on_start)
     seconds = time.perf_counter() - started
     rows = [{"layer": name, "kind": kind, "level": level, "top1": round(t, 4), "loss": round(l, 6),
              "drop": round(top - t, 4), "loss_increase": round(l - loss, 6)}
@@ -375,25 +374,6 @@ def measure(model: nn.Module, targets: Mapping[str, Candidate], settings: Iterab
     return {"baseline": {"top1": round(top, 4), "loss": round(loss, 6)}, "table": rows,
             "ranking": rank(rows), "evaluations": len(rows),
             "evaluations_per_second": round(len(rows) / seconds, 2) if seconds > 0 and rows else None}
-
-
-@contextlib.contextmanager
-def _plain_tracer(model: nn.Module) -> Iterator[None]:
-    """Inside: every GraphModule of ``model`` pickles as one traced by the plain
-    :class:`torch.fx.Tracer`. A GraphModule unpickles (in a Ray worker) by
-    re-tracing its generated code, every submodule a leaf, with an instance of
-    the tracer class that traced it built without arguments, which the
-    pipeline's :class:`~micronet.capture.MicronetTracer` (it takes a
-    registry) cannot be; the code, hence the computation, is the same."""
-    held = [(m, m._tracer_cls) for m in model.modules()
-            if isinstance(m, fx.GraphModule) and getattr(m, "_tracer_cls", None) is not None]
-    for module, _ in held:
-        module._tracer_cls = None
-    try:
-        yield
-    finally:
-        for module, tracer in held:
-            module._tracer_cls = tracer
 
 
 def _on_cpu(model: nn.Module, loaded: Sequence[Batch]) -> tuple[nn.Module, list[Batch]]:

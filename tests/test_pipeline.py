@@ -148,3 +148,23 @@ def test_compress_from_a_recipe_file_on_the_command_line(tmp_path, capsys):
     path.write_text('[model]\nspec = "micronet:resnet18_cifar"\n[[step]]\nuse = "nope"\n')
     assert main(["compress", str(path)]) == 2
     assert "unknown step 'nope'" in capsys.readouterr().err
+
+
+def test_a_pipeline_model_pickles_and_loads_back():
+    # torch rebuilds a GraphModule's tracer class without arguments when unpickling
+    # (Ray workers, torch.save of the module): MicronetTracer() takes the installed counters
+    import io
+
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).eval()
+    history = compress({"model": {"spec": "unused", "input": [1, 3, 8, 8]}, "step": [{"use": "half"}]},
+                       model=model)
+    buffer = io.BytesIO()
+    torch.save(history.model, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float16)
+    assert torch.equal(again(x), history.model(x))
+    assert type(again).__name__ == type(history.model).__name__

@@ -110,11 +110,18 @@ class MicronetTracer(fx.Tracer):
     honoured: timm's ``register_notrace_function`` / ``register_notrace_module``
     (dynamic "same" padding, window partitions) become single nodes, priced by
     running them on meta tensors, as timm's own feature extractor treats them.
+    Without a ``registry``, the installed plugins' counters (what
+    ``pickle`` needs to load a GraphModule it traced: torch rebuilds the
+    tracer class without arguments).
     """
 
-    def __init__(self, registry: CounterRegistry):
+    def __init__(self, registry: CounterRegistry | None = None):
         functions, self._library_leaves = _library_notrace()
         super().__init__(autowrap_functions=functions)
+        if registry is None:  # a GraphModule being unpickled rebuilds its tracer without arguments
+            from .manager import default_registries
+
+            registry = default_registries().counters
         self.registry = registry
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
