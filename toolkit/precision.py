@@ -4,7 +4,7 @@ Sources, strongest first: the user's overrides (``--bits`` / ``--act-bits``
 glob patterns on layer names, the last match wins: an explicit request by
 name), then what the model declares (:func:`micronet.bits.set_bits`, the one
 way a plugin sets widths), then the tensors' dtypes (fp16/bf16 are 16 bits,
-int8 is 8). The accumulator: the declared width, else ``--accumulator-bits``.
+int8 and float8 are 8, torch.int4 / uint4 are 4). The accumulator: the declared width, else ``--accumulator-bits``.
 """
 from __future__ import annotations
 
@@ -26,9 +26,14 @@ _DTYPE_BITS = {
     torch.int64: 64, torch.int32: 32, torch.int16: 16, torch.int8: 8, torch.uint8: 8,
     torch.qint8: 8, torch.quint8: 8, torch.qint32: 32, torch.bool: 1,
 }
-for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
+              "float4_e2m1fn_x2"):  # float4_x2: one element is a byte packing two 4-bit values
     if hasattr(torch, _name):
         _DTYPE_BITS[getattr(torch, _name)] = 8
+for _bits in range(1, 8):  # torch.uint1..uint7 / int1..int7: the values' own width, not the byte
+    for _name in (f"uint{_bits}", f"int{_bits}"):
+        if hasattr(torch, _name):
+            _DTYPE_BITS[getattr(torch, _name)] = _bits
 
 
 def dtype_bits(dtype: torch.dtype) -> int:

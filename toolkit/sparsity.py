@@ -59,8 +59,43 @@ def count_nonzero(tensor: torch.Tensor) -> int:
     array = _numpy_view(tensor)
     if array is not None:
         return _piece_nonzero(array)
+    if tensor.dtype in _BYTE_ZERO_MASKS:
+        return _byte_nonzero(tensor, _BYTE_ZERO_MASKS[tensor.dtype])
     with torch.no_grad():
         return int(torch.count_nonzero(tensor.detach()))
+
+
+def _byte_nonzero(tensor: torch.Tensor, mask: int) -> int:
+    """Nonzero elements of a one-byte dtype torch cannot count (float8, the
+    sub-byte integer shells, packed float4): an element is zero when its
+    byte ``& mask`` is 0 (the mask drops the sign bit of a float's +-0).
+    The bytes are read in pieces, never upcast all at once. A mask of 0: the
+    dtype has no zero (float8_e8m0fnu holds powers of two only)."""
+    if not mask:
+        return tensor.numel()
+    with torch.no_grad():
+        flat = tensor.detach().contiguous().view(torch.uint8).reshape(-1)
+        return sum(int(torch.count_nonzero(flat[i:i + SCAN_CHUNK] & mask))
+                   for i in range(0, flat.numel(), SCAN_CHUNK))
+
+
+def _byte_zero_masks() -> dict[torch.dtype, int]:
+    """``dtype -> mask`` for :func:`_byte_nonzero`, over the dtypes this torch has."""
+    masks = {}
+    for name, mask in (("float8_e4m3fn", 0x7F), ("float8_e5m2", 0x7F),  # +-0: 0x00 and 0x80
+                       ("float8_e4m3fnuz", 0xFF), ("float8_e5m2fnuz", 0xFF),  # 0x80 is NaN, not -0
+                       ("float8_e8m0fnu", 0),  # powers of two only: no zero
+                       ("float4_e2m1fn_x2", 0x77)):  # two values a byte, each +-0 with or without sign
+        if hasattr(torch, name):
+            masks[getattr(torch, name)] = mask
+    for bits in range(1, 8):  # torch.uint1..uint7, int1..int7: one value a byte, low bits
+        for name in (f"uint{bits}", f"int{bits}"):
+            if hasattr(torch, name):
+                masks[getattr(torch, name)] = (1 << bits) - 1
+    return masks
+
+
+_BYTE_ZERO_MASKS = _byte_zero_masks()
 
 
 def count_nonzero_all(tensors: Iterable[torch.Tensor], threads: int | None = None) -> dict[int, int]:
@@ -172,9 +207,9 @@ def _block_shape(weight: torch.Tensor, zeros: int) -> tuple[int, ...]:
     if not candidates:
         return (1,)
     with torch.no_grad():
-        matrix = weight.detach().reshape(rows, cols)
+        nonzero = _nonzero_mask(weight.detach()).reshape(rows, cols)
         # few zeros (a fresh or barely pruned weight): check their positions only
-        test = _zeros_fill_blocks(matrix, zeros) if zeros * 8 < rows * cols else _aligned(matrix != 0)
+        test = _zeros_fill_blocks(~nonzero) if zeros * 8 < rows * cols else _aligned(nonzero)
         return next((block for block in candidates if test(*block)), (1,))
 
 
@@ -189,11 +224,23 @@ def _aligned(nonzero: torch.Tensor):
     return test
 
 
-def _zeros_fill_blocks(matrix: torch.Tensor, zeros: int):
-    """Test of blocks from the zeros' positions: every block holding a zero
-    holds br*bc of them (cost grows with the zeros, not the weight)."""
-    rows, cols = matrix.shape
-    where = torch.nonzero(matrix == 0)
+def _nonzero_mask(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor != 0`` as a bool tensor, also for the one-byte dtypes torch
+    cannot compare (see :func:`_byte_nonzero`)."""
+    mask = _BYTE_ZERO_MASKS.get(tensor.dtype)
+    if mask is None:
+        return tensor != 0
+    if not mask:
+        return torch.ones(tensor.shape, dtype=torch.bool)
+    return (tensor.contiguous().view(torch.uint8) & mask) != 0
+
+
+def _zeros_fill_blocks(zero: torch.Tensor):
+    """Test of blocks from the zeros' positions (``zero``: a bool matrix):
+    every block holding a zero holds br*bc of them (cost grows with the
+    zeros, not the weight)."""
+    rows, cols = zero.shape
+    where = torch.nonzero(zero)
     r, c = where[:, 0], where[:, 1]
 
     def test(br: int, bc: int) -> bool:
