@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.linear",
     "micronet.counters.matmul",
     "micronet.counters.attention",
+    "micronet.counters.recurrent",
     "micronet.counters.norm",
     "micronet.counters.activation",
     "micronet.counters.pooling",
