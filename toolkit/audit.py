@@ -10,6 +10,7 @@ from torch import nn
 
 from .capture import capture
 from .errors import UsageError
+from .inputs import INPUT_DTYPES, InputSpec, ModelInput, bind, normalise, parse_dtype, parse_input_shape
 from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
 from .records import UNCOUNTED, LayerRecord, TensorInfo
@@ -46,6 +47,17 @@ class Result:
     warnings: tuple[str, ...] = ()
     accuracy: float | None = None
     _prepared: Any = field(default=None, repr=False, compare=False)
+    inputs: tuple[ModelInput, ...] = ()
+
+    @property
+    def input_text(self) -> str:
+        """The inputs in words for headers: ``1x3x32x32`` for one float32 input,
+        ``x 1x4, y 1x8 int64`` for several or another dtype."""
+        from .inputs import describe
+
+        if len(self.inputs) == 1 and self.inputs[0].dtype == torch.float32 or not self.inputs:
+            return "x".join(map(str, self.input_shape))
+        return describe(self.inputs)
 
     @property
     def meets_bar(self) -> bool | None:
@@ -91,6 +103,7 @@ class Result:
         return {
             "model": self.model,
             "input_shape": list(self.input_shape),
+            "inputs": [i.to_dict() for i in self.inputs],
             "rulebook": self.rulebook.name,
             "track": self.track.name,
             "freebie": score.freebie,
@@ -159,23 +172,6 @@ def _row(record: LayerRecord, cost: LayerCost, score: Score) -> dict[str, Any]:
     }
 
 
-def parse_input_shape(value: str | Sequence[int]) -> tuple[int, ...]:
-    """``'1x3x32x32'`` or ``(1, 3, 32, 32)`` -> a tuple of positive ints."""
-    if isinstance(value, str):
-        parts = value.lower().replace(",", "x").replace("*", "x").split("x")
-        try:
-            shape = tuple(int(p) for p in parts if p.strip())
-        except ValueError:
-            raise UsageError(f"input shape {value!r}: expected sizes joined by 'x'",
-                             hint="e.g. --input 1x3x32x32") from None
-    else:
-        shape = tuple(value)
-    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise UsageError(f"input shape {value!r}: every size must be a positive integer",
-                         hint="e.g. --input 1x3x32x32")
-    return shape
-
-
 def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
     if name not in table:
         choices = ", ".join(sorted(table))
@@ -199,6 +195,7 @@ def audit(
     data: str | Mapping[str, Any] | None = None,
     input_dtype: str | torch.dtype | None = None,
     registries: Registries | None = None,
+    inputs: Any = None,
 ) -> Result:
     """Audit a model under a rulebook and track; returns a :class:`Result`.
 
@@ -215,7 +212,18 @@ def audit(
     or a recipe's ``[data]`` table) the model's top-1 accuracy (percent) on
     the test split is measured too, and ``result.meets_bar`` says whether it
     reaches the track's quality bar; that needs real weights.
+
+    ``inputs`` is for a forward taking several inputs: a tuple of shapes
+    or tensors (positional), a dict ``{parameter: shape or tensor}``
+    (keywords), items being ``(shape, dtype)`` pairs where the dtype is
+    not the default (see :mod:`micronet.inputs`); a tensor is read only
+    for its shape and dtype. Not together with ``input_shape``;
+    ``result.inputs`` records them and ``result.input_shape`` is the first.
     """
+    if inputs is not None and input_shape is not None:
+        raise UsageError("give input_shape (one input) or inputs (several), not both",
+                         hint="put every input in inputs=, e.g. inputs=((1, 3, 32, 32), (1, 10))")
+    specs = normalise(inputs) if inputs is not None else None
     from .resolve import resolve_model, set_eval
 
     registries = registries or default_registries()
@@ -226,17 +234,26 @@ def audit(
     # resolve puts a module in eval mode: note the caller's modes first, to give them back
     modes = {m: m.training for m in model.modules()} if isinstance(model, nn.Module) else {}
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
-    shape = parse_input_shape(input_shape if input_shape is not None
-                              else resolved.input_shape or track_obj.input_shape)
     module = resolved.model
     dtype = input_dtype_of(module, input_dtype)
+    if specs is None:
+        shape = parse_input_shape(input_shape if input_shape is not None
+                                  else resolved.input_shape or track_obj.input_shape)
+        # one tensor, as always, for the forward's first parameter (capture says if it needs more)
+        model_inputs, given = (ModelInput(_first_parameter(module), shape, dtype),), None
+    elif resolved.exported is None:
+        model_inputs = bind(module, specs, dtype)
+        given = {m.name for m in model_inputs}
+    else:  # an archive's graph takes its inputs in order
+        model_inputs, given = tuple(ModelInput(s.name or f"input{i}", s.shape, s.dtype or dtype, False, i)
+                                    for i, s in enumerate(specs)), None
+    shape = model_inputs[0].shape
     settings = WalkSettings(precision=precision, strict=strict,
                             weight_names={w.module_class: w.weight for w in registries.weighted_layers.values()})
     try:
         if resolved.exported is None:
             set_eval(module)
-        records, cap = _capture_and_walk(module, resolved.exported, registries, TensorInfo(shape, dtype),
-                                         settings)
+        records, cap = _capture_and_walk(module, resolved.exported, registries, model_inputs, settings, given)
     finally:  # the caller's model comes back as it was handed in
         for child, training in modes.items():
             child.training = training
@@ -250,26 +267,54 @@ def audit(
     reached = sum(r.params for r in records)
     total_params = sum(p.numel() for p in module.parameters())
     result = Result(resolved.name, shape, tuple(records), scoring, book, track_obj, options, cap.via,
-                    max(total_params - reached, 0), tuple(messages), None, prepared)
+                    max(total_params - reached, 0), tuple(messages), None, prepared, model_inputs)
     if data is not None:
+        if len(model_inputs) > 1:
+            raise UsageError(f"measuring accuracy feeds the model one input, and it takes {len(model_inputs)}",
+                             hint="drop --data for a model with several inputs")
         result = measure_accuracy(result, module, data)
     return result
 
 
-def _capture_and_walk(module: nn.Module, exported, registries: Registries, info: TensorInfo,
-                      settings: WalkSettings) -> tuple[list[LayerRecord], Any]:
-    """Capture the model (its archive's graph when it came from one) and walk it."""
+def _capture_and_walk(module: nn.Module, exported, registries: Registries, inputs: Sequence[ModelInput],
+                      settings: WalkSettings, given: set[str] | None) -> tuple[list[LayerRecord], Any]:
+    """Capture the model (its archive's graph when it came from one) and walk it.
+
+    ``given``: the forward parameters that are inputs (None: one tensor, the
+    first parameter, whatever its name)."""
     if exported is not None:
         from .capture import capture_exported
 
         cap = capture_exported(exported)
     else:
-        # made only if torch.export is needed; zeros are valid token ids too
-        cap = capture(module, registries.counters,
-                      lambda: (torch.zeros(info.shape, dtype=info.dtype, device=model_device(module)),))
+        # torch.export's example is made only if it is needed; zeros are valid token ids too.
+        # Leading positional inputs go as args, the others (a gap before them) as kwargs.
+        leading = [m for i, m in enumerate(inputs) if not m.keyword and m.index == i]
+        if given is None:
+            leading = list(inputs)
+        rest = [m for m in inputs if m not in leading]
+
+        def zeros(m: ModelInput) -> torch.Tensor:
+            return torch.zeros(m.shape, dtype=m.dtype, device=model_device(module))
+
+        cap = capture(module, registries.counters, lambda: tuple(zeros(m) for m in leading),
+                      lambda: {m.name: zeros(m) for m in rest}, given)
     if cap.via == "fx":
-        return walk(cap, registries.counters, info, settings), cap
+        infos = [TensorInfo(m.shape, m.dtype) for m in inputs]
+        return walk(cap, registries.counters, infos[0] if given is None else
+                    {m.name: info for m, info in zip(inputs, infos)}, settings), cap
     return walk_exported(cap, registries.counters, settings, module), cap
+
+
+def _first_parameter(module: nn.Module) -> str:
+    """The name of the forward's first parameter (``input`` when it has none readable)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return params[0] if params else "input"
 
 
 def measure_accuracy(result: Result, model: nn.Module, data: str | Mapping[str, Any]) -> Result:
@@ -294,25 +339,13 @@ def _overrides(value, what: str):
     return parse_bits(value, what)
 
 
-#: ``--input-dtype`` names.
-INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
-                "half": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
-                "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
-                "uint8": torch.uint8, "bool": torch.bool}
-
-
 def input_dtype_of(module: nn.Module, requested: str | torch.dtype | None = None) -> torch.dtype:
     """The dtype of the example input: ``requested`` (a name of ``INPUT_DTYPES``
     or a dtype), else token ids (int64) for a model whose first layer with
     parameters is an embedding (text models), else its first floating
     parameter's dtype."""
-    if isinstance(requested, torch.dtype):
-        return requested
     if requested is not None:
-        if requested not in INPUT_DTYPES:
-            raise UsageError(f"input dtype {requested!r} is not one of: {', '.join(INPUT_DTYPES)}",
-                             hint="e.g. --input-dtype int64 for token ids")
-        return INPUT_DTYPES[requested]
+        return parse_dtype(requested)
     for child in module.modules():
         if child._parameters:
             if isinstance(child, (nn.Embedding, nn.EmbeddingBag)):

@@ -17,7 +17,7 @@ import re
 import sys
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 from torch import fx, nn
@@ -147,16 +147,18 @@ def _library_notrace() -> tuple[tuple[Any, ...], frozenset[type]]:
     return functions, modules
 
 
-def trace_fx(model: nn.Module, registry: CounterRegistry) -> Capture:
+def trace_fx(model: nn.Module, registry: CounterRegistry, given: Collection[str] | None = None) -> Capture:
     """Symbolically trace ``model``; raises whatever torch.fx raises.
 
     A GraphModule is traced again too: its graph names the submodules it had
     when it was made, and a compression step may have replaced one since (a
     conv swapped for ``Sequential(conv, conv)`` must be counted as two convs).
-    Only when fx cannot trace it again is its own graph used."""
+    Only when fx cannot trace it again is its own graph used. ``given`` names
+    the forward parameters that are inputs (placeholders); the others are
+    bound to their defaults (None: the first parameter alone is an input)."""
     tracer = MicronetTracer(registry)
     try:
-        graph = tracer.trace(model, concrete_args=_defaults_after_input(model))
+        graph = tracer.trace(model, concrete_args=_defaults_after_input(model, given))
     except Exception:
         if not isinstance(model, fx.GraphModule):
             raise
@@ -182,37 +184,49 @@ def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
         return []
 
 
-def _defaults_after_input(model: nn.Module) -> dict[str, Any] | None:
-    """The forward's optional arguments bound to their defaults: the audit calls
-    ``forward(x)`` alone, so ``mask=None`` must stay None while tracing (as a
-    proxy, ``mask is not None`` would be true and the wrong branch traced)."""
+def _defaults_after_input(model: nn.Module, given: Collection[str] | None = None) -> dict[str, Any] | None:
+    """The forward's optional arguments that are not inputs, bound to their
+    defaults: an audit calling ``forward(x)`` alone must see ``mask=None``
+    stay None while tracing (as a proxy, ``mask is not None`` would be true
+    and the wrong branch traced). ``given``: the parameters that are inputs
+    (None: the first one)."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    defaults = {p.name: p.default for p in _forward_parameters(model)[1:]
-                if p.kind in kinds and p.default is not inspect.Parameter.empty}
+    params = _forward_parameters(model)
+    inputs = set(given) if given is not None else {p.name for p in params[:1]}
+    defaults = {p.name: p.default for p in params
+                if p.kind in kinds and p.default is not inspect.Parameter.empty and p.name not in inputs}
     return defaults or None
 
 
-def _check_one_input(model: nn.Module) -> None:
-    """A forward that needs more than the one tensor an audit passes is a usage error."""
+def _check_inputs(model: nn.Module, given: Collection[str] | None) -> None:
+    """A forward that needs a tensor the audit does not pass is a usage error
+    (``given``: the parameters that get an input; None: one tensor)."""
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
              inspect.Parameter.KEYWORD_ONLY)
     needed = [p.name for p in _forward_parameters(model)
               if p.kind in kinds and p.default is inspect.Parameter.empty]
-    if len(needed) > 1:
+    if given is None and len(needed) > 1:
         raise UsageError(f"{type(model).__name__}.forward needs {len(needed)} inputs "
                          f"({', '.join(needed)}); an audit calls it with one tensor",
-                         hint="wrap the model in a module whose forward takes one input and "
-                         "builds the others")
+                         hint="pass one input per parameter (--input NAME=SHAPE, or inputs= in the API), "
+                         "or wrap the model in a module whose forward takes one input and builds the others")
+    missing = [name for name in needed if given is not None and name not in given]
+    if missing:
+        raise UsageError(f"{type(model).__name__}.forward needs {len(needed)} inputs "
+                         f"({', '.join(needed)}); missing {', '.join(missing)}",
+                         hint="pass one input per parameter (--input NAME=SHAPE, or inputs= in the API)")
 
 
-def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Capture:
-    """Capture ``model`` with ``torch.export`` (aten graph, strict=False).
+def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...],
+                 example_kwargs: dict[str, torch.Tensor] | None = None) -> Capture:
+    """Capture ``model`` with ``torch.export`` (aten graph, strict=False),
+    called as ``model(*example, **example_kwargs)``.
 
     The module's forward hooks are set aside meanwhile, as a symbolic trace
     never runs them: an export runs the forward, and a caller's hook (one
     collecting activations) must not see the audit's fake tensors."""
     with _quiet_failure(), _hooks_set_aside(model):
-        exported = torch.export.export(model, example, strict=False)
+        exported = torch.export.export(model, tuple(example), example_kwargs or None, strict=False)
     return capture_exported(exported)
 
 
@@ -258,20 +272,29 @@ def capture_exported(exported: Any) -> Capture:
 
 
 def capture(model: nn.Module, registry: CounterRegistry,
-            example: tuple[torch.Tensor, ...] | Callable[[], tuple[torch.Tensor, ...]]) -> Capture:
+            example: tuple[torch.Tensor, ...] | Callable[[], tuple[torch.Tensor, ...]],
+            example_kwargs: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]] | None = None,
+            given: Collection[str] | None = None) -> Capture:
     """fx when it can, torch.export when fx fails; one TraceError when both fail.
 
-    ``example`` is the input torch.export runs with, or a function making it
-    (called only when fx fails)."""
-    _check_one_input(model)
+    ``example`` (positional) and ``example_kwargs`` (keyword) are the inputs
+    torch.export runs with, or functions making them (called only when
+    needed). ``given`` names the forward parameters that are inputs (None:
+    the first one alone, one tensor)."""
+    _check_inputs(model, given)
+
+    def export() -> Capture:
+        kwargs = example_kwargs() if callable(example_kwargs) else example_kwargs
+        return export_graph(model, example() if callable(example) else example, kwargs)
+
     if is_aten_graph(model):
-        return export_graph(model, example() if callable(example) else example)
+        return export()
     try:
-        return trace_fx(model, registry)
+        return trace_fx(model, registry, given)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
         fx_reason = f"{type(fx_error).__name__}: {_first_line(fx_error)}"
         try:
-            result = export_graph(model, example() if callable(example) else example)
+            result = export()
         except Exception as export_error:
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.fx failed ({fx_reason}) and "

@@ -35,8 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score a model per layer (MicroNet ops and storage).")
     audit.add_argument("spec", help="model spec: resnet18, torchvision:mobilenet_v2?width_mult=1.4, "
                        "micronet:wrn_28_10, pkg.module:factory, file.py:factory, or a saved file")
-    audit.add_argument("--input", metavar="SHAPE", help="input shape, e.g. 1x3x32x32 "
-                       "(default: the model's own, else the track's image size at batch 1)")
+    audit.add_argument("--input", metavar="[NAME=]SHAPE[:DTYPE]", action="append",
+                       help="input shape, e.g. 1x3x32x32 (default: the model's own, else the track's "
+                       "image size at batch 1); repeat for a forward taking several inputs, in order "
+                       "or by parameter name, with a dtype: --input 1x128:int64 --input attention_mask=1x128")
+    audit.add_argument("--inputs", metavar="FILE.py:FUNCTION",
+                       help="a function returning the inputs (shapes, tensors, (shape, dtype) pairs or a "
+                       "dict of them), for what --input cannot say; runs that code, so needs --trust")
     audit.add_argument("--input-dtype", metavar="DTYPE",
                        help="dtype of the input: float32, float16, bfloat16, int64 (token ids), ... "
                        "(default: int64 for a model starting with an embedding, else its parameters')")
@@ -103,10 +108,11 @@ def run_audit(args: argparse.Namespace) -> int:
     _mention_failed_plugins(registries)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
-        result = audit(args.spec, args.input, args.track, args.rulebook, weights=args.weights,
+        input_shape, inputs = _audit_inputs(args)
+        result = audit(args.spec, input_shape, args.track, args.rulebook, weights=args.weights,
                        trust=args.trust, bits=args.bits, act_bits=args.act_bits,
                        accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
-                       data=args.data, input_dtype=args.input_dtype, registries=registries)
+                       data=args.data, input_dtype=args.input_dtype, registries=registries, inputs=inputs)
     grid = result.what_if(levels) if levels else None
     sections = registries.report_sections
     if args.quiet:
@@ -125,6 +131,23 @@ def run_audit(args: argparse.Namespace) -> int:
 
         write_audit_html(result, args.html, what_if=grid, sections=sections)
     return 0
+
+
+def _audit_inputs(args: argparse.Namespace):
+    """``(input_shape, inputs)`` for ``audit()`` from ``--input`` / ``--inputs``:
+    one plain ``--input SHAPE`` stays an input shape, as it always was."""
+    from .errors import UsageError
+    from .inputs import load_inputs, parse_input
+
+    if args.inputs and args.input:
+        raise UsageError("give --input or --inputs, not both", hint="put every input in the --inputs function")
+    if args.inputs:
+        return None, load_inputs(args.inputs, trust=args.trust)
+    if not args.input:
+        return None, None
+    if len(args.input) == 1 and "=" not in args.input[0] and ":" not in args.input[0]:
+        return args.input[0], None
+    return None, tuple(parse_input(text) for text in args.input)
 
 
 class _KeepHistory:

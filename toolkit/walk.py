@@ -21,7 +21,7 @@ What the walker learns is also left on the nodes, under documented keys:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -62,6 +62,7 @@ class Walker(fx.Interpreter):
         self.builder = RecordBuilder(settings, nonzero)
         self._seen_modules: set[int] = set()
         self._meta_state: dict[int, dict[str, torch.Tensor]] = {}
+        self.named_inputs: dict[str, TensorInfo] = {}  # placeholder target -> input, read before positional ones
 
     @property
     def records(self) -> list[LayerRecord]:
@@ -85,6 +86,13 @@ class Walker(fx.Interpreter):
             value = self._call(n, "function", n.target, args, kwargs, None)
         n.meta[META_VALUE] = value
         return value
+
+    def placeholder(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        """A named input when one was given for this parameter, else fx's
+        way: the next positional input, or the parameter's default."""
+        if isinstance(target, str) and target in self.named_inputs:
+            return self.named_inputs[target]
+        return super().placeholder(target, args, kwargs)
 
     # ------------------------------------------------------------- nodes
 
@@ -123,11 +131,10 @@ class Walker(fx.Interpreter):
         return aten.tally.outcome()
 
     def input_shape(self) -> str:
-        """The first input's shape as ``1x3x224x224``, for messages."""
-        for node, value in self.env.items():
-            if node.op == "placeholder" and isinstance(value, TensorInfo):
-                return "x".join(map(str, value.shape))
-        return "?"
+        """The inputs' shapes as ``1x3x224x224`` (several joined by ``, ``), for messages."""
+        shapes = ["x".join(map(str, value.shape)) for node, value in self.env.items()
+                  if node.op == "placeholder" and isinstance(value, TensorInfo)]
+        return ", ".join(shapes) or "?"
 
     def _python_value(self, n, kind, target, args, kwargs) -> Any:
         """A call on sizes and constants only: evaluate it for real, it is free."""
@@ -212,10 +219,20 @@ class Walker(fx.Interpreter):
         n.meta[META_RECORD] = self.builder.add(site, outcome, **facts)
 
 
-def walk(cap: Capture, registry: CounterRegistry, input_info: TensorInfo,
+def walk(cap: Capture, registry: CounterRegistry,
+         input_info: TensorInfo | Sequence[TensorInfo] | Mapping[str, TensorInfo],
          settings: WalkSettings | None = None) -> list[LayerRecord]:
-    """Records of every node of an fx capture, in topological order."""
+    """Records of every node of an fx capture, in topological order.
+
+    ``input_info``: the one input, the inputs in placeholder order, or
+    ``{parameter name: input}`` (a placeholder not named takes its default)."""
     nonzero = count_nonzero_all(cap.root.parameters())  # all weights read up front, in parallel
     walker = Walker(cap, registry, settings or WalkSettings(), nonzero)
-    walker.run(input_info)
+    if isinstance(input_info, Mapping):
+        walker.named_inputs = dict(input_info)
+        walker.run()
+    elif isinstance(input_info, TensorInfo):
+        walker.run(input_info)
+    else:
+        walker.run(*input_info)
     return walker.records
