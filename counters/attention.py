@@ -109,6 +109,44 @@ def sdpa_aten(call: OpCall) -> Counts:
     return sdpa_counts(q, k, v, call.y, masked)
 
 
+#: aten attention kernels in the ``[batch, seq, heads, dim]`` layout (xformers / flash-attn
+#: style, what ``_scaled_dot_product_*_attention`` call after a transpose)
+ATEN_BSHD = (aten._flash_attention_forward, aten._efficient_attention_forward)
+
+
+@counter(*ATEN_BSHD)
+def bshd_attention(call: OpCall) -> Counts:
+    """``aten._flash_attention_forward`` / ``aten._efficient_attention_forward``:
+    as :func:`sdpa` (see :func:`attention_core`), in their ``[B, L, H, E]`` layout.
+
+    Args ``(query, key, value, ...)``; flash: ``cum_seq_q`` (3), ``max_k``
+    (6), ``is_causal`` (8); efficient: ``bias`` (3), ``cu_seqlens_q`` (4),
+    ``max_seqlen_k`` (7), ``custom_mask_type`` (9, nonzero = causal). A mask
+    (causal or bias) is one add per score. Variable-length batches
+    (``cum_seq_q`` given, ``q: [total_q, H, E]``) are counted as if every
+    query row saw ``max_k`` keys: an upper bound, the packed lengths being data.
+
+    # q: [B, L, H, E]  k: [B, S, Hk, E]  v: [B, S, Hk, Ev]  out: [B, L, H, Ev]
+    # = attention_core(B*H, L, S, E, Ev, masked);  varlen: B = 1, L = total_q, S = max_k
+    """
+    q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    out = call.y
+    if q.ndim not in (3, 4) or out.ndim != q.ndim:
+        raise NotImplementedError("attention operands are not [B, L, H, E] or [total, H, E]")
+    flash = getattr(call.target, "overloadpacket", call.target) == aten._flash_attention_forward
+    varlen = call.arg(3 if flash else 4, "cum_seq_q" if flash else "cu_seqlens_q", None) is not None
+    keys = k.shape[-3]
+    if varlen:
+        max_k = call.arg(6 if flash else 7, "max_k" if flash else "max_seqlen_k", None)
+        keys = int(max_k) if isinstance(max_k, int) else keys
+    if flash:
+        masked = bool(call.arg(8, "is_causal", False))
+    else:
+        masked = isinstance(call.arg(3, "bias", None), TensorInfo) or bool(call.arg(9, "custom_mask_type", 0))
+    heads = prod(out.shape[:-3]) * out.shape[-2]
+    return attention_core(heads, out.shape[-3], keys, q.shape[-1], v.shape[-1], int(masked))
+
+
 def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:
     """``[..., L, E], [..., S, E], [..., S, Ev] -> [..., L, Ev]``, batch dims broadcast.
 

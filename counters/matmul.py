@@ -1,4 +1,4 @@
-"""Products of two activations: matmul, mm, bmm, mv, dot, baddbmm, addmm, einsum.
+"""Products of two activations: matmul, mm, bmm, mv, dot, baddbmm, addmm, einsum, _scaled_mm.
 
 Forms: ``torch.matmul`` / ``a @ b`` (``operator.matmul``) / ``x.matmul(y)``
 / ``aten.matmul``; ``torch.mm``, ``torch.bmm``, ``torch.mv``, ``torch.dot``,
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from micronet.counters._common import broadcast_shapes, broadcasts_to, prod, tensor_arg
+from micronet.counters._common import aten_ops, broadcast_shapes, broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
-from micronet.registry import Method, OpCall, collect, counter, shape_rule
+from micronet.registry import Method, OpCall, collect, counter, free, shape_rule
 
 aten = torch.ops.aten
 
@@ -329,6 +329,42 @@ def einsum_shape(call: OpCall) -> TensorInfo:
     """Output of an einsum: output labels' sizes, ellipsis dims broadcast."""
     plan = parse_einsum(*einsum_operands(call))
     return TensorInfo(plan.shape, plan.dtype)
+
+
+# ------------------------------------------------------------ scaled (fp8) products
+
+SCALED_MM = (torch._scaled_mm, aten._scaled_mm)
+
+
+@counter(*SCALED_MM)
+def scaled_mm(call: OpCall) -> Counts:
+    """``torch._scaled_mm`` (fp8 GEMM): ``(a @ b) * scale_a * scale_b (+ bias)``.
+
+    Args ``(self, mat2, scale_a, scale_b, bias=None, scale_result=None,
+    out_dtype=None, use_fast_accum=False)``. The product is dense dot
+    products, as :func:`matmul`; its operands' dtypes set the bits (float8:
+    8, see :func:`micronet.precision.dtype_bits`). Dequantisation: two
+    per-tensor scales are multiplied once (1 mult) and applied once per
+    output; row- or column-wise scales cost one mult per output each. A
+    bias adds one add per output; ``scale_result`` one more mult per output.
+
+    # a: [n, k]  b: [k, p]  y: [n, p]; E = n*p
+    # dot_products = E, dot_length = k
+    # mults = E + 1 (both scales scalars) or 2E;  + E with scale_result;  adds = E with bias
+    """
+    a = tensor_arg(call.arg(0, "self"), "self")
+    e = call.y.numel
+    scales = [call.arg(i, name, None) for i, name in ((2, "scale_a"), (3, "scale_b"))]
+    scalar = all(isinstance(s, TensorInfo) and s.numel == 1 for s in scales)
+    mults = (e + 1 if scalar else 2 * e) + (e if isinstance(call.arg(5, "scale_result", None), TensorInfo) else 0)
+    adds = e if isinstance(call.arg(4, "bias", None), TensorInfo) else 0
+    return product_counts(a, call.y) + Counts(mults=mults, adds=adds)
+
+
+#: ``tensor_split`` kept whole by torch.export (the fx walk's aten fallback
+#: decomposes it into free slices): data movement, free. It belongs with the
+#: splits of :mod:`micronet.counters.free`; registered here until it moves.
+TENSOR_SPLIT = free(*aten_ops("tensor_split"))
 
 
 @hookimpl

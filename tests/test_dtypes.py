@@ -59,3 +59,43 @@ def test_uint4_linear_audits_at_4_bits():
     record, cost = next((rec, c) for rec, c in r.layers if rec.name == "0")
     assert record.weight_bits == 4 and record.weight_nonzero == 24
     assert cost.storage == 24 * 4 / 32 + 8 / 32  # 8 blocks of 4 x 1, one bit each
+
+
+class Fp8Gemm(nn.Module):
+    """x [16, 8] -> float8 -> _scaled_mm with a float8 [8, 6] operand and scalar scales."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.ones(6, 8).to(torch.float8_e4m3fn))
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x):
+        return torch._scaled_mm(x.to(torch.float8_e4m3fn), self.w.t(), self.scale, self.scale,
+                                out_dtype=torch.float32)
+
+
+def test_scaled_mm_is_a_product_at_its_float8_operands_bits():
+    r = micronet.audit(Fp8Gemm(), (16, 8), input_dtype="float32", freebie=False)
+    assert not r.uncounted
+    record, cost = next((rec, c) for rec, c in r.layers if rec.op == "scaled_mm")
+    assert record.input_bits == 8
+    # 16 x 6 outputs, each a dot product of 8 terms; scale_a * scale_b once, then one mult per output
+    assert (record.counts.dot_products, record.counts.dot_length) == (96, 8)
+    assert cost.mults == 96 * 8 + 96 + 1 and cost.adds == 96 * 7
+    assert cost.mult_bits == 8 and cost.add_bits == 32  # adds at the accumulator's width
+    assert cost.ops == (96 * 8 + 97) * 8 / 32 + 96 * 7
+
+
+def test_scaled_mm_rowwise_scales_bias_and_scale_result():
+    from micronet.counters import matmul
+    from micronet.records import TensorInfo
+    from micronet.registry import OpCall
+
+    f8 = torch.float8_e4m3fn
+    a, b = TensorInfo((4, 8), f8), TensorInfo((8, 3), f8)
+    rows, cols, bias = TensorInfo((4, 1), torch.float32), TensorInfo((1, 3), torch.float32), TensorInfo((3,), torch.bfloat16)
+    call = OpCall("aten", torch.ops.aten._scaled_mm.default, (a, b, rows, cols, bias, TensorInfo((), torch.float32)),
+                  out=TensorInfo((4, 3), f8))
+    counts = matmul.scaled_mm(call)
+    assert (counts.dot_products, counts.dot_length) == (12, 8)
+    assert (counts.mults, counts.adds) == (2 * 12 + 12, 12)  # two scales and scale_result per output; bias

@@ -194,3 +194,77 @@ def test_every_form_resolves_in_a_registry():
         assert registry.counter(target) is not None and registry.shape(target) is not None, target
     for packet in attention.ATEN_SDPA:
         assert registry.counter(packet.default).fn in (attention.sdpa_aten,), packet
+
+
+# ------------------------------------------------ [B, L, H, E] kernels (flash-attn / xformers layout)
+
+QB, KB, VB = info(2, 6, 4, 8), info(2, 10, 4, 8), info(2, 10, 4, 5)  # the Q, K, V above, heads at dim 2
+OUTB = info(2, 6, 4, 5)
+
+
+def test_flash_attention_forward_counts_as_sdpa():
+    outs = (OUTB, info(2, 4, 6), info(2), info(), info(0))
+    call = OpCall("aten", aten._flash_attention_forward.default, (QB, KB, VB, None, None, 6, 10, 0.0, False, False),
+                  out=outs)
+    counts = attention.bshd_attention(call)
+    assert (counts.mults, counts.adds, counts.other_ops) == (MULTS, ADDS, P)
+    assert counts.macs == P * 8 + 2 * 4 * 6 * 5 * 10
+    causal = attention.bshd_attention(replace(call, args=(QB, KB, VB, None, None, 6, 10, 0.0, True, False)))
+    assert (causal.mults, causal.adds) == (MULTS, ADDS + P)
+
+
+def test_flash_attention_varlen_counts_every_row_against_max_k():
+    # two sequences packed: 6 query rows in all, keys padded to max_k = 10: an upper bound
+    q, k, v = info(6, 4, 8), info(12, 4, 8), info(12, 4, 5)
+    call = OpCall("aten", aten._flash_attention_forward.default,
+                  (q, k, v, info(3, dtype=torch.int32), info(3, dtype=torch.int32), 4, 10, 0.0, False, False),
+                  out=(info(6, 4, 5), info(4, 6), info(2), info(), info(0)))
+    counts = attention.bshd_attention(call)
+    scores = 4 * 6 * 10
+    assert counts.other_ops == scores
+    assert counts.mults == scores * 8 + 2 * scores + 4 * 6 * 5 * 10
+
+
+def test_efficient_attention_forward_bias_and_causal_mask():
+    outs = (OUTB, info(2, 4, 0), info(), info(), 6, 10)
+    call = OpCall("aten", aten._efficient_attention_forward.default,
+                  (QB, KB, VB, None, None, None, None, None, 0.0, 0), out=outs)
+    assert attention.bshd_attention(call).adds == ADDS
+    biased = replace(call, args=(QB, KB, VB, info(2, 4, 6, 10), None, None, None, None, 0.0, 0))
+    assert attention.bshd_attention(biased).adds == ADDS + P
+    causal = replace(call, args=(QB, KB, VB, None, None, None, None, None, 0.0, 1))
+    assert attention.bshd_attention(causal).adds == ADDS + P
+
+
+def test_bshd_kernels_agree_with_their_meta_outputs_and_resolve():
+    q, k, v = (torch.empty(s.shape, device="meta", dtype=torch.float16) for s in (QB, KB, VB))
+    out = aten._flash_attention_forward(q, k, v, None, None, 6, 10, 0.0, False, False)[0]
+    assert tuple(out.shape) == (2, 6, 4, 8)  # v's dim is the query's on this kernel's meta; counts use v's
+    registry = CounterRegistry(collect(attention))
+    for packet in attention.ATEN_BSHD:
+        assert registry.counter(packet.default).fn is attention.bshd_attention
+
+
+class FusedQKV(nn.Module):
+    """One projection to q, k, v split by tensor_split, then SDPA (what torch.export keeps whole)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24, bias=False)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).tensor_split(3, dim=-1)
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_export_path_tensor_split_is_free_and_attention_counted(tmp_path):
+    import micronet
+
+    path = tmp_path / "fused.pt2"
+    torch.export.save(torch.export.export(FusedQKV(), (torch.randn(1, 5, 8),)), str(path))
+    r = micronet.audit(str(path), (1, 5, 8), trust=True, freebie=False)
+    assert not r.uncounted
+    # projection: 5 x 24 dot products of 8 terms; attention: B = 1, L = S = 5, E = Ev = 8
+    p = 5 * 5
+    assert r.totals["mults"] == 5 * 24 * 8 + (p * 8 + p + p + 5 * 8 * 5)
+    assert r.totals["adds"] == 5 * 24 * 7 + (p * 7 + 5 * 4 + 5 * 8 * 4)
