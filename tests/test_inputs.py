@@ -138,7 +138,7 @@ def test_parse_input_and_normalise():
     ({"inputs": {"x": (2, 4), "w": (2, 6)}}, "TwoIn.forward has no parameter 'w'; its parameters: x, y"),
     ({"inputs": {"x": ((2, 4), "complex"), "y": (2, 6)}}, "input dtype 'complex' is not one of"),
     ({"inputs": ((2, 0), (2, 6))}, "every size must be a positive integer"),
-    ({"inputs": ((2, 4),)}, "TwoIn.forward needs 2 inputs (x, y); 1 (x) given, missing y"),
+    ({"inputs": ((2, 4),)}, "TwoIn.forward needs 2 inputs (x, y); an audit calls it with one tensor"),
     ({"inputs": ((2, 4), (2, 6), (2, 1))}, "3 positional inputs given, TwoIn.forward takes 2 (x, y)"),
     ({"inputs": ((2, 4), 1)}, "not a shape"),
     ({"inputs": ((2, 4), (2, 6)), "input_shape": (2, 4)}, "input_shape (one input) or inputs (several), not both"),
@@ -147,6 +147,11 @@ def test_api_errors_are_usage_errors(kwargs, message):
     with pytest.raises(UsageError) as info:
         micronet.audit(TwoIn(), **kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_input_is_named():
+    with pytest.raises(UsageError, match=r"TwoIn.forward needs 2 inputs \(x, y\); 1 \(y\) given, missing x"):
+        micronet.audit(TwoIn(), inputs={"y": (2, 6)})
 
 
 def test_a_name_given_twice():
@@ -216,3 +221,22 @@ def test_cli_errors_are_one_line_with_exit_code_2(capsys, models, argv, message)
     assert code == 2, err
     assert err.startswith("micronet: error:") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_one_input_with_a_dtype_on_a_forward_of_star_args(capsys, tmp_path):
+    """One positional input stays today's one tensor, even for ``forward(*args)``,
+    and its dtype is the one written: 1x5 token ids through Embedding(100, 8)
+    then Linear(8, 2) cost 5*8*2 = 80 MACs."""
+    (tmp_path / "star.py").write_text(
+        "from torch import nn\n"
+        "class Star(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb, self.fc = nn.Embedding(100, 8), nn.Linear(8, 2)\n"
+        "    def forward(self, *args):\n"
+        "        return self.fc(self.emb(args[0]))\n")
+    code, out, err = run(capsys, "audit", f"{tmp_path / 'star.py'}:Star", "--input", "1x5:int64",
+                         "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["inputs"] == [{"name": "args", "shape": [1, 5], "dtype": "int64"}] and doc["totals"]["macs"] == 80

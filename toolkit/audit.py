@@ -239,8 +239,11 @@ def audit(
     if specs is None:
         shape = parse_input_shape(input_shape if input_shape is not None
                                   else resolved.input_shape or track_obj.input_shape)
+        specs = (InputSpec(None, shape),)
+    if len(specs) == 1 and specs[0].name is None:
         # one tensor, as always, for the forward's first parameter (capture says if it needs more)
-        model_inputs, given = (ModelInput(_first_parameter(module), shape, dtype),), None
+        first = ModelInput(_first_parameter(module), specs[0].shape, specs[0].dtype or dtype)
+        model_inputs, given = (first,), None
     elif resolved.exported is None:
         model_inputs = bind(module, specs, dtype)
         given = {m.name for m in model_inputs}
