@@ -32,8 +32,28 @@ def prod(values: Iterable[int]) -> int:
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
-    """NumPy broadcasting of shapes (raises on mismatch, like torch)."""
-    return tuple(torch.broadcast_shapes(*[torch.Size(s) for s in shapes]))
+    """NumPy broadcasting of shapes (raises on mismatch, like torch).
+
+    ``torch.broadcast_shapes`` with its messages, for int shapes: torch's
+    imports ``torch.fx.experimental.symbolic_shapes`` and sympy on its first
+    call, half a second of every ``micronet audit``."""
+    sizes = [tuple(torch.Size(s)) for s in shapes]  # TypeError on a non-int size, as torch
+    if not sizes:
+        return ()
+    common = [1] * max(len(size) for size in sizes)
+    for arg_idx, shape in enumerate(sizes):
+        for idx in range(-1, -1 - len(shape), -1):
+            if shape[idx] == common[idx]:
+                continue
+            if common[idx] == 1:
+                if shape[idx] < 0:
+                    raise ValueError("Attempting to broadcast a dimension with negative length!")
+                common[idx] = shape[idx]
+            if shape[idx] != 1 and common[idx] != shape[idx]:
+                raise RuntimeError(f"Attempting to broadcast a dimension of length {shape[idx]} at {idx}! "
+                                   f"Mismatching argument at index {arg_idx} had {torch.Size(shape)}; but "
+                                   f"expected shape should be broadcastable to {common}")
+    return tuple(common)
 
 
 def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:

@@ -25,14 +25,13 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from micronet.counters._common import (aten_ops, bare_name, distinct, first_tensor, ints, is_int, lenient, like,
                                        methods, packet, prod, promote, unsupported, wrap_dim)
 from micronet.manager import hookimpl
 from micronet.records import TensorInfo
-from micronet.registry import Method, OpCall, collect, free, shape_rule
+from micronet.registry import Lazy, Method, OpCall, collect, free, shape_rule
 
 aten = torch.ops.aten
 
@@ -82,7 +81,9 @@ DROPOUT = distinct(
     *aten_ops("dropout", "dropout_", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"),
 )
 NATIVE_DROPOUT = aten_ops("native_dropout")
-STOCHASTIC_DEPTH = (torchvision.ops.StochasticDepth, torchvision.ops.stochastic_depth)
+#: torchvision's, named: importing torchvision costs ~1.7 s, and only its models hold these.
+STOCHASTIC_DEPTH = (Lazy("torchvision.ops.stochastic_depth", "StochasticDepth"),
+                    Lazy("torchvision.ops.stochastic_depth", "stochastic_depth"))
 IDENTITY = (nn.Identity,)
 COPY = distinct(torch.clone, torch.detach, torch.detach_,
                 *methods("clone", "detach", "detach_", "contiguous", "cpu", "cuda"),
@@ -531,6 +532,11 @@ def shape_len(call: OpCall) -> int:
 
 # --------------------------------------------------------------- identities
 
+def _resolved(targets: tuple) -> tuple:
+    """The objects of the :class:`Lazy` targets whose module is imported."""
+    return tuple(obj for obj in (target.resolve() for target in targets) if obj is not None)
+
+
 #: Ranks torch insists on (dropout2d / dropout3d only warn about theirs).
 _DROPOUT_RANKS = {nn.Dropout1d: (2, 3), F.dropout1d: (2, 3)}
 
@@ -547,7 +553,7 @@ def shape_dropout(call: OpCall) -> TensorInfo:
         raise unsupported(f"dropout probability {p!r}")
     if key in _DROPOUT_RANKS and x.ndim not in _DROPOUT_RANKS[key]:
         raise unsupported(f"{x.ndim}-d input of a rank-checked dropout")
-    if key in STOCHASTIC_DEPTH:
+    if key in _resolved(STOCHASTIC_DEPTH):
         mode = call.module.mode if call.module is not None else call.arg(2, "mode")
         if mode not in ("batch", "row"):
             raise unsupported(f"stochastic depth mode {mode!r}")

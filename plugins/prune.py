@@ -70,32 +70,42 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import fx, nn
 from torch.utils._pytree import tree_leaves
 
 from micronet.errors import CompressionError
 from micronet.manager import hookimpl
-from micronet.plugins.prunable import KeepWhole, Pruner, survey, unknown_weighted
 from micronet.selection import glob_matches
 from micronet.training import data as training_data
 from micronet.steps import CompressionStep, StepContext, StepOption, at_least, check_globs, model_device, \
     model_dtype
 
+if TYPE_CHECKING:
+    import torch_pruning as tp
+
 __all__ = ["PRUNE", "PruneWarning", "prune", "output_layers", "micronet_register_steps"]
+
+
+def _tp():
+    """Torch-Pruning, imported when a prune step runs: it imports timm, about
+    0.7 s that every other command (``micronet audit``) need not pay."""
+    import torch_pruning
+
+    return torch_pruning
+
 
 #: Importance name -> (Torch-Pruning estimator factory, what the note says).
 IMPORTANCES: dict[str, tuple[Callable[[], Any], str]] = {
-    "magnitude": (lambda: tp.importance.MagnitudeImportance(p=2), "MagnitudeImportance(p=2)"),
-    "taylor": (lambda: tp.importance.TaylorImportance(), "TaylorImportance()"),
-    "hessian": (lambda: tp.importance.HessianImportance(), "HessianImportance()"),
-    "lamp": (lambda: tp.importance.LAMPImportance(), "LAMPImportance()"),
-    "bn-scale": (lambda: tp.importance.BNScaleImportance(), "BNScaleImportance()"),
-    "random": (lambda: tp.importance.RandomImportance(), "RandomImportance()"),
+    "magnitude": (lambda: _tp().importance.MagnitudeImportance(p=2), "MagnitudeImportance(p=2)"),
+    "taylor": (lambda: _tp().importance.TaylorImportance(), "TaylorImportance()"),
+    "hessian": (lambda: _tp().importance.HessianImportance(), "HessianImportance()"),
+    "lamp": (lambda: _tp().importance.LAMPImportance(), "LAMPImportance()"),
+    "bn-scale": (lambda: _tp().importance.BNScaleImportance(), "BNScaleImportance()"),
+    "random": (lambda: _tp().importance.RandomImportance(), "RandomImportance()"),
 }
 
 #: Layers whose output channels a pruning group is rooted at (Torch-Pruning's defaults).
@@ -255,6 +265,8 @@ def _pruner(model: nn.Module, example: torch.Tensor, options: Mapping[str, Any],
             default_ratio: float, keep: Mapping[str, nn.Module]) -> tp.pruner.BasePruner:
     """Torch-Pruning's pruner, with the ``keep`` layers (``micronet.plugins.prunable``)
     one uncoupled node each whose groups are left alone."""
+    from micronet.plugins.prunable import KeepWhole, Pruner, survey  # imports Torch-Pruning
+
     factory, _ = IMPORTANCES[options["importance"]]
     found = survey(model, example, keep)
     whole = KeepWhole(found.widths)
@@ -284,6 +296,8 @@ def _step(pruner: tp.pruner.BasePruner) -> None:
 
 def _keep_whole(model: nn.Module, context: StepContext) -> dict[str, nn.Module]:
     """The layers Torch-Pruning cannot prune, warned about and noted (``kept_whole``)."""
+    from micronet.plugins.prunable import unknown_weighted  # imports Torch-Pruning
+
     why = unknown_weighted(model, context.weighted_layers)
     if why:
         context.notes["kept_whole"]["cannot_prune"] = why

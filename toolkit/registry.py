@@ -12,11 +12,15 @@ Targets are one of:
 - an ``nn.Module`` subclass (matched along the module's MRO),
 - a function (``torch.relu``, ``F.relu``, ``operator.add``),
 - a :class:`Method` name (``Method("relu")`` for ``x.relu()``),
-- an aten op (``torch.ops.aten.convolution`` packet or one overload).
+- an aten op (``torch.ops.aten.convolution`` packet or one overload),
+- a :class:`Lazy` import path (``Lazy("torchvision.ops.stochastic_depth",
+  "StochasticDepth")``) for a class or function of a library micronet does
+  not import itself: the registry resolves it once that module is imported.
 """
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
@@ -29,6 +33,7 @@ from .records import Counts, TensorInfo
 
 __all__ = [
     "Method",
+    "Lazy",
     "OpCall",
     "Registration",
     "CounterRegistry",
@@ -51,6 +56,39 @@ class Method:
 
     def __str__(self) -> str:
         return f"Tensor.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lazy:
+    """A target named by where it is defined: ``getattr(module, name)``, taken
+    only once ``module`` is imported (in ``sys.modules``).
+
+    A counters module registers torchvision's, timm's or transformers' classes
+    this way instead of importing the library (torchvision takes ~1.7 s to
+    import): a model holding such a class has imported its module before it
+    is audited, so the registry resolves the target at its first lookup after
+    that, and counts exactly as if it had been given the object. Name the
+    module that defines the target (its ``__module__``), or any module that
+    is imported whenever the target exists: its package, for instance.
+    """
+
+    module: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def resolve(self) -> Any:
+        """The named object, or None while its module is not imported;
+        PluginError when the imported module has no such attribute."""
+        module = sys.modules.get(self.module)
+        if module is None:
+            return None
+        try:
+            return getattr(module, self.name)
+        except AttributeError:
+            raise PluginError(f"{self}: module {self.module!r} has no attribute {self.name!r}",
+                              hint="fix the Lazy(...) target of the counters plugin") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +226,7 @@ def collect(module: ModuleType) -> list[Registration]:
 
 def target_name(target: Any) -> str:
     """A readable name for a target: ``nn.Conv2d``, ``F.relu``, ``Tensor.view``."""
-    if isinstance(target, Method):
+    if isinstance(target, (Method, Lazy)):
         return str(target)
     if isinstance(target, type):
         module = target.__module__
@@ -260,10 +298,15 @@ class CounterRegistry:
 
     Built by the plugin manager from ``micronet_register_counters`` results.
     A target registered twice is an error naming both plugins, unless the
-    later registration says ``replace=True``.
+    later registration says ``replace=True``. :class:`Lazy` targets whose
+    module is not imported yet wait; the first lookup after their module is
+    imported merges every registration again in its order, as if the targets
+    had been objects from the start (a duplicate is then reported).
     """
 
     def __init__(self, registrations: Iterable[Registration] = ()):
+        self._registrations: list[Registration] = []
+        self._pending: set[str] = set()  # modules of Lazy targets not imported yet
         self._counters: dict[Any, Entry] = {}
         self._shapes: dict[Any, Entry] = {}
         self._module_cache: dict[tuple[str, type], Entry | None] = {}
@@ -272,8 +315,22 @@ class CounterRegistry:
 
     def add(self, registration: Registration) -> None:
         """Merge one registration; raises PluginError on an unannounced duplicate."""
+        self._registrations.append(registration)
+        self._merge(registration)
+        self._module_cache.clear()
+
+    def _merge(self, registration: Registration) -> None:
         table = self._shapes if registration.kind == "shape" else self._counters
-        for target in dict.fromkeys(registration.targets):  # F.prelu is torch.prelu: once is enough
+        targets = []
+        for target in registration.targets:
+            if isinstance(target, Lazy):
+                resolved = target.resolve()
+                if resolved is None:
+                    self._pending.add(target.module)
+                    continue
+                target = resolved
+            targets.append(target)
+        for target in dict.fromkeys(targets):  # F.prelu is torch.prelu: once is enough
             key = _key(target)
             previous = table.get(key)
             if previous is not None and not registration.replace:
@@ -288,7 +345,19 @@ class CounterRegistry:
                 registration.plugin,
                 free=registration.kind == "free",
             )
-        self._module_cache.clear()
+
+    def _resolve_pending(self) -> None:
+        """Merge everything again once a pending Lazy target's module is imported."""
+        for module in self._pending:
+            if module in sys.modules:
+                break
+        else:
+            return
+        registrations = self._registrations
+        self._registrations, self._pending = [], set()
+        self._counters, self._shapes = {}, {}
+        for registration in registrations:
+            self.add(registration)
 
     def counter(self, target: Any) -> Entry | None:
         """The counter (or free entry) of a target; a module class by its MRO,
@@ -304,6 +373,9 @@ class CounterRegistry:
         return self._lookup(self._counters, "counter", cls) is not None
 
     def _lookup(self, table: dict, which: str, target: Any) -> Entry | None:
+        if self._pending:
+            self._resolve_pending()
+            table = self._shapes if which == "shape" else self._counters
         if isinstance(target, type):
             cache_key = (which, target)
             if cache_key not in self._module_cache:
@@ -315,6 +387,9 @@ class CounterRegistry:
             return None
         if entry is None and isinstance(target, torch._ops.OpOverload):
             entry = table.get(target.overloadpacket)
+        if entry is None and isinstance(target, Lazy):
+            resolved = target.resolve()
+            entry = None if resolved is None else self._lookup(table, which, resolved)
         return entry
 
     def __len__(self) -> int:
