@@ -1,5 +1,5 @@
-"""Attention: ``F.scaled_dot_product_attention``, its aten kernels, and
-``nn.MultiheadAttention``.
+"""Attention: ``F.scaled_dot_product_attention``, its aten kernels,
+``flex_attention`` and ``nn.MultiheadAttention``.
 
 Conventions (not in the rules; chosen here, one line each):
 
@@ -30,11 +30,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from micronet.counters._common import broadcast_shapes, broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
-from micronet.registry import OpCall, collect, counter, shape_rule
+from micronet.registry import Lazy, OpCall, collect, counter, shape_rule
+from micronet.values import to_meta
 
 aten = torch.ops.aten
 
@@ -145,6 +147,116 @@ def bshd_attention(call: OpCall) -> Counts:
         masked = isinstance(call.arg(3, "bias", None), TensorInfo) or bool(call.arg(9, "custom_mask_type", 0))
     heads = prod(out.shape[:-3]) * out.shape[-2]
     return attention_core(heads, out.shape[-3], keys, q.shape[-1], v.shape[-1], int(masked))
+
+
+# ------------------------------------------------------------ flex_attention
+
+#: the Python entry point (a node when the fx capture keeps it whole) and the
+#: higher-order op torch.export records; Lazy: importing flex_attention costs ~0.8 s
+FLEX_FUNCTION = Lazy("torch.nn.attention.flex_attention", "flex_attention")
+FLEX_HOP = Lazy("torch._higher_order_ops.flex_attention", "flex_attention")
+
+#: aten ops of a score_mod / mask_mod that move or make data: free
+_MOD_FREE = frozenset({
+    "_to_copy", "to", "view", "_unsafe_view", "reshape", "expand", "clone", "detach", "alias", "lift_fresh",
+    "lift_fresh_copy", "unsqueeze", "squeeze", "select", "slice", "index", "index_select", "gather",
+    "new_ones", "new_zeros", "new_full", "new_empty", "ones_like", "zeros_like", "full_like", "empty_like",
+    "scalar_tensor", "full", "ones", "zeros", "empty", "copy", "copy_", "_assert_tensor_metadata",
+})
+_MOD_ADDS = frozenset({"add", "sub", "rsub", "neg"})
+_MOD_MULTS = frozenset({"mul", "div"})
+
+
+class _OpNames(TorchDispatchMode):
+    """Collects the aten packet names a callable dispatches."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def mod_ops(fn, args: tuple, what: str) -> Counts:
+    """Ops of one call of a flex ``score_mod`` / ``mask_mod`` on 0-d zero
+    tensors (``args``): add/sub/neg one add, mul/div one mult, any other
+    computing op (exp, tanh, comparisons, where, logical) one other op;
+    views, casts, indexing and constants free. Units: ops per score element.
+    NotImplementedError (the layer is then uncounted) if it cannot run so."""
+    mode = _OpNames()
+    try:
+        with torch.no_grad(), mode:
+            fn(*args)
+    except Exception as error:  # a mod reading data we do not have: say so, count nothing
+        raise NotImplementedError(f"flex_attention {what} could not be run on scalars: {error}") from error
+    names = [n for n in mode.names if n not in _MOD_FREE]
+    adds = sum(n in _MOD_ADDS for n in names)
+    mults = sum(n in _MOD_MULTS for n in names)
+    return Counts(mults=mults, adds=adds, other_ops=len(names) - adds - mults)
+
+
+def _scalars(extra) -> tuple:
+    """A mod's extra buffers (``*_other_buffers``) as CPU zeros, to run it on."""
+    return tuple(to_meta(b, "cpu") if isinstance(b, TensorInfo) else b for b in (extra or ()))
+
+
+def flex_counts(q: TensorInfo, k: TensorInfo, v: TensorInfo, score_mod, mask_mod,
+                score_extra=(), mask_extra=()) -> Counts:
+    """``flex_attention``: :func:`attention_core` plus the mods, per score.
+
+    # q: [B, Hq, L, E]  k: [B, Hkv, S, E]  v: [B, Hkv, S, Ev]; P = B*Hq*L*S scores
+    # = attention_core(B*Hq, L, S, E, Ev, masks=0)
+    #   + P * ops(score_mod)                              (see :func:`mod_ops`)
+    #   + P * ops(mask_mod) + P adds (the -inf select)    when mask_mod computes anything
+    """
+    if min(q.ndim, k.ndim, v.ndim) != 4 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise NotImplementedError("flex_attention operands are not [B, H, L, E] that fit")
+    total = attention_core(q.shape[0] * q.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3], 0)
+    scores = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    index = torch.zeros((), dtype=torch.int32)
+    if callable(score_mod):
+        ops = mod_ops(score_mod, (torch.zeros(()), index, index, index, index) + _scalars(score_extra), "score_mod")
+        total = total + Counts(mults=ops.mults * scores, adds=ops.adds * scores, other_ops=ops.other_ops * scores)
+    if callable(mask_mod):
+        ops = mod_ops(mask_mod, (index, index, index, index) + _scalars(mask_extra), "mask_mod")
+        if ops != Counts():
+            total = total + Counts(mults=ops.mults * scores, adds=(ops.adds + 1) * scores,
+                                   other_ops=ops.other_ops * scores)
+    return total
+
+
+@counter(FLEX_FUNCTION)
+def flex_attention(call: OpCall) -> Counts:
+    """``torch.nn.attention.flex_attention.flex_attention``: attention with
+    user score and mask modifications (see :func:`flex_counts`).
+
+    Args ``(query, key, value, score_mod=None, block_mask=None, scale=None,
+    enable_gqa=False, return_lse=False, kernel_options=None)``. The block
+    mask's ``mask_mod`` is priced on every score: the full matrix is counted
+    (as for a causal SDPA), though a fused kernel skips fully masked blocks;
+    the blocks' bookkeeping is free. The returned log-sum-exp is part of the
+    softmax.
+    """
+    q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    block_mask = call.arg(4, "block_mask", None)
+    return flex_counts(q, k, v, call.arg(3, "score_mod", None), getattr(block_mask, "mask_mod", None))
+
+
+@counter(FLEX_HOP)
+def flex_attention_hop(call: OpCall) -> Counts:
+    """``torch.ops.higher_order.flex_attention`` (what torch.export records):
+    as :func:`flex_attention`. Args ``(query, key, value, score_mod,
+    block_mask, scale, kernel_options, score_mod_other_buffers,
+    mask_mod_other_buffers)``; ``block_mask`` is a tuple ending with the
+    mask_mod graph. A mod the walk hands over as None (not its graph) is not
+    counted: the count is then a lower bound."""
+    q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
+    block_mask = call.arg(4, "block_mask", ())
+    mask_mod = block_mask[-1] if isinstance(block_mask, (tuple, list)) and block_mask else None
+    return flex_counts(q, k, v, call.arg(3, "score_mod", None), mask_mod,
+                       call.arg(7, "score_mod_other_buffers", ()), call.arg(8, "mask_mod_other_buffers", ()))
 
 
 def sdpa_output(q, k, v, mask=None, enable_gqa: bool = False) -> TensorInfo:

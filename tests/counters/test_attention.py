@@ -268,3 +268,72 @@ def test_export_path_tensor_split_is_free_and_attention_counted(tmp_path):
     p = 5 * 5
     assert r.totals["mults"] == 5 * 24 * 8 + (p * 8 + p + p + 5 * 8 * 5)
     assert r.totals["adds"] == 5 * 24 * 7 + (p * 7 + 5 * 4 + 5 * 8 * 4)
+
+
+# ------------------------------------------------------------ flex_attention
+
+
+def _relative_bias(score, b, h, q_idx, kv_idx):
+    return score + (q_idx - kv_idx)  # one add, one sub per score
+
+
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx  # one comparison per score
+
+
+def _flex_call(**kwargs) -> OpCall:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return OpCall("function", flex_attention, (Q, K, V), kwargs, out=info(2, 4, 6, 5))
+
+
+def test_flex_attention_without_mods_is_sdpa():
+    counts = attention.flex_attention(_flex_call())
+    assert (counts.mults, counts.adds, counts.other_ops) == (MULTS, ADDS, P)
+
+
+def test_flex_attention_matmuls_agree_with_torch_flop_counter_on_sdpa():
+    # torch 2.14.1's FlopCounterMode cannot run flex_attention eagerly on CPU (no implementation
+    # for the higher-order op under its mode): compare with its SDPA figure at equal shapes
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 5)
+    with FlopCounterMode(display=False) as flops:
+        F.scaled_dot_product_attention(q, k, v)
+    assert flops.get_total_flops() == 2 * (P * 8 + 2 * 4 * 6 * 5 * 10)  # the closed form, checked first
+    counts = attention.flex_attention(_flex_call(score_mod=_relative_bias))
+    assert 2 * counts.macs == flops.get_total_flops()
+
+
+def test_flex_attention_score_and_mask_mods_are_priced_per_score():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    block_mask = create_block_mask(_causal, 2, 4, 6, 10, device="cpu")
+    counts = attention.flex_attention(_flex_call(score_mod=_relative_bias, block_mask=block_mask))
+    # score_mod: 2 adds per score; mask_mod: 1 comparison (other op) per score, its -inf select 1 add
+    assert (counts.mults, counts.adds, counts.other_ops) == (MULTS, ADDS + 3 * P, P + P)
+
+
+def test_flex_attention_hop_prices_the_exported_graphs():
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    block_mask = create_block_mask(_causal, 2, 4, 6, 10, device="cpu")
+
+    class Flex(nn.Module):
+        def forward(self, q, k, v):
+            return flex_attention(q, k, v, score_mod=_relative_bias, block_mask=block_mask)
+
+    ep = torch.export.export(Flex(), (torch.randn(2, 4, 6, 8), torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 5)))
+    node = next(n for n in ep.graph.nodes if n.target is torch.ops.higher_order.flex_attention)
+    root = ep.graph_module
+
+    def value(a):
+        if a.op == "get_attr":
+            return getattr(root, a.target)  # the score_mod / mask_mod graph
+        return as_info(a.meta.get("val"))
+
+    args = torch.fx.node.map_arg(node.args, value)
+    call = OpCall("aten", node.target, tuple(args), out=info(2, 4, 6, 5))
+    counts = attention.flex_attention_hop(call)
+    assert (counts.mults, counts.adds, counts.other_ops) == (MULTS, ADDS + 3 * P, P + P)
+    registry = CounterRegistry(collect(attention))
+    assert registry.counter(torch.ops.higher_order.flex_attention).fn is attention.flex_attention_hop
+    assert registry.counter(flex_attention).fn is attention.flex_attention
