@@ -100,9 +100,13 @@ def sdpa_aten(call: OpCall) -> Counts:
     """aten attention kernels (``aten.scaled_dot_product_attention``, the flash /
     efficient / cudnn / math / CPU-flash variants): as :func:`sdpa`, on their
     first output. Each kernel's mask (``attn_mask`` or ``attn_bias``) and
-    ``is_causal`` positions come from its schema (``ATEN_SDPA``)."""
+    ``is_causal`` positions come from its schema (``ATEN_SDPA``); a
+    ``.quantized`` (fp8) overload's three descale tensors shift ``is_causal``
+    by 3, and its operands' dtypes give the bits."""
     packet = getattr(call.target, "overloadpacket", call.target)
     mask_index, mask_name, causal_index = ATEN_SDPA[packet]
+    if getattr(call.target, "_overloadname", "") == "quantized":  # q/k/v_descale come before is_causal
+        causal_index += 3
     q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
     mask = None
     if mask_name:

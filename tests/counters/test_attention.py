@@ -337,3 +337,16 @@ def test_flex_attention_hop_prices_the_exported_graphs():
     registry = CounterRegistry(collect(attention))
     assert registry.counter(torch.ops.higher_order.flex_attention).fn is attention.flex_attention_hop
     assert registry.counter(flex_attention).fn is attention.flex_attention
+
+
+def test_quantized_flash_kernel_reads_is_causal_after_the_descales():
+    f8 = torch.float8_e4m3fn
+    q, k, v = info(2, 4, 6, 8, dtype=f8), info(2, 4, 10, 8, dtype=f8), info(2, 4, 10, 8, dtype=f8)
+    scale = info(1)
+    outs = (info(2, 4, 6, 8), info(2, 4, 6), info(0), info(0), 6, 10, info(2), info(), info(0))
+    plain = OpCall("aten", aten._scaled_dot_product_flash_attention.quantized, (q, k, v, scale, scale, scale, 0.0, False),
+                   out=outs)
+    full_adds = P * 7 + 2 * 4 * 6 * 9 + 2 * 4 * 6 * 8 * 9
+    assert attention.sdpa_aten(plain).adds == full_adds  # the descales are not a mask
+    causal = replace(plain, args=(q, k, v, scale, scale, scale, 0.0, True))
+    assert attention.sdpa_aten(causal).adds == full_adds + P
