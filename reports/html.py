@@ -115,7 +115,7 @@ def _score_card(result, accuracy: float | None = None) -> str:
         f'<section class="card hero" id="summary"><div class="hero-grid"><div class="hero-main">'
         f'<div class="eyebrow">MicroNet score · {esc(result.rulebook.name)} · {esc(track.name)}</div>'
         f'<h1 class="model">{esc(result.model)}</h1>'
-        f'<div class="subtitle">input {esc(shape([result.input_shape]))} · captured with '
+        f'<div class="subtitle">input {esc(result.input_text)} · captured with '
         f'{esc(result.captured_via)} · {nodes}</div>'
         f'<div class="score-row"><div class="score"><span class="big">{score.total:.4g}</span>'
         f'<span class="lower">score, lower is better</span></div><div class="terms">{_split_bar(score)}'

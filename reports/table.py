@@ -47,7 +47,7 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
     totals, score, track = result.totals, result.score, result.track
     out += [
         "",
-        f"model      {result.model}   input {'x'.join(map(str, result.input_shape))}   "
+        f"model      {result.model}   input {printable(result.input_text)}   "
         f"captured with {result.captured_via}",
         f"params     {si(totals['params'])} ({totals['params']:,}), nonzero {si(totals['nonzero_params'])}, "
         f"storage {si(totals['storage'])} 32-bit equivalents",

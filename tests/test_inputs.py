@@ -98,6 +98,11 @@ def test_token_ids_and_a_keyword_mask():
     assert [i.to_dict() for i in result.inputs] == [{"name": "ids", "shape": [1, 5], "dtype": "int64"},
                                                     {"name": "mask", "shape": [1, 5], "dtype": "float32"}]
     assert result.input_text == "ids 1x5 int64, mask 1x5"
+    from micronet.reports import render_table
+    from micronet.reports.html import render_audit_html
+
+    assert "input ids 1x5 int64, mask 1x5 " in render_table(result)  # the header names every input
+    assert "input ids 1x5 int64, mask 1x5 · captured with" in render_audit_html(result)
     # without the mask the default (None) branch is traced: no multiplication
     alone = micronet.audit(Tok(), (1, 5))
     assert "mul" not in by_name(alone) and alone.totals["mults"] == 5 * 8 * 2
