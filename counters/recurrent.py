@@ -34,19 +34,22 @@ booked as dense ``mults`` / ``adds`` (their lengths differ between layers
 and Counts holds one ``dot_length``), with their MACs in ``extra_macs``;
 weight sparsity does not shrink them. Zero initial states are not
 exploited (runtime zeros, RULES.md section 1). Dropout between layers is a
-training-time op and is free. A ``PackedSequence`` input is left to the
-aten fallback (its lengths are data).
+training-time op and is free. A ``PackedSequence`` given to the module is
+left to the aten fallback, where ``aten.lstm.data`` / ``aten.gru.data``
+count its packed rows exactly; ``aten.lstm`` / ``aten.gru`` / the cells'
+aten forms (torch.export keeps them whole) read the sizes from the weights.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from micronet.counters._common import tensor_arg
 from micronet.manager import hookimpl
-from micronet.records import Counts
+from micronet.records import Counts, TensorInfo
 from micronet.registry import OpCall, collect, counter
 
 
@@ -96,11 +99,16 @@ def _steps_and_batch(call: OpCall, m: nn.RNNBase) -> tuple[int, int]:
 
 def _layers(m: nn.RNNBase, step) -> StepCost:
     """Sum over layers and directions of one step's cost (layer l > 0 reads D * Hp inputs)."""
-    directions = 2 if m.bidirectional else 1
-    out = getattr(m, "proj_size", 0) or m.hidden_size
+    return _stack(m.input_size, getattr(m, "proj_size", 0) or m.hidden_size, m.num_layers,
+                  2 if m.bidirectional else 1, step)
+
+
+def _stack(input_size: int, out: int, layers: int, directions: int, step) -> StepCost:
+    """Sum over ``layers`` and ``directions`` of ``step(I_l)``, ``I_0 = input_size``,
+    ``I_l = directions * out`` above (``out``: the size of h, Hp)."""
     total = StepCost(0, 0, 0, 0)
-    for layer in range(m.num_layers):
-        cost = step(m.input_size if layer == 0 else directions * out)
+    for layer in range(layers):
+        cost = step(input_size if layer == 0 else directions * out)
         total = StepCost(total.mults + directions * cost.mults, total.adds + directions * cost.adds,
                          total.other_ops + directions * cost.other_ops, total.macs + directions * cost.macs)
     return total
@@ -158,6 +166,78 @@ def gru_cell(call: OpCall) -> Counts:
     """
     m = call.module
     return gru_step(m.input_size, m.hidden_size, m.bias).times(_cell_batch(call, m))
+
+
+# ------------------------------------------------------------ aten forms (torch.export keeps them whole)
+
+aten = torch.ops.aten
+
+
+def _aten_rnn(call: OpCall, gates: int, step) -> Counts:
+    """``aten.lstm`` / ``aten.gru``, ``.input`` or ``.data`` (a PackedSequence's
+    rows: one step of one sequence each, counted exactly). Sizes come from the
+    flat ``params`` list: ``w_ih`` of layer 0 is ``[gates*H, I]``, ``w_hh``
+    ``[gates*H, Hp]`` (``Hp != H``: an LSTM projection)."""
+    packed = getattr(call.target, "_overloadname", "input") == "data"
+    first = 1 if packed else 0  # .data has batch_sizes after data
+    x = tensor_arg(call.arg(0, "data" if packed else "input"), "input")
+    params = call.arg(first + 2, "params")
+    if not isinstance(params, (list, tuple)) or len(params) < 2 or not all(
+            isinstance(p, TensorInfo) and p.ndim == 2 for p in params[:2]):
+        raise NotImplementedError("recurrent weights are not [gates*H, I] matrices")
+    bias, layers = bool(call.arg(first + 3, "has_biases")), int(call.arg(first + 4, "num_layers"))
+    directions = 2 if call.arg(first + 7, "bidirectional") else 1
+    hidden, input_size, out = params[0].shape[0] // gates, params[0].shape[1], params[1].shape[1]
+    if packed:
+        rows = x.shape[0]
+    elif x.ndim == 3:
+        rows = x.shape[0] * x.shape[1]
+    elif x.ndim == 2:
+        rows = x.shape[0]
+    else:
+        raise NotImplementedError(f"recurrent input {list(x.shape)} is not [T, N, I] or [T, I]")
+    return _stack(input_size, out, layers, directions, lambda i: step(i, hidden, bias, out)).times(rows)
+
+
+@counter(aten.lstm)
+def lstm_aten(call: OpCall) -> Counts:
+    """``aten.lstm`` (``.input`` / ``.data``): as :func:`lstm`, sizes from the weights.
+
+    # rows = T*N (.input) or data.shape[0] (.data);  counts = rows * sum over l, d of lstm_step
+    """
+    return _aten_rnn(call, 4, lambda i, h, bias, out: lstm_step(i, h, bias, out if out != h else 0))
+
+
+@counter(aten.gru)
+def gru_aten(call: OpCall) -> Counts:
+    """``aten.gru`` (``.input`` / ``.data``): as :func:`gru`, sizes from the weights.
+
+    # rows = T*N (.input) or data.shape[0] (.data);  counts = rows * sum over l, d of gru_step
+    """
+    return _aten_rnn(call, 3, lambda i, h, bias, out: gru_step(i, h, bias))
+
+
+def _aten_cell(call: OpCall, gates: int) -> tuple[int, int, int, bool]:
+    """``(rows, I, H, bias)`` of ``aten.lstm_cell`` / ``aten.gru_cell``."""
+    x, w_ih = tensor_arg(call.arg(0, "input"), "input"), tensor_arg(call.arg(2, "w_ih"), "w_ih")
+    if x.ndim not in (1, 2) or w_ih.ndim != 2:
+        raise NotImplementedError("recurrent cell operands do not fit")
+    rows = x.shape[0] if x.ndim == 2 else 1
+    return rows, w_ih.shape[1], w_ih.shape[0] // gates, isinstance(call.arg(4, "b_ih", None), TensorInfo)
+
+
+@counter(aten.lstm_cell)
+def lstm_cell_aten(call: OpCall) -> Counts:
+    """``aten.lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None)``: N * lstm_step(I, H, bias)."""
+    rows, inputs, hidden, bias = _aten_cell(call, 4)
+    return lstm_step(inputs, hidden, bias).times(rows)
+
+
+@counter(aten.gru_cell)
+def gru_cell_aten(call: OpCall) -> Counts:
+    """``aten.gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None)``: N * gru_step(I, H, bias)."""
+    rows, inputs, hidden, bias = _aten_cell(call, 3)
+    return gru_step(inputs, hidden, bias).times(rows)
 
 
 @hookimpl

@@ -89,3 +89,44 @@ def test_audit_counts_recurrent_modules_by_closed_form():
     # adds 144 + 4 + 24 = 172; tanh 4
     assert (cell.counts.mults, cell.counts.adds, cell.counts.other_ops) == (172, 172, 4)
     assert rnn.params == sum(p.numel() for p in Tagger().rnn.parameters())
+
+
+class BiLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def test_export_path_counts_aten_lstm_from_its_weights(tmp_path):
+    path = tmp_path / "lstm.pt2"
+    torch.export.save(torch.export.export(BiLSTM(), (torch.randn(5, 1, 3),)), str(path))
+    r = micronet.audit(str(path), (5, 1, 3), trust=True, freebie=False)
+    rnn = next(rec for rec in r.records if rec.name == "rnn")
+    assert rnn.status == "counted"
+    assert (rnn.counts.mults, rnn.counts.adds, rnn.counts.other_ops) == (3760, 3680, 160)  # as by hand above
+
+
+def test_aten_forms_by_hand():
+    f = torch.float32
+
+    def t(*shape):
+        return TensorInfo(shape, f)
+
+    # aten.gru.data: a PackedSequence of 7 rows (e.g. lengths 4 and 3), GRU(3, 4), one layer, with biases
+    params = [t(12, 3), t(12, 4), t(12), t(12)]
+    packed = OpCall("aten", torch.ops.aten.gru.data,
+                    (t(7, 3), TensorInfo((4,), torch.int64), t(1, 2, 4), params, True, 1, 0.0, False, False))
+    assert recurrent.gru_aten(packed).mults == 7 * 112  # 112 mults per row and step, as by hand above
+    # aten.lstm.input with a projection (proj_size 2): w_hh is [16, 2]
+    lstm = OpCall("aten", torch.ops.aten.lstm.input,
+                  (t(1, 1, 3), [t(1, 1, 2), t(1, 1, 4)], [t(16, 3), t(16, 2), t(16), t(16), t(2, 4)],
+                   True, 1, 0.0, False, False, False))
+    assert (recurrent.lstm_aten(lstm).mults, recurrent.lstm_aten(lstm).adds) == (124, 118)
+    cell = OpCall("aten", torch.ops.aten.lstm_cell.default, (t(2, 3), [t(2, 4), t(2, 4)], t(16, 3), t(16, 4)))
+    assert recurrent.lstm_cell_aten(cell).adds == 2 * (144 - 32)  # no biases: 32 fewer adds a row
+    gru = OpCall("aten", torch.ops.aten.gru_cell.default, (t(3), t(4), t(12, 3), t(12, 4), t(12), t(12)))
+    assert recurrent.gru_cell_aten(gru).adds == 112
+
