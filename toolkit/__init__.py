@@ -14,7 +14,7 @@ from .errors import (CompressionError, CounterError, MicronetError, PluginError,
 from .manager import Registries, UnknownPluginWarning, get_plugin_manager, hookimpl
 from .pipeline import History, compress
 from .records import Counts, LayerRecord, TensorInfo
-from .registry import Method, OpCall, counter, free, shape_rule
+from .registry import Lazy, Method, OpCall, counter, free, shape_rule
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Track
 from .steps import CompressionStep, StepContext, StepOption
 from .whatif import WhatIfGrid
@@ -27,7 +27,7 @@ __all__ = [
     "__version__", "plugin", "audit", "Result", "UncountedWarning", "parse_input_shape",
     "compress", "History", "CompressionStep", "StepOption", "StepContext",
     "hookimpl", "get_plugin_manager", "Registries", "UnknownPluginWarning",
-    "Counts", "LayerRecord", "TensorInfo", "Method", "OpCall", "counter", "free", "shape_rule",
+    "Counts", "LayerRecord", "TensorInfo", "Method", "Lazy", "OpCall", "counter", "free", "shape_rule",
     "Rulebook", "Track", "Score", "ScoreOptions", "LayerCost", "WhatIfGrid",
     "MicronetError", "UsageError", "SpecError", "TraceError", "CounterError", "PluginError",
     "CompressionError",
