@@ -66,6 +66,9 @@ SPLIT = distinct(torch.split, torch.split_with_sizes, *methods("split", "split_w
                            "split_copy", "split_with_sizes_copy", "unsafe_split", "unsafe_split_with_sizes"),
                  *methods("unsafe_split", "unsafe_split_with_sizes"), torch.unsafe_split,
                  torch.unsafe_split_with_sizes)
+#: ``tensor_split`` (torch.export keeps the aten op whole; the fx walk's aten
+#: fallback decomposes it into slices): data movement, free.
+TENSOR_SPLIT = distinct(torch.tensor_split, *methods("tensor_split"), *aten_ops("tensor_split"))
 UNBIND = distinct(torch.unbind, *methods("unbind"), *aten_ops("unbind", "unbind_copy"))
 SIZE = distinct(*methods("size"), *aten_ops("sym_size.int", "size.int"))
 DIM = distinct(*methods("dim", "ndimension"))
@@ -104,7 +107,7 @@ NEW = distinct(*methods("new_zeros", "new_ones", "new_empty", "new_full"),
 
 layout = free(*VIEW, *RESHAPE, *AS, *FLATTEN, *UNFLATTEN, *PERMUTE, *TRANSPOSE, *MOVEDIM, *T,
               *SQUEEZE, *UNSQUEEZE, *EXPAND, *REPEAT, *TILE)
-joins = free(*CAT, *STACK, *CHUNK, *SPLIT, *UNBIND)
+joins = free(*CAT, *STACK, *CHUNK, *SPLIT, *TENSOR_SPLIT, *UNBIND)
 queries = free(*SIZE, *DIM, *NUMEL, *GETATTR, *LEN)
 identities = free(*DROPOUT, *NATIVE_DROPOUT, *STOCHASTIC_DEPTH, *IDENTITY)
 copies = free(*COPY, *FILL, *CAST, *TO, *LIKE, *NEW)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from micronet.counters._common import aten_ops, broadcast_shapes, broadcasts_to, prod, tensor_arg
+from micronet.counters._common import broadcast_shapes, broadcasts_to, prod, tensor_arg
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
-from micronet.registry import Method, OpCall, collect, counter, free, shape_rule
+from micronet.registry import Method, OpCall, collect, counter, shape_rule
 
 aten = torch.ops.aten
 
@@ -359,12 +359,6 @@ def scaled_mm(call: OpCall) -> Counts:
     mults = (e + 1 if scalar else 2 * e) + (e if isinstance(call.arg(5, "scale_result", None), TensorInfo) else 0)
     adds = e if isinstance(call.arg(4, "bias", None), TensorInfo) else 0
     return product_counts(a, call.y) + Counts(mults=mults, adds=adds)
-
-
-#: ``tensor_split`` kept whole by torch.export (the fx walk's aten fallback
-#: decomposes it into free slices): data movement, free. It belongs with the
-#: splits of :mod:`micronet.counters.free`; registered here until it moves.
-TENSOR_SPLIT = free(*aten_ops("tensor_split"))
 
 
 @hookimpl
