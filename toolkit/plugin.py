@@ -38,6 +38,13 @@ and stays dense. Rulebooks turn records into ``storage`` (parameters in
 32-bit equivalents: a b-bit value counts b/32) and ``ops`` (MicroNet
 operations in 32-bit equivalents: a b-bit multiply counts b/32).
 
+Targets. A counter's target is a module class, a function, an aten op, a
+:class:`Method` (``Method("view")`` for ``x.view(...)``) or a :class:`Lazy`
+(``Lazy("timm.layers", "StdConv2d")``): a target named by its module and
+attribute, taken only once that module is imported, so a plugin never
+imports a heavy model library itself. A Python function with a counter is
+kept whole by the fx capture (one node, not traced into) once resolved.
+
 Steps. ``CompressionStep(name, description, run, options)``: ``run(model,
 options, context)`` gets a copy of the model as a ``torch.fx.GraphModule``
 (change it in place or build another) and returns an ``nn.Module``.
@@ -84,7 +91,7 @@ from .masks import apply_masks, masks, set_mask
 from .pipeline import History, StepRecord
 from .recipe import Recipe
 from .records import Counts, LayerRecord, TensorInfo
-from .registry import Method, OpCall, Registration, collect, counter, free, shape_rule
+from .registry import Lazy, Method, OpCall, Registration, collect, counter, free, shape_rule
 from .reports.sections import ReportSection
 from .resolve import ModelEntry
 from .rules import LayerCost, Rulebook, Score, ScoreOptions, Scoring, Track
@@ -94,7 +101,7 @@ __all__ = [
     # the marker every hook implementation carries
     "hookimpl",
     # count: what a counter receives and returns, and how it is declared
-    "OpCall", "Method", "TensorInfo", "Counts", "counter", "shape_rule", "free", "collect",
+    "OpCall", "Method", "Lazy", "TensorInfo", "Counts", "counter", "shape_rule", "free", "collect",
     "Registration",
     # resolve and score
     "ModelEntry", "Rulebook", "Track", "ScoreOptions", "Scoring", "Score", "LayerCost",
