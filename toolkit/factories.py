@@ -88,6 +88,10 @@ def find_target(scheme: str, name: str, kwargs: Mapping[str, object],
         return _torchvision_target(name, kwargs)
     if scheme == "micronet":
         return _builtin_target(name, _builtins(models))
+    if scheme == "transformers":  # lazy: imports transformers only for such a spec
+        from .models_transformers import transformers_target
+
+        return transformers_target(name, kwargs)
     if scheme == "python":
         return _python_target(name, kwargs)
     if scheme == "file":

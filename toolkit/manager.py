@@ -56,6 +56,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.indexing",
     "micronet.counters.creation",
     "micronet.counters.patches",
+    "micronet.counters.transformers_ops",
     "micronet.rules",
     "micronet.models",
     "micronet.plugins.imta",

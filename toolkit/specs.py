@@ -1,6 +1,6 @@
 """Model specs: how they are written and split, and what they resolve to.
 
-A spec is ``NAME``, ``torchvision:NAME``, ``micronet:NAME``,
+A spec is ``NAME``, ``torchvision:NAME``, ``micronet:NAME``, ``transformers:CLASS``,
 ``package.module:factory``, ``path/to/file.py:factory`` or a saved file, each
 with ``?key=value&...`` keyword arguments (see :mod:`micronet.resolve`).
 Keyword values are Python literals (``ast.literal_eval``: ints, floats,
@@ -26,7 +26,7 @@ from .errors import SpecError
 __all__ = ["ModelEntry", "ResolvedModel", "parse_spec", "parse_value", "HINT_SPEC", "DOTTED", "SAVED_SUFFIXES"]
 
 SAVED_SUFFIXES = frozenset({".pt", ".pth", ".pt2", ".pkl", ".pickle", ".bin", ".ckpt"})
-PREFIXES = ("torchvision", "micronet")
+PREFIXES = ("torchvision", "micronet", "transformers")
 WORDS = {"true": True, "false": False, "none": None, "null": None}
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 HINT_SPEC = ("write NAME, torchvision:NAME, micronet:NAME, package.module:factory, "
@@ -67,7 +67,7 @@ class ResolvedModel:
 def parse_spec(spec: str) -> tuple[str, str, dict]:
     """Split ``spec`` into ``(scheme, name, kwargs)``.
 
-    Schemes: ``torchvision`` and ``micronet`` (the prefix is dropped from the
+    Schemes: ``torchvision``, ``micronet`` and ``transformers`` (the prefix is dropped from the
     name), ``python`` (name ``package.module:factory``), ``file`` (name
     ``path.py:factory``), ``path`` (a saved file) and ``name`` (a bare name:
     torchvision first, then the built-ins). Raises :class:`SpecError`.
