@@ -126,3 +126,27 @@ def test_refused_specs_say_why_in_one_line(spec, words):
     assert isinstance(info.value, UsageError)
     text = str(info.value)
     assert words in text and "\n" not in text.strip(), text
+
+
+# ------------------------------------------- counters/transformers_ops.py, closed forms
+
+def test_mask_and_scan_counters_closed_form():
+    import torch
+
+    from micronet.counters import transformers_ops as ops
+    from micronet.records import Counts, TensorInfo
+    from micronet.registry import OpCall
+
+    aten = torch.ops.aten
+    mask = TensorInfo((1, 1, 16, 16), torch.bool)
+    both = OpCall("aten", aten.__and__.Tensor, (mask, mask), {}, out=mask)
+    assert ops.count_dunder_bitwise(both) == Counts(other_ops=256)  # 1 bitwise op per element
+    ids = TensorInfo((2, 10), torch.int64)
+    once = OpCall("aten", aten.diff.default, (ids,), {}, out=TensorInfo((2, 9), torch.int64))
+    assert ops.count_diff(once) == Counts(adds=2 * 9)
+    twice = OpCall("aten", aten.diff.default, (ids, 2, 1), {}, out=TensorInfo((2, 8), torch.int64))
+    assert ops.count_diff(twice) == Counts(adds=2 * (9 + 8))  # 9 then 8 differences per row
+    rows = OpCall("aten", aten.argmax.default, (TensorInfo((3, 7)), -1), {}, out=TensorInfo((3,), torch.int64))
+    assert ops.count_argmax(rows) == Counts(adds=3 * 6)
+    flat = OpCall("aten", aten.argmax.default, (TensorInfo((3, 7)),), {}, out=TensorInfo((), torch.int64))
+    assert ops.count_argmax(flat) == Counts(adds=20)
