@@ -43,6 +43,11 @@ def test_llama_grouped_query_attention_swiglu_and_tied_head():
     assert result.totals["params"] == V * H + layer + H  # the tied lm_head stored once
 
 
+def test_eager_attention_costs_the_same_matmuls():
+    result = _audit(LLAMA + "&attn_implementation=eager", {"input_ids": IDS})
+    assert _macs(result, "model.layers.0.self_attn") == _attention(T, T, kv_heads=2)
+
+
 def test_untied_llama_head_is_counted_on_its_own():
     result = _audit(LLAMA.replace("tie_word_embeddings=true", "tie_word_embeddings=false"), {"input_ids": IDS})
     tied = V * H + (H * H * 2 + 2 * H * 2 * HD + 3 * H * FF + 2 * H) + H
@@ -119,6 +124,8 @@ def test_model_is_built_on_meta_in_eval_mode_without_cache():
     ("transformers:LlamaForCasualLM", "LlamaForCausalLM"),
     ("transformers:os.system", "has no model class"),
     (GPT2 + "&n_embed=32", "'n_embd'"),
+    (GPT2 + "&_attn_implementation=flash_attention_2", "no setting '_attn_implementation'"),
+    (GPT2 + "&attn_implementation=kernels-community/flash-attn", "attn_implementation="),
 ])
 def test_refused_specs_say_why_in_one_line(spec, words):
     with pytest.raises(SpecError) as info:

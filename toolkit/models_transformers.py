@@ -5,7 +5,9 @@
 ``LlamaForCausalLM``, ``BertModel``, ``T5ForConditionalGeneration``); no
 other attribute path is looked up. The keyword arguments are values of that
 configuration class (``hidden_size=256&num_hidden_layers=2``); a key the
-configuration does not have is refused (transformers would keep it silently).
+configuration does not have is refused (transformers would keep it silently),
+and so are private keys; ``attn_implementation`` may be ``sdpa`` (default)
+or ``eager`` (a hub kernel would download code).
 The model is built from the configuration alone: no weights, no download,
 and under the meta device like every spec without weights.
 
@@ -27,6 +29,8 @@ __all__ = ["transformers_target", "TOKENS"]
 
 #: default input of a text model: one sequence of this many token ids (int64)
 TOKENS = 128
+#: attention kernels a spec may choose (others, such as hub kernels, would download code)
+ATTENTION = ("sdpa", "eager")
 HINT_INSTALL = "pip install 'micronet-toolkit[transformers]' (or pip install transformers)"
 HINT_CLASS = "name a model class transformers exports, e.g. transformers:LlamaForCausalLM?hidden_size=256"
 
@@ -38,7 +42,12 @@ def transformers_target(name: str, kwargs: Mapping[str, object]) -> Target:
     cls = _model_class(transformers, name)
     config_class = cls.config_class
     defaults = config_class()
-    unknown = [key for key in kwargs if not hasattr(defaults, key)]
+    attention = kwargs.get("attn_implementation", "sdpa")
+    if attention not in ATTENTION:
+        raise SpecError(f"transformers:{name}: attn_implementation={attention!r} is not one micronet builds "
+                        f"offline", hint=f"write attn_implementation= one of {', '.join(ATTENTION)}")
+    unknown = [key for key in kwargs if key.startswith("_")
+               or key != "attn_implementation" and not hasattr(defaults, key)]
     if unknown:
         known = [k for k in vars(defaults) if not k.startswith("_")]
         close = difflib.get_close_matches(unknown[0], known, n=1)
