@@ -88,6 +88,12 @@ NATIVE_DROPOUT = aten_ops("native_dropout")
 STOCHASTIC_DEPTH = (Lazy("torchvision.ops.stochastic_depth", "StochasticDepth"),
                     Lazy("torchvision.ops.stochastic_depth", "stochastic_depth"))
 IDENTITY = (nn.Identity,)
+#: torch.export's record of a ``vmap`` (``create_block_mask`` evaluates the mask
+#: function under one): entering / leaving a level and adding / removing its
+#: batch dimension are bookkeeping and views, free; the mapped ops are counted.
+VMAP = tuple(Lazy("torch._functorch.predispatch", name) for name in (
+    "_add_batch_dim", "_remove_batch_dim", "_vmap_increment_nesting", "_vmap_decrement_nesting",
+    "lazy_load_decompositions"))
 COPY = distinct(torch.clone, torch.detach, torch.detach_,
                 *methods("clone", "detach", "detach_", "contiguous", "cpu", "cuda"),
                 *aten_ops("clone", "detach", "detach_", "alias", "alias_copy", "lift_fresh_copy",
@@ -109,7 +115,7 @@ layout = free(*VIEW, *RESHAPE, *AS, *FLATTEN, *UNFLATTEN, *PERMUTE, *TRANSPOSE, 
               *SQUEEZE, *UNSQUEEZE, *EXPAND, *REPEAT, *TILE)
 joins = free(*CAT, *STACK, *CHUNK, *SPLIT, *TENSOR_SPLIT, *UNBIND)
 queries = free(*SIZE, *DIM, *NUMEL, *GETATTR, *LEN)
-identities = free(*DROPOUT, *NATIVE_DROPOUT, *STOCHASTIC_DEPTH, *IDENTITY)
+identities = free(*DROPOUT, *NATIVE_DROPOUT, *STOCHASTIC_DEPTH, *IDENTITY, *VMAP)
 copies = free(*COPY, *FILL, *CAST, *TO, *LIKE, *NEW)
 
 

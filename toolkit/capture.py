@@ -17,13 +17,14 @@ import re
 import sys
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Collection, Iterator
 
 import torch
 from torch import fx, nn
 
 from .errors import TraceError, UsageError
-from .registry import CounterRegistry
+from .registry import CounterRegistry, Lazy
 
 __all__ = ["Capture", "capture", "trace_fx", "export_graph", "is_aten_graph"]
 
@@ -117,17 +118,66 @@ class MicronetTracer(fx.Tracer):
 
     def __init__(self, registry: CounterRegistry | None = None):
         functions, self._library_leaves = _library_notrace()
-        super().__init__(autowrap_functions=functions)
         if registry is None:  # a GraphModule being unpickled rebuilds its tracer without arguments
             from .manager import default_registries
 
             registry = default_registries().counters
+        counted, homes = _counted_functions(registry)
+        super().__init__(autowrap_functions=functions + counted)
+        # fx wraps an autowrapped function where a forward's globals name it (``from m import f``)
+        # and in the modules it searches (``m.f(...)``), for the trace only (its patcher undoes it)
+        self._autowrap_search.extend(m for m in homes if m not in self._autowrap_search)
         self.registry = registry
+
+    def create_arg(self, a: Any) -> Any:
+        """fx's, and an argument fx cannot put in a graph (a ``score_mod``
+        function, a ``BlockMask`` handed to a kept-whole function) as a
+        constant of the root, read by a ``get_attr`` node, as fx keeps tensor
+        constants (``_tensor_constant0``): the walk hands it to the counter."""
+        try:
+            return super().create_arg(a)
+        except NotImplementedError:
+            if isinstance(a, (nn.Module, torch.Tensor)) or not (
+                    inspect.isfunction(a) or type(a).__module__.startswith("torch.")):
+                raise
+        name = f"_micronet_constant{len(self._constants)}"
+        self._constants.append(a)
+        setattr(self.root, name, a)
+        return self.create_node("get_attr", name, (), {})
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        self._constants: list[Any] = []
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.registry.knows_module(type(m)) or type(m) in self._library_leaves:
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+
+def _counted_functions(registry: CounterRegistry) -> tuple[tuple[Callable, ...], tuple[ModuleType, ...]]:
+    """Python functions a counter is registered for by :class:`~micronet.registry.Lazy`
+    name (``flex_attention``: fx would trace into it and fail), and the modules
+    that name them. A Lazy target whose module is not imported is left alone
+    (no model calls it); none is imported here. Functions with a counter given
+    as objects (``F.relu``) reach the graph whole already, through
+    ``__torch_function__``."""
+    functions: dict[int, Callable] = {}
+    homes: dict[str, ModuleType] = {}
+    for registration in getattr(registry, "_registrations", ()):  # CounterRegistry has no public listing
+        if registration.kind == "shape":
+            continue
+        for target in registration.targets:
+            if not isinstance(target, Lazy):
+                continue
+            try:
+                value = target.resolve()
+            except Exception:  # a plugin's broken Lazy: its lookup reports it, tracing goes on
+                continue
+            if inspect.isfunction(value) and registry.counter(value) is not None:
+                functions[id(value)] = value
+                homes[target.module] = sys.modules[target.module]
+    return tuple(functions.values()), tuple(homes.values())
 
 
 def _library_notrace() -> tuple[tuple[Any, ...], frozenset[type]]:

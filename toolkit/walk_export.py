@@ -14,7 +14,7 @@ containers), so its layers are priced by their aten ops.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import fx, nn
@@ -38,6 +38,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     params = _state_placeholders(cap)
     modules = dict(model.named_modules())
     first_of = {n: nodes[0].name for nodes in groups.values() for n in nodes}
+    priced = _priced_by_whole_ops(cap.graph, registry)
     builder = RecordBuilder(settings, count_nonzero_all(model.parameters()))  # all weights read up front
     for path, nodes in groups.items():
         edges = tuple(dict.fromkeys(first_of[a] for n in nodes for a in n.all_input_nodes
@@ -46,8 +47,8 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         outcome = _module_outcome(registry, module, nodes, params, path)
         if outcome is None:
             tally = AtenTally(registry)
-            for n in _inline_subgraphs(nodes, cap.root):
-                args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: a.meta.get("val"))
+            for n, root in _inline_subgraphs((n for n in nodes if n not in priced), cap.root, registry):
+                args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: _value(a, root))
                 tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"),
                           f"node {n.name} ({path or '(model)'})")
             outcome = tally.outcome()
@@ -114,19 +115,96 @@ def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname
                 classes=_export_classes(qualname) if leaf else ())
 
 
-def _inline_subgraphs(nodes: Iterable[fx.Node], root: nn.Module) -> Iterable[fx.Node]:
-    """The nodes, with each higher-order op that wraps a subgraph (export's
+def _inline_subgraphs(nodes: Iterable[fx.Node], root: nn.Module,
+                      registry: CounterRegistry) -> Iterable[tuple[fx.Node, nn.Module]]:
+    """The nodes, each with the module its ``get_attr`` arguments read, and
+    each higher-order op that wraps a subgraph (export's
     ``wrap_with_set_grad_enabled``, ``wrap_with_autocast``: code run under
-    ``torch.no_grad`` or autocast) replaced by the subgraph's own ops."""
+    ``torch.no_grad`` or autocast) replaced by the subgraph's own ops. A
+    higher-order op with a counter of its own (``flex_attention``: its
+    subgraphs are the score and mask functions, priced per score) is kept whole."""
     for n in nodes:
         subgraphs = [a for a in n.args if isinstance(a, fx.Node) and a.op == "get_attr"] \
             if isinstance(n.target, torch._ops.HigherOrderOperator) else []
         modules = [getattr(root, a.target, None) for a in subgraphs]
-        if not modules or not all(isinstance(m, fx.GraphModule) for m in modules):
-            yield n
+        if (not modules or not all(isinstance(m, fx.GraphModule) for m in modules)
+                or registry.counter(n.target) is not None):
+            yield n, root
             continue
         for module in modules:
-            yield from _inline_subgraphs((s for s in module.graph.nodes if s.op == "call_function"), module)
+            yield from _inline_subgraphs((s for s in module.graph.nodes if s.op == "call_function"),
+                                         module, registry)
+
+
+def _value(arg: fx.Node, root: nn.Module) -> Any:
+    """What a counter gets for a node argument: its traced value, or for a
+    ``get_attr`` the object itself (a higher-order op's subgraph, a GraphModule)."""
+    if arg.op == "get_attr":
+        try:
+            return _attr(root, arg.target)
+        except AttributeError:
+            return None
+    return arg.meta.get("val")
+
+
+def _attr(root: nn.Module, target: str) -> Any:
+    value = root
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+#: higher-order ops kept whole -> argument positions whose producers their
+#: counter already prices: flex_attention's ``block_mask`` (its counter prices
+#: the ``mask_mod`` on every score, so building the block tables from it, the
+#: vmapped mask evaluation, the sums, ``argsort`` and ``index_put_`` of
+#: ``create_block_mask``, would count the mask twice)
+_PRICED_ARGUMENTS = {"flex_attention": (4,)}
+
+
+def _priced_by_whole_ops(graph: fx.Graph, registry: CounterRegistry) -> frozenset[fx.Node]:
+    """Nodes whose only purpose is an argument a kept-whole op's counter prices
+    (see ``_PRICED_ARGUMENTS``): every user of such a node is one of them or
+    that argument (nodes used by nothing, shape checks, are theirs when every
+    input is). They are free: recorded in their layer, costing nothing."""
+    owned: set[fx.Node] = set()
+    for n in graph.nodes:
+        name = getattr(n.target, "__name__", "")
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.HigherOrderOperator) \
+                or name not in _PRICED_ARGUMENTS or registry.counter(n.target) is None:
+            continue
+        positions = _PRICED_ARGUMENTS[name]
+        others = {a for i, arg in enumerate(n.args) if i not in positions for a in _nodes(arg)}
+        seeds = {a for i in positions if i < len(n.args) for a in _nodes(n.args[i])} - others
+        owned |= _exclusive_producers(graph, n, seeds)
+    return frozenset(owned)
+
+
+def _nodes(arg: Any) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg(arg, found.append)
+    return found
+
+
+def _exclusive_producers(graph: fx.Graph, op: fx.Node, seeds: set[fx.Node]) -> set[fx.Node]:
+    """The call nodes feeding ``op`` only through ``seeds``, with the dead ends
+    hanging off them (shape checks, an ``expand`` nothing reads). Walked
+    backwards: a node's users come after it."""
+    dead: set[fx.Node] = set()  # call nodes whose result reaches nothing
+    owned: set[fx.Node] = set()
+    for n in reversed(list(graph.nodes)):
+        if n.op != "call_function" or n is op:
+            continue
+        if all(u in dead for u in n.users):
+            dead.add(n)
+            continue
+        live = [u for u in n.users if u not in dead]
+        if all(u in owned or (u is op and n in seeds) for u in live):
+            owned.add(n)
+    for n in graph.nodes:  # dead ends whose inputs are all owned
+        if n in dead and n.all_input_nodes and all(a in owned for a in n.all_input_nodes):
+            owned.add(n)
+    return owned
 
 
 def _export_classes(qualname: str) -> tuple[str, ...]:
