@@ -155,8 +155,9 @@ def bshd_attention(call: OpCall) -> Counts:
 
 # ------------------------------------------------------------ flex_attention
 
-#: the Python entry point (a node when the fx capture keeps it whole) and the
-#: higher-order op torch.export records; Lazy: importing flex_attention costs ~0.8 s
+#: the Python entry point (one node: the fx capture keeps a Lazy-registered function
+#: whole) and the higher-order op torch.export records (kept whole by the export
+#: walk); Lazy: importing flex_attention costs ~0.8 s
 FLEX_FUNCTION = Lazy("torch.nn.attention.flex_attention", "flex_attention")
 FLEX_HOP = Lazy("torch._higher_order_ops.flex_attention", "flex_attention")
 
@@ -254,8 +255,11 @@ def flex_attention_hop(call: OpCall) -> Counts:
     as :func:`flex_attention`. Args ``(query, key, value, score_mod,
     block_mask, scale, kernel_options, score_mod_other_buffers,
     mask_mod_other_buffers)``; ``block_mask`` is a tuple ending with the
-    mask_mod graph. A mod the walk hands over as None (not its graph) is not
-    counted: the count is then a lower bound."""
+    mask_mod graph. The export walk keeps the op whole and hands over the
+    score_mod / mask_mod graphs themselves (its ``get_attr`` arguments); the
+    ops that build ``block_mask`` from the mask_mod are free there, the
+    mask_mod being priced here on every score. A mod handed over as None
+    (not its graph) is not counted: the count is then a lower bound."""
     q, k, v = (tensor_arg(call.arg(i, name), name) for i, name in enumerate(("query", "key", "value")))
     block_mask = call.arg(4, "block_mask", ())
     mask_mod = block_mask[-1] if isinstance(block_mask, (tuple, list)) and block_mask else None

@@ -10,7 +10,10 @@ one (:class:`~micronet.atencount.AtenTally`, the fx walk's fallback). Either
 way the record is built by the same
 :class:`~micronet.recordbuilder.RecordBuilder` as the fx walk's. A
 ``model.pt2`` read back keeps no module classes (its submodules are plain
-containers), so its layers are priced by their aten ops.
+containers), so its layers are priced by their aten ops. A higher-order op
+with a counter (``flex_attention``) is priced whole, its subgraphs handed to
+the counter; the nodes that only build an argument its counter already
+prices (the block mask) are free.
 """
 from __future__ import annotations
 
