@@ -109,6 +109,18 @@ def test_clip_images_and_text():
     assert _macs(result, "visual_projection") == _macs(result, "text_projection") == H * 32
 
 
+def test_vision_model_default_input_is_one_image_of_its_configured_size():
+    spec = f"transformers:ViTModel?hidden_size={H}&intermediate_size={FF}&num_hidden_layers=1" \
+           f"&num_attention_heads={HEADS}&image_size=32&patch_size=8"
+    result = micronet.audit(spec)
+    assert result.uncounted == ()
+    assert result.input_shape == (1, 3, 32, 32)
+    tokens = (32 // 8) ** 2 + 1  # 16 patches and the class token
+    assert _macs(result, "layers.0.attention") == _attention(tokens, tokens)
+    assert _macs(result, "layers.0.mlp") == tokens * 2 * H * FF
+    assert _macs(result, "embeddings") == 16 * 3 * 8 * 8 * H
+
+
 def test_model_is_built_on_meta_in_eval_mode_without_cache():
     resolved = resolve_model(GPT2)
     assert resolved.on_meta and not resolved.model.training

@@ -12,7 +12,8 @@ The model is built from the configuration alone: no weights, no download,
 and under the meta device like every spec without weights.
 
 The configuration gets ``use_cache=False`` (a key/value cache is an output
-that export cannot follow) and ``return_dict=True``. Transformers is
+that export cannot follow) and ``return_dict=True``. The default input is
+``(1, 128)`` token ids, or one image at the configured ``image_size``. Transformers is
 imported only when such a spec is resolved.
 """
 from __future__ import annotations
@@ -100,10 +101,16 @@ def _factory(cls: type, config_class: type):
 
 
 def _input_shape(cls: type, defaults: Any, kwargs: Mapping[str, object]) -> tuple[int, ...] | None:
-    """``(1, TOKENS)`` token ids for a decoder or encoder of text; None when the
-    model needs several inputs (encoder-decoders) or takes images (give ``inputs=``)."""
-    if getattr(cls, "main_input_name", "input_ids") != "input_ids":
-        return None
-    if kwargs.get("is_encoder_decoder", getattr(defaults, "is_encoder_decoder", False)):
-        return None
-    return (1, TOKENS)
+    """The first input, batch 1: ``(1, TOKENS)`` token ids for a text model
+    (an encoder-decoder also needs ``decoder_input_ids``, CLIP ``pixel_values``:
+    give ``inputs=``), ``(1, channels, size, size)`` for an image model whose
+    configuration says its image size; else None."""
+    main = getattr(cls, "main_input_name", "input_ids")
+    if main == "input_ids":
+        return (1, TOKENS)
+    if main == "pixel_values":
+        size = kwargs.get("image_size", getattr(defaults, "image_size", None))
+        channels = kwargs.get("num_channels", getattr(defaults, "num_channels", 3))
+        if isinstance(size, int) and isinstance(channels, int):
+            return (1, channels, size, size)
+    return None
