@@ -89,3 +89,5 @@ def test_fx_capture_keeps_flex_attention_as_one_node():
     with torch.no_grad():  # flex_attention has no CPU backward
         out = gm(torch.randn(B, L, D))  # the score_mod and block mask are constants of the graph module
     assert out.shape == (B, H, L, E)
+    # its code must not register fx.wrap on a dotted name: every later trace would fail (KeyError)
+    assert len(torch.fx.symbolic_trace(nn.Sequential(nn.ReLU())).graph.nodes) == 3

@@ -146,8 +146,15 @@ class MicronetTracer(fx.Tracer):
         return self.create_node("get_attr", name, (), {})
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """fx's trace. The autowrapped nodes lose fx's ``is_wrapped`` mark: with it a
+        GraphModule's code calls ``fx.wrap("torch.nn....flex_attention")`` on a dotted
+        name its globals lack, and every later trace in the process fails (KeyError);
+        this tracer wraps them again itself."""
         self._constants: list[Any] = []
-        return super().trace(root, concrete_args)
+        graph = super().trace(root, concrete_args)
+        for node in graph.nodes:
+            node.meta.pop("is_wrapped", None)
+        return graph
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.registry.knows_module(type(m)) or type(m) in self._library_leaves:
@@ -156,8 +163,9 @@ class MicronetTracer(fx.Tracer):
 
 
 def _counted_functions(registry: CounterRegistry) -> tuple[tuple[Callable, ...], tuple[ModuleType, ...]]:
-    """Python functions a counter is registered for by :class:`~micronet.registry.Lazy`
-    name (``flex_attention``: fx would trace into it and fail), and the modules
+    """Python functions a counter (not a free entry) is registered for by
+    :class:`~micronet.registry.Lazy` name (``flex_attention``: fx would trace
+    into it and fail), and the modules
     that name them. A Lazy target whose module is not imported is left alone
     (no model calls it); none is imported here. Functions with a counter given
     as objects (``F.relu``) reach the graph whole already, through
@@ -174,7 +182,8 @@ def _counted_functions(registry: CounterRegistry) -> tuple[tuple[Callable, ...],
                 value = target.resolve()
             except Exception:  # a plugin's broken Lazy: its lookup reports it, tracing goes on
                 continue
-            if inspect.isfunction(value) and registry.counter(value) is not None:
+            entry = registry.counter(value) if inspect.isfunction(value) else None
+            if entry is not None and not entry.free:  # a free one is traced through as before
                 functions[id(value)] = value
                 homes[target.module] = sys.modules[target.module]
     return tuple(functions.values()), tuple(homes.values())
