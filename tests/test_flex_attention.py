@@ -91,3 +91,11 @@ def test_fx_capture_keeps_flex_attention_as_one_node():
     assert out.shape == (B, H, L, E)
     # its code must not register fx.wrap on a dotted name: every later trace would fail (KeyError)
     assert len(torch.fx.symbolic_trace(nn.Sequential(nn.ReLU())).graph.nodes) == 3
+
+
+def test_an_audit_leaves_the_users_model_without_tracer_constants():
+    # fx keeps flex_attention's score_mod as a constant of the traced module: gone after the audit
+    model = FlexModel(masked=False)
+    before = set(vars(model))
+    assert micronet.audit(model, (B, L, D)).captured_via == "fx"
+    assert set(vars(model)) == before

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .capture import capture
+from .capture import capture, forget_constants
 from .errors import UsageError
 from .inputs import INPUT_DTYPES, InputSpec, ModelInput, bind, normalise, parse_dtype, parse_input_shape
 from .manager import Registries, default_registries
@@ -302,11 +302,14 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
 
         cap = capture(module, registries.counters, lambda: tuple(zeros(m) for m in leading),
                       lambda: {m.name: zeros(m) for m in rest}, given)
-    if cap.via == "fx":
-        infos = [TensorInfo(m.shape, m.dtype) for m in inputs]
-        return walk(cap, registries.counters, infos[0] if given is None else
-                    {m.name: info for m, info in zip(inputs, infos)}, settings), cap
-    return walk_exported(cap, registries.counters, settings, module), cap
+    try:
+        if cap.via == "fx":
+            infos = [TensorInfo(m.shape, m.dtype) for m in inputs]
+            return walk(cap, registries.counters, infos[0] if given is None else
+                        {m.name: info for m, info in zip(inputs, infos)}, settings), cap
+        return walk_exported(cap, registries.counters, settings, module), cap
+    finally:
+        forget_constants(module)  # the user's model leaves the audit as it came
 
 
 def _first_parameter(module: nn.Module) -> str:

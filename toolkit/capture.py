@@ -104,6 +104,18 @@ def _place(holder: nn.Module, target: str, value: Any) -> None:
         setattr(holder, field_name, value)
 
 
+#: Attributes the tracer sets on the traced module for arguments fx cannot store
+#: (a flex_attention score_mod, a BlockMask), read through ``get_attr`` nodes.
+CONSTANT_PREFIX = "_micronet_constant"
+
+
+def forget_constants(root: nn.Module) -> None:
+    """Remove the attributes :class:`MicronetTracer` set on ``root`` (after
+    the walk that reads them), so that tracing leaves a user's model as it was."""
+    for name in [n for n in vars(root) if n.startswith(CONSTANT_PREFIX)]:
+        delattr(root, name)
+
+
 class MicronetTracer(fx.Tracer):
     """fx tracer that keeps every module with a registered counter as a leaf.
 
@@ -140,7 +152,7 @@ class MicronetTracer(fx.Tracer):
             if isinstance(a, (nn.Module, torch.Tensor)) or not (
                     inspect.isfunction(a) or type(a).__module__.startswith("torch.")):
                 raise
-        name = f"_micronet_constant{len(self._constants)}"
+        name = f"{CONSTANT_PREFIX}{len(self._constants)}"
         self._constants.append(a)
         setattr(self.root, name, a)
         return self.create_node("get_attr", name, (), {})
