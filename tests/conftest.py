@@ -2,6 +2,7 @@
 import functools
 import importlib.metadata
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,16 @@ def digits_recipe(*steps) -> dict:
             "score": {"track": "digits", "rulebook": "micronet-2019", "freebie": False},
             "data": {"dataset": "digits", "batch_size": 64, "calibration_batches": 2},
             "step": [dict(step) for step in steps]}
+
+
+def ray_processes_under(folder: str) -> list[int]:
+    """Pids of the processes whose command line names ``folder`` (a Ray's
+    temporary folder: its GCS server and raylet)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and folder in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import trained_digits_cnn
+from conftest import ray_processes_under, trained_digits_cnn
 from torch import nn
 
 from micronet.errors import CompressionError, UsageError
@@ -40,19 +40,6 @@ def digits_sweep() -> tuple[WeightSweep, list[LayerSetting]]:
     loaded = tuple(batches(DATA, SHAPE, split="calibration"))
     tasks = [LayerSetting(layer, kind, level) for layer in LAYERS for kind, level in SETTINGS]
     return WeightSweep(trained_digits_cnn(), loaded, perturbed), tasks
-
-
-def ray_processes_under(folder: str) -> list[int]:
-    """Pids of the processes whose command line names ``folder`` (a Ray's
-    temporary folder: its GCS server and raylet)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and folder in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def gone_within(folder: str, seconds: float) -> bool:

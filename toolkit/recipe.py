@@ -324,12 +324,8 @@ def _until(table: Any, where: str, context: _Context) -> Until:
     if not isinstance(table, dict) or not table:
         raise UsageError(f"{where}: until must be a table of bounds, got {table!r}",
                          hint="e.g. until = {sparsity = 0.65}; keys: " + ", ".join(_UNTIL_KEYS))
-    for key, value in table.items():
-        if key not in _UNTIL_KEYS:
-            raise UsageError(f"{where}: until: unknown key {key!r}; known: {', '.join(_UNTIL_KEYS)}")
-        problem = _type_error(value, _UNTIL_KEYS[key])
-        if problem:
-            raise UsageError(f"{where}: until {key} {problem}")
+    _check_keys(table, _UNTIL_KEYS, unknown=lambda key: f"{where}: until: unknown key {key!r}",
+                where=f"{where}: until")
     ranges = {"score": (0.0, math.inf, "a score >= 0"), "sparsity": (0.0, 1.0, "a fraction in [0, 1]"),
               "accuracy": (0.0, 100.0, "a top-1 percentage in [0, 100]")}
     for key, (low, high, wanted) in ranges.items():

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import trained_digits_cnn
+from conftest import ray_processes_under, trained_digits_cnn
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -238,18 +238,6 @@ def test_a_channel_is_its_weight_row_bias_and_the_batchnorm_reading_it(trained):
 
 SMALL = {"use": "sensitivity", "layers": ["conv2", "fc"], "bits": [8, 2], "sparsity": [0.5], "act_bits": [4],
          "channels": [0.25]}
-
-
-def ray_processes_under(folder):
-    """Pids of the processes whose command line names ``folder`` (a Ray's temporary folder)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and folder in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_on_a_local_ray_the_notes_are_the_local_engines_and_ray_is_gone_after(trained, tmp_path_factory,
