@@ -17,7 +17,7 @@ import micronet.models as builtin_models
 from micronet import hookspecs
 from micronet.manager import Registries
 from micronet.models import (densenet_cifar, digits_cnn, mobilenet_v2_cifar, pyramidnet_cifar, resnet18_cifar,
-                             wrn_28_10)
+                             wikitext103_lstm, wrn_28_10)
 from micronet.models.densenet_cifar import Bottleneck, DenseNet, Transition
 from micronet.models.mobilenet_v2_cifar import InvertedResidual, MobileNetV2Cifar
 from micronet.models.pyramidnet_cifar import BasicBlock as PyramidBasicBlock
@@ -37,7 +37,7 @@ FACTORIES = {
     "pyramidnet_cifar": pyramidnet_cifar,
 }
 #: Every built-in: the CIFAR models above and the digits CNN (tests/test_digits.py).
-BUILTINS = {**FACTORIES, "digits_cnn": digits_cnn}
+BUILTINS = {**FACTORIES, "digits_cnn": digits_cnn, "wikitext103_lstm": wikitext103_lstm}
 
 
 def n_params(model: nn.Module) -> int:
@@ -152,7 +152,7 @@ def test_hook_registers_every_builtin():
     assert all(isinstance(e, ModelEntry) for e in entries)
     assert {e.name: e.factory for e in entries} == BUILTINS
     assert {e.name: e.input_shape for e in entries} == {**{name: (1, 3, 32, 32) for name in FACTORIES},
-                                                         "digits_cnn": (1, 1, 8, 8)}
+                                                         "digits_cnn": (1, 1, 8, 8), "wikitext103_lstm": (1, 1)}
     assert all(e.description and not e.replace for e in entries)
 
 

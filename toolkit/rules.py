@@ -3,7 +3,8 @@
 A :class:`Track` holds a challenge track's reference constants and quality
 bar; a :class:`Rulebook` turns layer records into storage and MicroNet ops.
 Both are registered through hooks (this module is the built-in plugin that
-registers ``micronet-2019`` and the ``cifar100`` / ``imagenet`` / ``digits`` tracks).
+registers ``micronet-2019`` and the ``cifar100`` / ``imagenet`` / ``wikitext103`` /
+``digits`` tracks).
 
 Units: ``storage`` is parameters in 32-bit equivalents (a b-bit value counts
 b/32), ``ops`` is MicroNet math operations in 32-bit equivalents, ``mults``
@@ -21,7 +22,11 @@ from .manager import hookimpl
 from .records import LayerRecord
 from .sparsity import block_elements
 
-__all__ = ["Track", "Rulebook", "ScoreOptions", "Score", "LayerCost", "Scoring", "MICRONET_2019"]
+__all__ = ["Track", "TRACK_METRICS", "Rulebook", "ScoreOptions", "Score", "LayerCost", "Scoring", "MICRONET_2019"]
+
+
+#: A track's quality metric -> whether higher is better.
+TRACK_METRICS = {"top1": True, "perplexity": False}
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,11 @@ class Track:
     """A challenge track: reference model constants and the quality bar.
 
     ``reference_params`` (parameters) and ``reference_ops`` (MicroNet ops) are
-    the published denominators of the score; ``quality_bar`` is top-1
-    accuracy in percent; ``input_shape`` is the default input (batch 1);
+    the published denominators of the score; ``quality_bar`` is the bar in
+    the units of ``metric``: ``"top1"`` (accuracy in percent, higher is
+    better: the bar is a minimum) or ``"perplexity"`` (test perplexity, lower
+    is better: the bar is a maximum); ``input_shape`` is the default input
+    (batch 1; token ids ``[1, 1]`` for a per-token language track);
     ``published`` lists (entry, score) of the best published results.
     """
 
@@ -45,11 +53,27 @@ class Track:
     description: str = ""
     published: tuple[tuple[str, float], ...] = ()
     replace: bool = False
+    metric: str = "top1"
+
+    def __post_init__(self):
+        if self.metric not in TRACK_METRICS:
+            raise UsageError(f"track {self.name!r}: unknown metric {self.metric!r}; "
+                             f"use one of {', '.join(map(repr, TRACK_METRICS))}")
+
+    @property
+    def higher_is_better(self) -> bool:
+        """True when a larger quality figure is better (top-1), False when a
+        smaller one is (perplexity)."""
+        return TRACK_METRICS[self.metric]
 
     def meets_bar(self, accuracy: float | None) -> bool | None:
-        """Whether a top-1 ``accuracy`` (percent) reaches the quality bar
-        (None when it was not measured): a score only counts if so."""
-        return None if accuracy is None else accuracy >= self.quality_bar
+        """Whether a measured quality figure reaches the quality bar (None
+        when it was not measured): a score only counts if so. ``accuracy``
+        is in the units of ``metric``: top-1 percent must be at least the
+        bar, a perplexity at most the bar."""
+        if accuracy is None:
+            return None
+        return accuracy >= self.quality_bar if self.higher_is_better else accuracy <= self.quality_bar
 
     def rank(self, score: float) -> int | None:
         """1-based place ``score`` would take among the published results
@@ -338,6 +362,20 @@ IMAGENET = Track(
                ("4th place", 0.2968)),
 )
 
+#: MicroNet 2019's language-modelling track: WikiText-103, test perplexity <= 35.
+#: The reference (Rae et al. 2018, arXiv 1803.10049, an LSTM) is published at
+#: 159M parameters and 318M math ops; ops are counted per token, online (batch 1,
+#: one token at a time: input ``[1, 1]`` token ids). ``micronet:wikitext103_lstm``
+#: rebuilds that model from its description (see micronet.models.lstm_lm).
+#: Perplexity is not measured by the toolkit (no WikiText offline): ``meets_bar``
+#: gets None unless a perplexity is supplied.
+WIKITEXT103 = Track(
+    name="wikitext103", dataset="wikitext103", reference_model="LSTM (Rae et al. 2018)",
+    reference_params=159e6, reference_ops=318e6, quality_bar=35.0,
+    input_shape=(1, 1), num_classes=267_735, metric="perplexity",
+    description="MicroNet 2019 WikiText-103 track: test perplexity <= 35; ops per token (online, batch 1)",
+)
+
 #: Not a MicroNet 2019 track: scikit-learn's 8x8 digits (the ``digits`` dataset),
 #: so every score is measured on real data offline. The reference is
 #: ``micronet:digits_cnn`` at fp32 as ``micronet audit --no-freebie`` counts it
@@ -358,4 +396,4 @@ def micronet_register_rulebooks():
 
 @hookimpl
 def micronet_register_tracks():
-    return [CIFAR100, IMAGENET, DIGITS]
+    return [CIFAR100, IMAGENET, WIKITEXT103, DIGITS]
