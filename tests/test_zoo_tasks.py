@@ -6,6 +6,8 @@ Detection models cannot be captured yet (their forward iterates a list of
 images and keeps a data-dependent number of boxes): the last tests record that.
 """
 import pytest
+import torchvision
+from torch import nn
 
 import micronet
 from micronet.errors import TraceError
@@ -112,3 +114,38 @@ def test_detection_models_cannot_be_captured_yet(name, registries):
     scored: the audit refuses with a TraceError naming both failures."""
     with pytest.raises(TraceError, match="torch.fx failed.*torch.export failed"):
         micronet.audit(f"torchvision:{name}", IMAGE, registries=registries)
+
+
+# ------------------------------------------- torchvision ops (counters/vision_ops.py)
+
+class _RoIAlign(nn.Module):
+    def __init__(self, sampling_ratio, aligned=False):
+        super().__init__()
+        self.sampling_ratio, self.aligned = sampling_ratio, aligned
+
+    def forward(self, x, rois):
+        return torchvision.ops.roi_align(x, rois, output_size=(7, 7), spatial_scale=0.5,
+                                         sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+
+
+def test_roi_align_counts_in_closed_form(registries):
+    # K=5 rois on an 8x16x16 map, 7x7 bins, 2x2 samples a bin: P=49, G=4, S=5*49*4=980.
+    # mults: 6K=30, coords K*(7*2+7*2)=140, weights 4S=3920, sums 4*S*C=31360, means K*C*P=1960
+    # adds:  2K=10, coords 140, weights 4S=3920, sums 3*S*C=23520, means K*C*P*(G-1)=5880
+    result = micronet.audit(_RoIAlign(2), inputs=((1, 8, 16, 16), (5, 5)), registries=registries)
+    assert not result.uncounted
+    (record,) = [r for r in result.records if r.counts.mults]
+    assert (record.counts.mults, record.counts.adds) == (37410, 33470)
+    # aligned=True: 4 more adds a roi (the -0.5 offsets)
+    result = micronet.audit(_RoIAlign(2, aligned=True), inputs=((1, 8, 16, 16), (5, 5)),
+                            registries=registries)
+    assert result.totals["adds"] == 33470 + 20
+
+
+def test_roi_align_adaptive_sampling_is_an_upper_bound(registries):
+    # sampling_ratio=-1: at most ceil(16/7)=3 samples a bin side, G=9 (boxes inside the map).
+    # K=1, C=2, P=49: S=441; mults 6 + 42 + 1764 + 3528 + 98 = 5438;
+    # adds 2 + 42 + 1764 + 2646 + 98*8 = 5238
+    result = micronet.audit(_RoIAlign(-1), inputs=((1, 2, 16, 16), (1, 5)), registries=registries)
+    assert not result.uncounted
+    assert (result.totals["mults"], result.totals["adds"]) == (5438, 5238)

@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "micronet.counters.creation",
     "micronet.counters.patches",
     "micronet.counters.transformers_ops",
+    "micronet.counters.vision_ops",
     "micronet.rules",
     "micronet.models",
     "micronet.plugins.imta",

@@ -1,0 +1,101 @@
+"""torchvision's compiled vision ops (``torch.ops.torchvision.*``), as a
+captured graph calls them.
+
+So far: ``roi_align`` (``torchvision.ops.roi_align``, ``RoIAlign``,
+``MultiScaleRoIAlign``: the box head of Faster R-CNN and Mask R-CNN). RULES
+section 1 does not cover it; the counts below follow its spirit (every
+multiply and addition of the computation, divisions booked as multiplies,
+``floor`` / clamping of sample positions free as index arithmetic) and are
+a named choice.
+
+``roi_align(input [N, C, H, W], rois [K, 5], spatial_scale, ph, pw,
+sampling_ratio, aligned) -> [K, C, ph, pw]``: each output is the mean of
+``G = gh x gw`` bilinear samples in its bin. With ``P = ph x pw`` bins and
+``S = K x P x G`` sample positions:
+
+==============================  ======================  =====================
+step                            mults                   adds
+==============================  ======================  =====================
+box to map, per roi             4 (coords x scale)      2 (width, height)
+                                + 2 (bin sizes)         + 4 if ``aligned``
+                                                        (the -0.5 offsets)
+sample coordinates              K x (ph x gh + pw x gw)  same as mults
+bilinear weights, per position  4 x S                   4 x S (offsets,
+                                                        complements)
+weighted sums, per channel      4 x S x C               3 x S x C
+bin means                       K x C x P               K x C x P x (G - 1)
+==============================  ======================  =====================
+
+``sampling_ratio > 0`` fixes ``gh = gw = sampling_ratio``: the count is
+exact. ``sampling_ratio <= 0`` makes torchvision take ``ceil(roi size / bin
+count)`` samples per bin, which depends on the boxes (data): the count is
+then the documented upper bound for boxes inside the feature map,
+``gh = ceil(H / ph)``, ``gw = ceil(W / pw)`` (torchvision's detectors clip
+their boxes to the image, so their rois never exceed the map).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+
+from micronet.manager import hookimpl
+from micronet.records import Counts, TensorInfo
+from micronet.registry import Lazy, OpCall, collect, counter
+
+__all__ = ["TorchvisionOp", "ROI_ALIGN", "roi_align_counts", "count_roi_align"]
+
+class TorchvisionOp(Lazy):
+    """``torch.ops.torchvision.<name>``, taken once ``torchvision`` is imported
+    (importing it registers its ops); never imports torchvision itself, so
+    ``import micronet`` stays light (tests/test_imports.py)."""
+
+    def resolve(self):
+        """The op packet, or None while torchvision is not imported."""
+        if "torchvision" not in sys.modules:
+            return None
+        return getattr(torch.ops.torchvision, self.name)
+
+    def __str__(self) -> str:
+        return f"torch.ops.torchvision.{self.name}"
+
+
+#: ``torch.ops.torchvision.roi_align``.
+ROI_ALIGN = TorchvisionOp("torchvision", "roi_align")
+
+
+def roi_align_counts(rois: int, channels: int, height: int, width: int, pooled: tuple[int, int],
+                     sampling_ratio: int, aligned: bool) -> Counts:
+    """Counts of one ``roi_align`` over ``rois`` boxes on a ``channels x height
+    x width`` map, ``pooled = (ph, pw)`` bins per box (see the module's table;
+    ``sampling_ratio <= 0`` gives the upper bound for boxes inside the map)."""
+    ph, pw = pooled
+    if sampling_ratio > 0:
+        gh = gw = sampling_ratio
+    else:
+        gh, gw = math.ceil(height / ph), math.ceil(width / pw)
+    k, c, bins, grid = rois, channels, ph * pw, gh * gw
+    samples = k * bins * grid
+    coords = k * (ph * gh + pw * gw)
+    mults = 6 * k + coords + 4 * samples + 4 * samples * c + k * c * bins
+    adds = (2 + 4 * bool(aligned)) * k + coords + 4 * samples + 3 * samples * c + k * c * bins * (grid - 1)
+    return Counts(mults=mults, adds=adds)
+
+
+@counter(ROI_ALIGN, op="roi_align")
+def count_roi_align(call: OpCall) -> Counts:
+    """``torchvision::roi_align`` (schema order: input, rois, spatial_scale,
+    pooled_height, pooled_width, sampling_ratio, aligned)."""
+    x, rois = call.arg(0, "input"), call.arg(1, "rois")
+    if not (isinstance(x, TensorInfo) and isinstance(rois, TensorInfo)) or x.ndim != 4 or rois.ndim != 2:
+        raise ValueError("roi_align needs a [N, C, H, W] input and [K, 5] rois")
+    ph, pw = call.arg(3, "pooled_height"), call.arg(4, "pooled_width")
+    return roi_align_counts(rois.shape[0], x.shape[1], x.shape[2], x.shape[3], (ph, pw),
+                            call.arg(5, "sampling_ratio"), call.arg(6, "aligned"))
+
+
+
+@hookimpl
+def micronet_register_counters():
+    return collect(sys.modules[__name__])
