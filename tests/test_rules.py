@@ -185,3 +185,27 @@ def test_lab4_takes_qa_over_the_per_layer_act_bits():
     assert total(layer_act_bits=(4, 4)) == pytest.approx((8 / 32) * w / 5.6e6 + (8 / 32) * f / 2.8e8)
     assert total(layer_act_bits=(4, None)) == total()  # b's input still 32: the widest
     assert total(act_bits=4, layer_act_bits=(16, None)) == pytest.approx((8 / 32) * w / 5.6e6 + (16 / 32) * f / 2.8e8)
+
+
+def test_a_tied_projection_with_a_bias_stores_the_shared_weight_once():
+    # an output Linear reading the embedding's weight and owning only its bias: weight once, bias counted
+    from torch import nn
+
+    import micronet
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 8)
+            self.head = nn.Linear(8, 50)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids):
+            return self.head(self.embed(ids))
+
+    result = micronet.audit(Tied(), (1, 3), track="cifar100", freebie=False)
+    assert result.totals["params"] == 50 * 8 + 50  # the table once, the bias once
+    assert result.score.storage == 50 * 8 + 50
+    head = next(r for r in result.records if r.name == "head")
+    assert head.params == 50 and head.owns_weight is False
+    assert result.totals["macs"] == 3 * 8 * 50  # the projection is still computed

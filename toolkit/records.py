@@ -122,7 +122,10 @@ class LayerRecord:
     module's parameters go to its first call); ``weight_params`` /
     ``weight_nonzero`` are the sparsifiable weight's elements and nonzeros;
     ``weight_block`` is the block shape its zeros come in (``(1,)`` for
-    unstructured, ``()`` when dense). ``call_kind`` is ``"module"``,
+    unstructured, ``()`` when dense); ``owns_weight`` says whether that
+    weight is among ``params`` (False for a second call of a module, or a
+    tied output projection that reads the embedding's weight and owns only
+    its bias; None: not known, taken as ``params > 0``). ``call_kind`` is ``"module"``,
     ``"function"``, ``"method"``, ``"get_attr"`` or ``"aten"``;
     ``module_classes`` names a called module's class and its bases, each as
     ``torch.nn.Conv2d`` (public path) and as its defining module's path.
@@ -153,6 +156,7 @@ class LayerRecord:
     weight_params: int = 0
     weight_nonzero: int = 0
     weight_block: Shape = ()
+    owns_weight: bool | None = None
     weight_bits: int = 32
     input_bits: int = 32
     accumulator_bits: int = 32

@@ -219,6 +219,7 @@ class _Columns:
     weight_nonzero: np.ndarray
     block: np.ndarray
     has_weight: np.ndarray  # bool: the multiplies read stored parameters
+    owns_weight: np.ndarray  # bool: the sparsifiable weight is among the record's params
     weight_bits: np.ndarray
     input_bits: np.ndarray
     acc_bits: np.ndarray
@@ -249,6 +250,7 @@ def _columns(records: Sequence[LayerRecord]) -> _Columns:
         weight_nonzero=col((r.weight_nonzero for r in records)),
         block=col((block_elements(r.weight_block) for r in records)),
         has_weight=(params > 0) | (weight_params > 0),
+        owns_weight=col(((r.params > 0) if r.owns_weight is None else r.owns_weight for r in records), bool),
         weight_bits=col((r.weight_bits for r in records)),
         input_bits=col((r.input_bits for r in records)),
         acc_bits=col((r.accumulator_bits for r in records)),
@@ -305,8 +307,8 @@ def _evaluate_2019(cols: _Columns, track: Track, options: ScoreOptions, per_laye
     dense_weight = cols.weight_params * param_bits / 32
     sparse_weight = nonzero * param_bits / 32 + cols.weight_params / np.maximum(block, 1) / 32
     weight_storage = np.where(nonzero < cols.weight_params, np.minimum(dense_weight, sparse_weight), dense_weight)
-    owned_weight = np.where(cols.params > 0, weight_storage, 0.0)
-    rest = np.maximum(cols.params - np.where(cols.params > 0, cols.weight_params, 0) - cols.folded, 0)
+    owned_weight = np.where(cols.owns_weight, weight_storage, 0.0)  # a shared weight counts once
+    rest = np.maximum(cols.params - np.where(cols.owns_weight, cols.weight_params, 0) - cols.folded, 0)
     # Storage a compression declared (a codebook, scales) at its own width, freebie or not.
     storage = owned_weight + rest * param_bits / 32 + declared / 32
 
