@@ -2,7 +2,9 @@
 captured graph calls them.
 
 So far: ``roi_align`` (``torchvision.ops.roi_align``, ``RoIAlign``,
-``MultiScaleRoIAlign``: the box head of Faster R-CNN and Mask R-CNN). RULES
+``MultiScaleRoIAlign``: the box head of Faster R-CNN and Mask R-CNN) and
+``nms`` (``torchvision.ops.nms``, ``batched_nms``: every detector's
+post-processing). RULES
 section 1 does not cover it; the counts below follow its spirit (every
 multiply and addition of the computation, divisions booked as multiplies,
 ``floor`` / clamping of sample positions free as index arithmetic) and are
@@ -32,6 +34,26 @@ count)`` samples per bin, which depends on the boxes (data): the count is
 then the documented upper bound for boxes inside the feature map,
 ``gh = ceil(H / ph)``, ``gw = ceil(W / pw)`` (torchvision's detectors clip
 their boxes to the image, so their rois never exceed the map).
+
+``nms(boxes [n, 4], scores [n], iou_threshold) -> keep [k]``: how many boxes
+survive, and so how many IoUs are computed, depends on the data; the count is
+the documented upper bound where nothing is suppressed, so every one of the
+``p = n (n - 1) / 2`` pairs gets its IoU (torchvision's kernel compares each
+kept box with every later one):
+
+==============================  ======================  =====================
+step                            mults                   adds
+==============================  ======================  =====================
+box areas                       n                       2 n (width, height)
+sort by score                   -                       n x ceil(log2 n)
+                                                        comparisons
+IoU of a pair, p times          2 (intersection area,   11 (4 max / min, 2
+                                division)               widths, 2 clamps, 2
+                                                        for the union, 1
+                                                        threshold comparison)
+==============================  ======================  =====================
+
+Comparisons are booked as adds, as max pooling's are.
 """
 from __future__ import annotations
 
@@ -44,7 +66,7 @@ from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
 from micronet.registry import Lazy, OpCall, collect, counter
 
-__all__ = ["TorchvisionOp", "ROI_ALIGN", "roi_align_counts", "count_roi_align"]
+__all__ = ["TorchvisionOp", "ROI_ALIGN", "NMS", "nms_counts", "count_nms", "roi_align_counts", "count_roi_align"]
 
 class TorchvisionOp(Lazy):
     """``torch.ops.torchvision.<name>``, taken once ``torchvision`` is imported
@@ -63,6 +85,8 @@ class TorchvisionOp(Lazy):
 
 #: ``torch.ops.torchvision.roi_align``.
 ROI_ALIGN = TorchvisionOp("torchvision", "roi_align")
+#: ``torch.ops.torchvision.nms``.
+NMS = TorchvisionOp("torchvision", "nms")
 
 
 def roi_align_counts(rois: int, channels: int, height: int, width: int, pooled: tuple[int, int],
@@ -94,6 +118,24 @@ def count_roi_align(call: OpCall) -> Counts:
     return roi_align_counts(rois.shape[0], x.shape[1], x.shape[2], x.shape[3], (ph, pw),
                             call.arg(5, "sampling_ratio"), call.arg(6, "aligned"))
 
+
+
+def nms_counts(boxes: int) -> Counts:
+    """Upper-bound counts of ``nms`` over ``boxes`` candidates (nothing
+    suppressed: every pair's IoU computed; see the module's table)."""
+    n = boxes
+    pairs = n * (n - 1) // 2
+    sort = n * math.ceil(math.log2(n)) if n > 1 else 0
+    return Counts(mults=n + 2 * pairs, adds=2 * n + sort + 11 * pairs)
+
+
+@counter(NMS, op="nms")
+def count_nms(call: OpCall) -> Counts:
+    """``torchvision::nms(boxes [n, 4], scores [n], iou_threshold)``: the upper bound of :func:`nms_counts`."""
+    boxes = call.arg(0, "dets")
+    if not isinstance(boxes, TensorInfo) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError("nms needs [n, 4] boxes")
+    return nms_counts(boxes.shape[0])
 
 
 @hookimpl

@@ -6,6 +6,7 @@ Detection models cannot be captured yet (their forward iterates a list of
 images and keeps a data-dependent number of boxes): the last tests record that.
 """
 import pytest
+import torch
 import torchvision
 from torch import nn
 
@@ -149,3 +150,17 @@ def test_roi_align_adaptive_sampling_is_an_upper_bound(registries):
     result = micronet.audit(_RoIAlign(-1), inputs=((1, 2, 16, 16), (1, 5)), registries=registries)
     assert not result.uncounted
     assert (result.totals["mults"], result.totals["adds"]) == (5438, 5238)
+
+
+def test_nms_counts_the_no_suppression_upper_bound():
+    from micronet.counters import vision_ops
+    from micronet.records import TensorInfo
+    from micronet.registry import CounterRegistry, OpCall, collect
+
+    target = torch.ops.torchvision.nms.default
+    call = OpCall("aten", target, (TensorInfo((6, 4)), TensorInfo((6,)), 0.5), {}, None,
+                  TensorInfo((6,), torch.int64))
+    counts = CounterRegistry(collect(vision_ops)).counter(target).fn(call)
+    # n=6 boxes, 15 pairs: mults 6 areas + 15 x 2 = 36;
+    # adds 6 x 2 (widths, heights) + 6 x ceil(log2 6)=18 sort comparisons + 15 x 11 = 195
+    assert (counts.mults, counts.adds) == (36, 195)
