@@ -3,7 +3,9 @@ makes of them today. Segmentation and video models audit with nothing
 uncounted; each family gets one closed-form MAC check of a distinctive layer
 (a conv's MACs = Cout x Cin/groups x prod(kernel) x prod(output spatial dims)).
 Detection models cannot be captured yet (their forward iterates a list of
-images and keeps a data-dependent number of boxes): the last tests record that.
+images and keeps a data-dependent number of boxes): the detection tests record
+that. The file ends with closed forms of the torchvision ops detectors use
+(roi_align, nms: micronet.counters.vision_ops).
 """
 import pytest
 import torch
