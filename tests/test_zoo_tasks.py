@@ -95,13 +95,15 @@ def test_mvit_v2_s_cube_embedding(registries):
     assert records["conv_proj"].counts.adds == 96 * 8 * 56 * 56
 
 
-def test_swin3d_t_fails_in_the_walk_today(registries):
-    """Status, not a wish: swin3d_t's ``_get_window_and_shift_size`` mutates a
-    list that fx hands over as an immutable constant, so the walk's evaluation
-    of that size-only call fails (a fix belongs in toolkit/walk.py: pass plain
-    lists to constant calls). Flip this test into a ``_audit`` check then."""
-    with pytest.raises(TraceError, match="_get_window_and_shift_size.*immutable_list"):
-        micronet.audit("torchvision:swin3d_t", CLIP, registries=registries)
+def test_swin3d_t_audits_whole(registries):
+    """swin3d_t's ``_get_window_and_shift_size`` changes a list fx hands over as
+    an immutable constant: the walk evaluates such size-only calls on plain
+    copies. Everything counted; params equal the model's own count."""
+    from torchvision.models.video import swin3d_t
+
+    result = micronet.audit("torchvision:swin3d_t", CLIP, registries=registries)
+    assert result.uncounted == ()
+    assert result.totals["params"] == sum(p.numel() for p in swin3d_t().parameters()) == 28_158_070
 
 
 # -------------------------------------------------------------- detection

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import fx, nn
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .atencount import AtenCounter, merge_counts
 from .capture import Capture
@@ -137,7 +138,11 @@ class Walker(fx.Interpreter):
         return ", ".join(shapes) or "?"
 
     def _python_value(self, n, kind, target, args, kwargs) -> Any:
-        """A call on sizes and constants only: evaluate it for real, it is free."""
+        """A call on sizes and constants only: evaluate it for real, it is free.
+        fx hands over list and dict constants as immutable ones; a model's
+        helper may change its argument (torchvision's swin3d window sizes), so
+        the call gets plain copies."""
+        args, kwargs = _plain(args), {k: _plain(v) for k, v in kwargs.items()}
         try:
             if kind == "method":
                 value = getattr(args[0], target.name)(*args[1:], **kwargs)
@@ -236,3 +241,14 @@ def walk(cap: Capture, registry: CounterRegistry,
     else:
         walker.run(*input_info)
     return walker.records
+
+
+def _plain(value: Any) -> Any:
+    """fx's immutable_list / immutable_dict (nested) as plain list / dict; anything else as it is."""
+    if isinstance(value, immutable_list):
+        return [_plain(v) for v in value]
+    if isinstance(value, immutable_dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) is tuple:
+        return tuple(_plain(v) for v in value)
+    return value
