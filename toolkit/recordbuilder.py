@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -169,7 +169,7 @@ class RecordBuilder:
             counts=outcome.counts, params=sum(p.numel() for p in owned),
             nonzero_params=sum(self.nonzero(p) for p in owned), weight_params=weight_params,
             weight_nonzero=weight_nonzero, weight_block=block,
-            owns_weight=None if weight is None else any(p is weight for p in owned), weight_bits=weight_bits, input_bits=input_bits,
+            owns_weight=None if weight is None else _owns(owned, weight), weight_bits=weight_bits, input_bits=input_bits,
             accumulator_bits=accumulator_bits, declared_storage_bits=declared_storage_bits(module),
             attrs=attributes(module), reason=outcome.reason, via=site.via, call_kind=site.call_kind,
             module_classes=classes, inputs=site.edges, rule=outcome.rule, plugin=outcome.plugin,
@@ -246,3 +246,11 @@ def attributes(module: nn.Module | None) -> dict[str, Any]:
     bias = module._parameters.get("bias", fields.get("bias"))
     attrs["bias"] = bias is not None
     return attrs
+
+
+def _owns(owned: Sequence[torch.Tensor], weight: torch.Tensor) -> bool:
+    """Whether the record's ``owned`` parameters hold its ``weight``: the
+    tensor itself, or (a parametrized weight is computed afresh at each
+    access, its stored original among ``owned``) at least as many elements.
+    False for a tied projection that owns only its bias."""
+    return any(p is weight for p in owned) or sum(p.numel() for p in owned) >= weight.numel()
