@@ -104,7 +104,10 @@ def _target(options: Mapping[str, Any], context: StepContext) -> float | None:
     if track is None:
         raise UsageError("until_bar needs the track of the pipeline's audit, and there is none",
                          hint="run the step in a pipeline, or give until_accuracy")
-    context.note("until", f"top-1 >= {track.quality_bar:g}% on the test split (the {track.name} track's bar)")
+    if not track.higher_is_better:  # this step measures top-1, which says nothing of a perplexity
+        raise UsageError(f"until_bar: the {track.name} track's bar is {track.bar_text()}, and finetune "
+                         "measures top-1", hint="give until_accuracy (a top-1 in percent) instead")
+    context.note("until", f"{track.bar_text()} on the test split (the {track.name} track's bar)")
     return float(track.quality_bar)
 
 

@@ -46,7 +46,7 @@ def _split_bar(score) -> str:
 
 
 def _quality(track, accuracy: float | None) -> str:
-    bar = f"top-1 ≥ {track.quality_bar:g}% on {esc(track.dataset)}"
+    bar = f"{track.bar_text(unicode=True)} on {esc(track.dataset)}"
     if accuracy is None:
         return f'{bar} · accuracy <span class="muted">not measured</span>'
     verdict = ('<span class="pill good">meets the bar</span>' if track.meets_bar(accuracy)

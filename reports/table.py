@@ -54,7 +54,7 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
         f"math       {si(totals['mults'])} mults + {si(totals['adds'])} adds"
         f" + {si(totals['other_ops'])} other = {si(totals['ops'])} MicroNet ops ({si(totals['macs'])} MACs)",
         f"rulebook   {result.rulebook.name}, track {track.name} (reference {track.reference_model}: "
-        f"{si(track.reference_params)} params, {si(track.reference_ops)} ops; bar top-1 >= {track.quality_bar:g}%)",
+        f"{si(track.reference_params)} params, {si(track.reference_ops)} ops; bar {track.bar_text()})",
         f"freebie    {'applied: 32-bit params and mults counted at 16 bits' if score.freebie else 'not applied'}",
         _accuracy_line(result),
         f"score      {score.total:.4f} = storage {score.storage_term:.4f} + ops {score.ops_term:.4f}",

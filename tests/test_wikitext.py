@@ -95,3 +95,36 @@ def test_a_small_one_runs_for_real_on_token_ids():
     # the softmax reads the embedding: logits = proj(h) @ embedding.T + bias
     h, _ = model.lstm(model.embedding(ids))
     assert torch.allclose(logits, model.proj(h) @ model.embedding.weight.T + model.softmax_bias.bias)
+
+
+def test_a_perplexity_track_words_its_bar_as_a_maximum(capsys):
+    from types import SimpleNamespace
+
+    from micronet.cli import _verdict
+    from micronet.schedule import Until, check_until
+
+    assert (WIKITEXT103.bar_text(), WIKITEXT103.bar_text(unicode=True)) == ("perplexity <= 35", "perplexity ≤ 35")
+    assert (CIFAR100.bar_text(), CIFAR100.bar_text(unicode=True)) == ("top-1 >= 80%", "top-1 ≥ 80%")
+    assert WIKITEXT103.compare_text(29.2) == "perplexity 29.20 <= 35"
+    assert WIKITEXT103.compare_text(36.1) == "perplexity 36.10 > 35"
+    final = SimpleNamespace(track=WIKITEXT103, accuracy=None, meets_bar=None)
+    assert _verdict(final) == ("perplexity was not measured (no [data] table): the score counts only if "
+                               "perplexity <= 35 on wikitext103")
+    final = SimpleNamespace(track=WIKITEXT103, accuracy=36.1, meets_bar=False)
+    assert _verdict(final) == "the final model does NOT qualify: perplexity 36.10 > 35 (wikitext103)"
+    assert check_until(Until(bar=True), SimpleNamespace(track=WIKITEXT103, meets_bar=None, accuracy=None)) \
+        == (False, "the wikitext103 bar (perplexity <= 35) not met")
+    assert main(["audit", "micronet:wikitext103_lstm", "--track", "wikitext103"]) == 0
+    assert "bar perplexity <= 35)" in capsys.readouterr().out
+
+
+def test_finetune_refuses_to_stop_at_a_perplexity_bar_it_cannot_measure():
+    from types import SimpleNamespace
+
+    from micronet.plugins.finetune import _target
+
+    context = SimpleNamespace(data={"dataset": "digits"}, result=SimpleNamespace(track=WIKITEXT103),
+                              note=lambda key, value: None)
+    with pytest.raises(UsageError, match=r"until_bar: the wikitext103 track's bar is perplexity <= 35, and "
+                                         r"finetune measures top-1"):
+        _target({"until_accuracy": 0, "until_bar": True}, context)

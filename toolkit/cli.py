@@ -279,14 +279,16 @@ def _registries(args: argparse.Namespace) -> Registries:
 
 
 def _verdict(final) -> str:
-    """The last line: whether the final model still qualifies for its track."""
-    bar = final.track.quality_bar
+    """The last line: whether the final model still qualifies for its track
+    (top-1 at least the bar, or a perplexity at most the bar)."""
+    track = final.track
     if final.accuracy is None:
-        return (f"accuracy was not measured (no [data] table): the score counts only if top-1 >= {bar:g}% "
-                f"on {final.track.name}")
+        measured = "accuracy" if track.higher_is_better else track.metric
+        return (f"{measured} was not measured (no [data] table): the score counts only if "
+                f"{track.bar_text()} on {track.name}")
     if final.meets_bar:
-        return f"the final model qualifies: top-1 {final.accuracy:.2f}% >= {bar:g}% ({final.track.name})"
-    return f"the final model does NOT qualify: top-1 {final.accuracy:.2f}% < {bar:g}% ({final.track.name})"
+        return f"the final model qualifies: {track.compare_text(final.accuracy)} ({track.name})"
+    return f"the final model does NOT qualify: {track.compare_text(final.accuracy)} ({track.name})"
 
 
 def _mention_failed_plugins(registries) -> None:

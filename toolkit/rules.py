@@ -75,6 +75,23 @@ class Track:
             return None
         return accuracy >= self.quality_bar if self.higher_is_better else accuracy <= self.quality_bar
 
+    def bar_text(self, unicode: bool = False) -> str:
+        """The quality bar in words: ``'top-1 >= 80%'`` (top-1, percent) or
+        ``'perplexity <= 35'`` (perplexity, no unit); ``unicode`` writes
+        ``≥`` / ``≤`` (HTML pages)."""
+        ge, le = ("≥", "≤") if unicode else (">=", "<=")
+        if self.metric == "perplexity":
+            return f"perplexity {le} {self.quality_bar:g}"
+        return f"top-1 {ge} {self.quality_bar:g}%"
+
+    def compare_text(self, value: float) -> str:
+        """A measured figure against the bar: ``'top-1 81.20% >= 80%'``,
+        ``'perplexity 36.10 > 35'`` (the comparison says whether it is met)."""
+        met = self.meets_bar(value)
+        if self.metric == "perplexity":
+            return f"perplexity {value:.2f} {'<=' if met else '>'} {self.quality_bar:g}"
+        return f"top-1 {value:.2f}% {'>=' if met else '<'} {self.quality_bar:g}%"
+
     def rank(self, score: float) -> int | None:
         """1-based place ``score`` would take among the published results
         (lower wins), or None when the track has none."""

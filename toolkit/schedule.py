@@ -159,7 +159,8 @@ def check_until(until: Until, result: "Result") -> tuple[bool, str]:
         checks.append((met, f"top-1 {shown} {'>=' if met else '<'} {until.accuracy:g}%"))
     if until.bar:
         met = bool(result.meets_bar)
-        checks.append((met, f"the {result.track.name} bar ({result.track.quality_bar:g}%) "
+        bar = f"{result.track.quality_bar:g}%" if result.track.higher_is_better else result.track.bar_text()
+        checks.append((met, f"the {result.track.name} bar ({bar}) "
                             f"{'met' if met else 'not met'}"))
     return all(met for met, _ in checks), ", ".join(text for _, text in checks)
 
