@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--input-dtype", metavar="DTYPE",
                        help="dtype of the input: float32, float16, bfloat16, int64 (token ids), ... "
                        "(default: int64 for a model starting with an embedding, else its parameters')")
+    audit.add_argument("--per-token", type=positive_int, metavar="T",
+                       help="language models: audit a prefill of T tokens (shown per token, /T) and one decode "
+                       "step after T tokens (a key/value cache of T, or a recurrent state); the decode step is "
+                       "scored (ops per token, online: the wikitext103 rule)")
     audit.add_argument("--track", default="cifar100", help="challenge track (default: cifar100)")
     audit.add_argument("--rulebook", default="micronet-2019", help="counting rules (default: micronet-2019)")
     audit.add_argument("--weights", metavar="FILE", help="state dict to load into the model")
@@ -109,20 +113,39 @@ def run_audit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
         input_shape, inputs = _audit_inputs(args)
-        result = audit(args.spec, input_shape, args.track, args.rulebook, weights=args.weights,
-                       trust=args.trust, bits=args.bits, act_bits=args.act_bits,
-                       accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
-                       data=args.data, input_dtype=args.input_dtype, registries=registries, inputs=inputs)
+        per_token = None
+        if args.per_token:  # the inputs are T token ids, then one: --input/--inputs/--data are refused there
+            from .per_token import audit_per_token
+
+            per_token = audit_per_token(args.spec, args.per_token, args.track, args.rulebook, weights=args.weights,
+                                        trust=args.trust, registries=registries, bits=args.bits,
+                                        act_bits=args.act_bits, accumulator_bits=args.accumulator_bits,
+                                        freebie=args.freebie, strict=args.strict, data=args.data,
+                                        input_shape=input_shape, inputs=inputs, input_dtype=args.input_dtype)
+            result = per_token.result
+        else:
+            result = audit(args.spec, input_shape, args.track, args.rulebook, weights=args.weights,
+                           trust=args.trust, bits=args.bits, act_bits=args.act_bits,
+                           accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
+                           data=args.data, input_dtype=args.input_dtype, registries=registries, inputs=inputs)
     grid = result.what_if(levels) if levels else None
     sections = registries.report_sections
     if args.quiet:
         print(f"{result.score.total:.6f}")
     else:
         print(render_table(result, show_free=args.show_free, top=args.top, sections=sections))
+        if per_token is not None:
+            from .per_token import per_token_lines
+
+            print("\n".join(per_token_lines(per_token)))
         if grid is not None:
             print(f"\nwhat-if ({result.rulebook.name}, {result.track.name}): score per configuration")
             print(render_what_if(grid))
-    if args.json:
+    if args.json and per_token is not None:
+        from .per_token import write_per_token_json
+
+        write_per_token_json(per_token, args.json, grid, sections)
+    elif args.json:
         write_json(result, args.json, grid, sections)
     if args.csv:
         write_csv(result, args.csv)
