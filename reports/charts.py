@@ -200,7 +200,7 @@ def _heat_panel(cells, rows_axis, row_levels, cols_axis, col_levels, scale, trac
         span = high - low
         fraction = (math.log(cell.total) - low) / span if span > 0 and cell.total > 0 else 0.0
         rank = track.rank(cell.total) if track is not None else None
-        where = f"would place {ordinal(rank)} of {len(track.published) + 1}" if rank else ""
+        where = f"would rank {ordinal(rank)} of {len(track.published) + 1}" if rank else ""
         levels = ", ".join(f"{a}={v:g}" for a, v in cell.levels)
         tip = (f"{levels}\nscore {cell.total:.5g} = storage {cell.storage_term:.5g} + ops {cell.ops_term:.5g}"
                + (f"\n{where}" if where else "") + ("\nfreebie applied" if cell.freebie else ""))

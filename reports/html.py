@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 from micronet.fileio import atomic_write_text
 
 from .charts import aggregate, heatmap, layer_chart, module_key, ordinal, steps_chart, top_layers_chart
-from .format import shape, si
+from .format import UNITS, grouped, percent, plural, shape, si
+from .diagram import graph_section
 from .graphview import graph_views
 from .layertable import layer_table
 from .page import document
@@ -35,6 +36,15 @@ __all__ = ["render_audit_html", "render_pipeline_html", "write_audit_html", "wri
 
 
 # ------------------------------------------------------------------ the score card
+
+
+def breakable(name: str) -> str:
+    """``name`` escaped, with line-break opportunities after ``.``, ``:``, ``/``
+    and ``_`` so a long model name wraps between its parts, not mid-word."""
+    out = esc(name)
+    for mark in (".", ":", "/", "_"):
+        out = out.replace(mark, mark + "<wbr>")
+    return out
 
 
 def _split_bar(score) -> str:
@@ -59,8 +69,9 @@ def _ranking(track, total: float) -> tuple[str, str]:
     rank = track.rank(total)
     if rank is None:
         return '<span class="muted">no published results for this track</span>', ""
-    count = len(track.published)
-    sentence = f"would place <b>{ordinal(rank)}</b> among {count} published result{'s' * (count != 1)}"
+    count = len(track.published) + 1
+    sentence = (f"would rank <b>{ordinal(rank)}</b> of {count} "
+                f"(with the {plural(count - 1, 'published result')} of the final leaderboard)")
     entries = sorted(track.published, key=lambda item: item[1])
     lines = [(str(entry), value, False) for entry, value in entries]
     lines.insert(rank - 1, ("this model", total, True))
@@ -99,7 +110,10 @@ def _score_card(result, accuracy: float | None = None) -> str:
     sentence, ranking = _ranking(track, score.total)
     freebie = ("applied: 32-bit parameters and multiplies counted at 16 bits" if score.freebie
                else "not applied")
-    nodes = f"{len(rows)} nodes: {statuses['counted']} counted, {statuses['free']} free"
+    stored = sum(1 for r in rows if r["status"] == "free" and r["storage"] > 0)
+    nodes = f"{plural(len(rows), 'node')}: {statuses['counted']:,} counted, {statuses['free'] - stored:,} free"
+    if stored:
+        nodes += f", {stored:,} stored outside a layer"
     if statuses["uncounted"]:
         nodes += f', <b class="bad-text">{statuses["uncounted"]} uncounted</b>'
     facts = [
@@ -114,7 +128,7 @@ def _score_card(result, accuracy: float | None = None) -> str:
     return (
         f'<section class="card hero" id="summary"><div class="hero-grid"><div class="hero-main">'
         f'<div class="eyebrow">MicroNet score · {esc(result.rulebook.name)} · {esc(track.name)}</div>'
-        f'<h1 class="model">{esc(result.model)}</h1>'
+        f'<h1 class="model">{breakable(result.model)}</h1>'
         f'<div class="subtitle">input {esc(result.input_text)} · captured with '
         f'{esc(result.captured_via)} · {nodes}</div>'
         f'<div class="score-row"><div class="score"><span class="big">{score.total:.4g}</span>'
@@ -211,7 +225,7 @@ def render_audit_html(result, *, what_if=None, sections: Mapping[str, Any] | Non
     if what_if is not None:
         body.append(_what_if_section(result, what_if))
         nav.append(("what-if", "What if"))
-    body.append(_graph_section(rows, "t"))
+    body.append(graph_section(rows, "t"))
     nav.append(("graph", "Graph"))
     body.append(_plugin_sections(result, sections))
     return document(f"{result.model}: MicroNet audit", "audit", "".join(body), nav)
@@ -229,7 +243,8 @@ def _keyed(rows: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     return keyed
 
 
-_DELTA_KEYS = ("params", "nonzero_params", "storage", "weight_bits", "input_bits", "mults", "adds", "ops")
+_DELTA_KEYS = ("params", "nonzero_params", "weight_sparsity", "storage", "weight_bits", "input_bits", "mults",
+               "adds", "ops")
 
 
 def layer_deltas(before, after) -> list[dict[str, Any]]:
@@ -252,12 +267,29 @@ def layer_deltas(before, after) -> list[dict[str, Any]]:
 def _pair(a, b, key: str, fmt=si) -> str:
     va = a[key] if a else None
     vb = b[key] if b else None
+    exact = f' title="{grouped(va)} → {grouped(vb)}"' if va is not None or vb is not None else ""
     if va == vb:
-        return f'<td class="num same">{fmt(vb)}</td>'
+        return f'<td class="num same"{exact}>{fmt(vb)}</td>'
     cls = "up" if (vb or 0) > (va or 0) else "down"
     left = "–" if va is None else fmt(va)
     right = "–" if vb is None else fmt(vb)
-    return f'<td class="num {cls}">{left} → <b>{right}</b></td>'
+    return f'<td class="num {cls}"{exact}>{left} → <b>{right}</b></td>'
+
+
+def _bits(a, b, key: str) -> str:
+    """A bit width before -> after ("–" where the layer has no weight)."""
+    def text(row):
+        if row is None or (key == "weight_bits" and not row["params"]):
+            return "–"
+        return str(row[key])
+    left, right = text(a), text(b)
+    if left == right:
+        return f'<td class="num same">{right}</td>'
+    return f'<td class="num changed">{left} → <b>{right}</b></td>'
+
+
+def _sparsity(row) -> str | None:
+    return percent(row["weight_sparsity"]) if row and row["params"] else None
 
 
 def _delta_rows(deltas) -> str:
@@ -266,24 +298,33 @@ def _delta_rows(deltas) -> str:
         a, b = d["before"], d["after"]
         tag = '<span class="badge free">added</span> ' if a is None else \
             '<span class="badge uncounted">removed</span> ' if b is None else ""
-        bits = lambda r: f"{r['weight_bits']}/{r['input_bits']}"  # noqa: E731
-        wa = (f'<td class="num same">{bits(b)}</td>' if a and b and bits(a) == bits(b) else
-              f'<td class="num changed">{bits(a) if a else "–"} → <b>{bits(b) if b else "–"}</b></td>')
+        sa, sb = _sparsity(a), _sparsity(b)
+        if sa == sb:
+            sparsity = f'<td class="num same">{sb or "–"}</td>'
+        else:
+            cls = "down" if (b and a and b["weight_sparsity"] > a["weight_sparsity"]) else "up"
+            sparsity = f'<td class="num {cls}">{sa or "–"} → <b>{sb or "–"}</b></td>'
         change = d["change"]
         cls = "down" if change < 0 else "up" if change > 0 else "same"
-        out.append(f'<tr><td class="name">{tag}{esc(d["name"])}</td><td class="op">{esc(d["op"])}</td>'
-                   f'{_pair(a, b, "params")}{_pair(a, b, "storage")}{wa}{_pair(a, b, "ops")}'
+        name = d["name"]
+        out.append(f'<tr><td class="name" title="{esc(name)}">{tag}{esc(name)}</td><td class="op">{esc(d["op"])}</td>'
+                   f'{_pair(a, b, "params")}{_pair(a, b, "nonzero_params")}{sparsity}{_pair(a, b, "storage")}'
+                   f'{_bits(a, b, "weight_bits")}{_bits(a, b, "input_bits")}{_pair(a, b, "ops")}'
                    f'<td class="num {cls}">{change:+.3g}</td></tr>')
     return "".join(out)
+
+
+_DELTA_HEAD = ('<thead><tr><th>layer</th><th>op</th><th>params<span class="unit">elements</span></th>'
+               '<th>nonzero<span class="unit">elements</span></th><th>sparsity<span class="unit">% zeros</span></th>'
+               '<th>storage<span class="unit">32-bit eq.</span></th><th>weights<span class="unit">bits</span></th>'
+               '<th>acts<span class="unit">bits</span></th><th>MicroNet ops<span class="unit">32-bit eq.</span></th>'
+               '<th>Δ score<span class="unit">score units</span></th></tr></thead>')
 
 
 def _delta_table(deltas, shown: int = 20) -> str:
     if not deltas:
         return '<p class="muted">No layer changed.</p>'
-    head = ('<thead><tr><th>layer</th><th>op</th><th>params<span class="unit">elements</span></th>'
-            '<th>storage<span class="unit">32-bit eq.</span></th><th>w/a bits<span class="unit">bits</span></th>'
-            '<th>MicroNet ops<span class="unit">32-bit eq.</span></th>'
-            '<th>Δ score<span class="unit">score units</span></th></tr></thead>')
+    head = _DELTA_HEAD
     table = f'<table class="deltas">{head}<tbody>{_delta_rows(deltas[:shown])}</tbody></table>'
     if len(deltas) > shown:
         table += (f'<details><summary>{len(deltas) - shown} more changed layers</summary>'
@@ -292,9 +333,59 @@ def _delta_table(deltas, shown: int = 20) -> str:
 
 
 def _options(options: Mapping[str, Any]) -> str:
+    """The step's options as a small key / value table (units, thousands separators)."""
     if not options:
         return '<span class="muted">no options</span>'
-    return "".join(f'<code class="opt">{esc(k)} = {esc(repr(v))}</code>' for k, v in options.items())
+    return _kv_table(options.items(), "step-options", "option")
+
+
+def _kv_table(items, cls: str, what: str) -> str:
+    rows = "".join(f'<tr><th scope="row">{esc(key)}</th><td>{_value_html(str(key), value)}</td></tr>'
+                   for key, value in items)
+    return f'<div class="hscroll"><table class="kv {cls}" aria-label="step {what}s">{rows}</table></div>'
+
+
+def _unit(key: str) -> str:
+    unit = UNITS.get(key)
+    return f' <span class="u">{esc(unit)}</span>' if unit else ""
+
+
+def _is_fraction_map(key: str, value) -> bool:
+    return (isinstance(value, Mapping) and value and "sparsity" in key
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                    for v in value.values()))
+
+
+def _bar_list(value: Mapping[str, float]) -> str:
+    """Per-layer fractions (sparsity) as labelled bars, 0 to 100%."""
+    items = "".join(f'<li><span class="bl-name" title="{esc(name)}">{esc(name)}</span>'
+                    f'<span class="bl-bar"><i style="width:{100 * frac:.1f}%"></i></span>'
+                    f'<span class="bl-val">{percent(frac)}</span></li>' for name, frac in value.items())
+    return f'<ul class="bar-list" aria-label="per-layer fraction of zero weights">{items}</ul>'
+
+
+def _value_html(key: str, value, depth: int = 0) -> str:
+    """One option's or note's value for a reader: never a Python repr."""
+    if _is_fraction_map(key, value):
+        return _bar_list(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return '<span class="muted">none</span>'
+        if depth or len(str(value)) > NOTE_CHARS:
+            return f"{plural(len(value), 'entry', 'entries')}: whole in history.json"
+        rows = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{_value_html(str(k), v, depth + 1)}</td></tr>'
+                       for k, v in value.items())
+        return f'<table class="kv inner">{rows}</table>'
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return '<span class="muted">none</span>'
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in value) and len(value) <= 16:
+            return esc(", ".join(grouped(v) for v in value)) + _unit(key)
+        return f"{plural(len(value), 'entry', 'entries')}: whole in history.json"
+    text = grouped(value)
+    if len(text) > NOTE_CHARS:
+        return f"{len(text):,} characters: whole in history.json"
+    return esc(text) + (_unit(key) if not isinstance(value, (str, bool)) else "")
 
 
 def _score_change(before, after) -> str:
@@ -311,25 +402,15 @@ def _score_change(before, after) -> str:
 
 
 def _step_notes(step) -> str:
-    """What the step reported through ``context.note`` (key = value)."""
+    """What the step reported through ``context.note``, as a small table."""
     notes = getattr(step, "notes", None) or {}
     if not notes:
         return ""
-    items = "".join(f"<dt>{esc(key)}</dt><dd>{esc(_note_text(value))}</dd>" for key, value in notes.items())
-    return f'<dl class="facts step-notes">{items}</dl>'
+    return f'<h3 class="gap">Notes</h3>{_kv_table(notes.items(), "step-notes", "note")}'
 
 
 #: A note longer than this is summarised on the page (it is whole in history.json).
 NOTE_CHARS = 400
-
-
-def _note_text(value) -> str:
-    """A note as text, or a one-line summary when it is long (a sensitivity table)."""
-    text = str(value)
-    if len(text) <= NOTE_CHARS:
-        return text
-    size = f"{len(value)} entries" if isinstance(value, (list, tuple, dict)) else f"{len(text)} characters"
-    return f"{size}: whole in history.json"
 
 
 def _seconds(value: float) -> str:
@@ -341,7 +422,7 @@ def _step_section(step, before) -> str:
     head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}{where}'
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
-            f'<div class="step-options">{_options(step.options)}</div>{_step_notes(step)}'
+            f'<h3 class="gap">Options</h3>{_options(step.options)}{_step_notes(step)}'
             f'{sensitivity_section(step.notes)}{search_section(step, before)}')
     if step.result is None:
         return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
@@ -376,7 +457,7 @@ def _pipeline_card(history) -> str:
              ("Published", sentence)]
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
     return (f'<section class="card hero" id="summary"><div class="eyebrow">compression pipeline · {status}</div>'
-            f'<h1 class="model">{esc(recipe.spec)}</h1><div class="subtitle">input '
+            f'<h1 class="model">{breakable(recipe.spec)}</h1><div class="subtitle">input '
             f'{esc(shape([first.input_shape]))} · {len(history.steps)} step{"s" * (len(history.steps) != 1)}</div>'
             f'{_score_change(first, final)}<dl class="facts">{dl}</dl></section>')
 
@@ -404,7 +485,8 @@ def _steps_table(history) -> str:
     head = ("<tr><th>step</th><th>plugin</th><th>score</th><th>storage</th><th>ops</th><th>change</th>"
             f'<th title="on the test split; the track\'s bar: {history.input.track.quality_bar:g}%">top-1</th>'
             "<th>time</th></tr>")
-    return f'<table class="steps-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<div class="hscroll"><table class="steps-table"><thead>{head}</thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from .csv_report import COLUMNS as CSV_COLUMNS, _cell
-from .format import percent, shape, si
+from .format import percent, plural, shape, si
 from .page import json_script
 from .svg import FAMILY_COLOUR, esc, family
 
@@ -43,6 +43,35 @@ COLUMNS = (
 _NAME_MIN = 200  # px: the flexible name column's minimum width
 _SUMMED = ("params", "nonzero_params", "storage", "mults", "adds", "other_ops", "ops", "macs", "share")
 _NAME_SPAN = 4  # name, op, status and output share one cell in module rows
+
+#: Free ops that only move Python values around (attribute and item access,
+#: shape checks, size arithmetic): folded away when the table opens, one
+#: checkbox shows them. Transformers traced by fx have dozens of them.
+BOOKKEEPING = frozenset({"getattr", "getitem", "eq", "ne", "lt", "le", "gt", "ge", "assert", "floordiv",
+                         "dim", "sym_size", "len", "not_", "and_", "or_", "truediv_int", "scalar_tensor"})
+#: A name part longer than this gets a middle ellipsis (its end stays visible).
+_MID_CHARS = 22
+_TAIL_CHARS = 12
+
+
+def bookkeeping(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is a free bookkeeping node (no params, no cost)."""
+    return row["status"] == "free" and row["op"] in BOOKKEEPING and not row["params"] and not row["storage"]
+
+
+def stored(row: Mapping[str, Any]) -> bool:
+    """A parameter used outside a layer (class token, position embedding):
+    free of ops but charged as storage."""
+    return row["status"] == "free" and row["storage"] > 0
+
+
+def middle(text: str) -> str:
+    """``text`` escaped, split so CSS can cut it in the middle (``.mid``)
+    when it does not fit: the start ellipsised, the last characters kept."""
+    if len(text) <= _MID_CHARS:
+        return esc(text)
+    return (f'<span class="mid"><span class="h">{esc(text[:-_TAIL_CHARS])}</span>'
+            f'<span class="t">{esc(text[-_TAIL_CHARS:])}</span></span>')
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str, Any]]:
@@ -84,12 +113,15 @@ def _name_cell(name: str, path: str, depth: int, tip: str) -> str:
     rest = name[len(prefix):]
     pfx = f'<span class="pfx">{esc(prefix)}</span>' if prefix else ""
     return (f'<td class="name" style="--d:{depth}" title="{esc(tip)}">{pfx}'
-            f'<span class="leaf">{esc(rest)}</span></td>')
+            f'<span class="leaf">{middle(rest)}</span></td>')
 
 
-def _status_cell(status: str, reason: str | None) -> str:
+def _status_cell(status: str, reason: str | None, row: Mapping[str, Any] | None = None) -> str:
     if status == "counted":
         return '<td class="st"></td>'
+    if row is not None and stored(row):
+        why = "a parameter used outside a layer: no ops, its storage is charged"
+        return f'<td class="st"><span class="badge stored" title="{why}">storage</span></td>'
     badge = f'<span class="badge {esc(status)}" title="{esc(reason or status)}">{esc(status)}</span>'
     return f'<td class="st">{badge}</td>'
 
@@ -102,9 +134,9 @@ def _row(i: int, row: Mapping[str, Any], depth: int, columns, top_share: float, 
     if row["reason"]:
         tip += f"\n{status}: {row['reason']}"
     cells = [f'<td class="num idx">{i}</td>', _name_cell(row["name"], row["module_path"], depth, tip),
-             f'<td class="op"><i class="dot" style="background:{FAMILY_COLOUR[family(row["op"])]}"></i>'
-             f'{esc(row["op"])}</td>',
-             _status_cell(status, row["reason"]),
+             f'<td class="op" title="{esc(row["op"])}"><i class="dot" '
+             f'style="background:{FAMILY_COLOUR[family(row["op"])]}"></i>{esc(row["op"])}</td>',
+             _status_cell(status, row["reason"], row),
              f'<td class="shape">{esc(shape(row["output_shapes"][:1]))}</td>']
     weighted = row["params"] > 0
     for key, *_ in columns[5:]:
@@ -121,7 +153,8 @@ def _row(i: int, row: Mapping[str, Any], depth: int, columns, top_share: float, 
                          f'<span class="bar" style="width:{width:.1f}%"></span>{_share(value)}</td>')
         else:
             cells.append(_num(value))
-    return (f'<tr id="{table_id}-r{i}" class="row st-{esc(status)}" data-i="{i}" '
+    extra = " bk" if bookkeeping(row) else " stored" if stored(row) else ""
+    return (f'<tr id="{table_id}-r{i}" class="row st-{esc(status)}{extra}" data-i="{i}" '
             f'data-path="{esc(row["module_path"])}">{"".join(cells)}</tr>')
 
 
@@ -130,7 +163,7 @@ def _group_row(path: str, depth: int, sums: Mapping[str, float], columns, top_sh
     pfx = f'<span class="pfx">{esc(parent)}.</span>' if parent else ""
     cells = [f'<td class="num idx"></td><td class="name" colspan="{_NAME_SPAN}" style="--d:{depth}">'
              f'<button type="button" class="tog" aria-expanded="true" title="collapse or expand this module">'
-             f'</button>{pfx}<b>{esc(leaf)}</b> <span class="muted">{int(sums["count"])} nodes</span></td>']
+             f'</button>{pfx}<b>{esc(leaf)}</b> <span class="muted">{plural(int(sums["count"]), "node")}</span></td>']
     for key, *_ in columns[5:]:
         if key == "share":
             width = 100 * sums["share"] / top_share if top_share else 0
@@ -170,6 +203,14 @@ def _head(columns) -> str:
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+def _bk_toggle(rows) -> str:
+    count = sum(map(bookkeeping, rows))
+    if not count:
+        return ""
+    return (f'<label class="bk-toggle" title="free ops that move Python values: getattr, getitem, shape checks">'
+            f'<input type="checkbox" class="f-bk"> show {plural(count, "bookkeeping node")}</label>')
+
+
 def _toolbar(rows, table_id: str) -> str:
     ops = sorted({r["op"] for r in rows})
     options = "".join(f'<option value="{esc(op)}">{esc(op)}</option>' for op in ops)
@@ -180,7 +221,7 @@ def _toolbar(rows, table_id: str) -> str:
         f'<select class="f-status" aria-label="filter by status"><option value="">all nodes</option>'
         f'<option value="counted">counted</option><option value="free">free</option>'
         f'<option value="uncounted">uncounted</option><option value="!free">hide free</option></select>'
-        f'<span class="sep"></span>'
+        f'{_bk_toggle(rows)}<span class="sep"></span>'
         f'<button type="button" class="b-collapse">Collapse all</button>'
         f'<button type="button" class="b-expand">Expand all</button>'
         f'<button type="button" class="b-order" disabled>Network order</button>'

@@ -38,7 +38,8 @@
         groups.push({ tr: tr, path: tr.dataset.path, anc: ancestors(tr.dataset.path, true),
                       tog: tr.querySelector(".tog") });
       } else {
-        rows.push({ tr: tr, i: Number(tr.dataset.i), anc: ancestors(tr.dataset.path, false) });
+        rows.push({ tr: tr, i: Number(tr.dataset.i), anc: ancestors(tr.dataset.path, false),
+                    bk: tr.classList.contains("bk") });
       }
     });
     var col = {};
@@ -46,7 +47,7 @@
     var ui = {
       name: root.querySelector(".f-name"), op: root.querySelector(".f-op"),
       status: root.querySelector(".f-status"), count: root.querySelector(".count"),
-      order: root.querySelector(".b-order")
+      order: root.querySelector(".b-order"), bk: root.querySelector(".f-bk")
     };
     var heads = Array.prototype.slice.call(root.querySelectorAll("thead th"));
     var collapsed = new Set();
@@ -60,7 +61,8 @@
     }
 
     function filters() {
-      return { name: ui.name.value.trim().toLowerCase(), op: ui.op.value, status: ui.status.value };
+      return { name: ui.name.value.trim().toLowerCase(), op: ui.op.value, status: ui.status.value,
+               bk: !ui.bk || ui.bk.checked };
     }
 
     function matches(row, f) {
@@ -78,10 +80,12 @@
 
     function apply() {
       var f = filters(), filtering = !!(f.name || f.op || f.status);
-      var tree = state.key === null && !filtering, shown = 0;
+      var tree = state.key === null && !filtering, shown = 0, folded = 0;
       tbody.classList.toggle("tree", tree);
       rows.forEach(function (row) {
         var hide = tree ? hiddenByFold(row.anc) : !matches(row, f);
+        // bookkeeping rows (getattr, getitem, shape checks) stay folded unless asked for by op or checkbox
+        if (!hide && row.bk && !f.bk && !f.op) { hide = true; folded++; }
         if (row.tr.hidden !== hide) row.tr.hidden = hide;
         if (!hide) shown++;
       });
@@ -90,7 +94,7 @@
         if (g.tr.hidden !== hide) g.tr.hidden = hide;
         if (g.tog && g.tog.getAttribute("aria-expanded") !== String(open)) g.tog.setAttribute("aria-expanded", String(open));
       });
-      ui.count.textContent = shown + " of " + rows.length + " nodes";
+      ui.count.textContent = shown + " of " + rows.length + " nodes" + (folded ? " (" + folded + " bookkeeping folded)" : "");
       ui.order.disabled = state.key === null;
     }
 
@@ -155,6 +159,7 @@
       if (row.tr.hidden) {
         if (state.key === null) row.anc.forEach(function (p) { collapsed.delete(p); });
         ui.name.value = ""; ui.op.value = ""; ui.status.value = "";
+        if (row.bk && ui.bk) ui.bk.checked = true;
         apply();
       }
       row.tr.scrollIntoView({ block: "center" });
@@ -177,6 +182,7 @@
     ui.name.addEventListener("input", apply);
     ui.op.addEventListener("change", apply);
     ui.status.addEventListener("change", apply);
+    if (ui.bk) ui.bk.addEventListener("change", apply);
     ui.order.addEventListener("click", function () { sort(null); });
     root.querySelector(".b-collapse").addEventListener("click", function () {
       groups.forEach(function (g) { collapsed.add(g.path); });
@@ -197,13 +203,16 @@
       if (mark && tables[mark.dataset.table]) tables[mark.dataset.table].reveal(Number(mark.dataset.i));
       var button = e.target.closest && e.target.closest(".graph-bar button[data-view]");
       if (button) {
-        var card = button.closest(".card");
+        // keep the button where it is on screen: panes differ in height, the page must not jump
+        var card = button.closest(".card"), top = button.getBoundingClientRect().top;
         card.querySelectorAll(".graph-bar button").forEach(function (b) {
           b.setAttribute("aria-pressed", String(b === button));
         });
         card.querySelectorAll(".graph-pane").forEach(function (pane) {
           pane.hidden = pane.dataset.view !== button.dataset.view;
         });
+        var moved = button.getBoundingClientRect().top - top;
+        if (moved) window.scrollBy(0, moved);
       }
     });
   }
