@@ -15,6 +15,7 @@ import traceback
 import warnings
 from typing import Sequence
 
+from .cli_diff import add_budget_options, add_diff_command, check_budget_options, finish_audit
 from .errors import MicronetError
 from .manager import Registries, hookimpl
 from .text import positive_int, printable
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--all", dest="show_free", action="store_true", help="show free nodes in the table")
     audit.add_argument("--top", type=positive_int, metavar="N", help="show only the N layers with the largest share")
     audit.add_argument("--quiet", action="store_true", help="print only the score line")
+    add_budget_options(audit)
     audit.set_defaults(run=run_audit)
 
     compress = commands.add_parser("compress", help="run a compression recipe, re-scoring after each step",
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list plugins, their origin and what they registered")
     plugins.add_argument("--verbose", "-v", action="store_true", help="list every counter target too")
     plugins.set_defaults(run=run_plugins)
+    add_diff_command(commands)
     return parser
 
 
@@ -107,6 +110,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
     for option in ("json", "csv", "html"):  # before any work, not after it
         check_output_file(getattr(args, option), f"--{option}")
+    bounds = check_budget_options(args)  # budgets and --markdown: a bad number fails before any work
     levels = parse_what_if(args.what_if) if args.what_if else None
     registries = _registries(args)
     _mention_failed_plugins(registries)
@@ -153,7 +157,7 @@ def run_audit(args: argparse.Namespace) -> int:
         from .reports.html import write_audit_html
 
         write_audit_html(result, args.html, what_if=grid, sections=sections)
-    return 0
+    return finish_audit(result, args, bounds)  # --markdown, and 1 when a budget is broken
 
 
 def _audit_inputs(args: argparse.Namespace):
