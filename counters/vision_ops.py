@@ -54,6 +54,18 @@ IoU of a pair, p times          2 (intersection area,   11 (4 max / min, 2
 ==============================  ======================  =====================
 
 Comparisons are booked as adds, as max pooling's are.
+
+``nms``'s output (the kept indices) has a data-dependent length: its shape
+rule gives the same upper bound, ``[n]`` (every box kept), so a detector's
+``keep[:detections_per_img]`` and the gathers after it are priced for the
+most boxes its configured limits allow (:mod:`micronet.detection`).
+
+``topk(input, k, dim)`` (what every detector uses to keep its best
+candidates; not a torchvision op, counted here with them): over ``R`` rows
+of ``n`` values, ``R x n x ceil(log2(k + 1))`` comparisons (booked as adds):
+each value is compared along the depth of a binary heap of the ``k`` best,
+a documented upper bound of heap selection (the heap's final ordering
+included, as ``k <= n``). ``k = 0``: free.
 """
 from __future__ import annotations
 
@@ -64,9 +76,10 @@ import torch
 
 from micronet.manager import hookimpl
 from micronet.records import Counts, TensorInfo
-from micronet.registry import Lazy, OpCall, collect, counter
+from micronet.registry import Lazy, Method, OpCall, collect, counter, shape_rule
 
-__all__ = ["TorchvisionOp", "ROI_ALIGN", "NMS", "nms_counts", "count_nms", "roi_align_counts", "count_roi_align"]
+__all__ = ["TorchvisionOp", "ROI_ALIGN", "NMS", "TOPK", "nms_counts", "count_nms", "shape_nms", "roi_align_counts",
+           "count_roi_align", "topk_counts", "count_topk"]
 
 class TorchvisionOp(Lazy):
     """``torch.ops.torchvision.<name>``, taken once ``torchvision`` is imported
@@ -136,6 +149,43 @@ def count_nms(call: OpCall) -> Counts:
     if not isinstance(boxes, TensorInfo) or boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError("nms needs [n, 4] boxes")
     return nms_counts(boxes.shape[0])
+
+
+@shape_rule(NMS)
+def shape_nms(call: OpCall) -> TensorInfo:
+    """``nms`` keeps a data-dependent number of boxes: the upper bound, all
+    ``n`` of them (int64 indices)."""
+    boxes = call.arg(0, "dets")
+    if not isinstance(boxes, TensorInfo) or boxes.ndim != 2:
+        raise ValueError("nms needs [n, 4] boxes")
+    return TensorInfo((boxes.shape[0],), torch.int64)
+
+
+#: ``torch.topk``, ``Tensor.topk`` and ``aten.topk``.
+TOPK = (torch.topk, Method("topk"), torch.ops.aten.topk)
+
+
+def topk_counts(rows: int, n: int, k: int) -> Counts:
+    """Upper-bound counts of keeping the ``k`` largest of ``n`` values in
+    each of ``rows`` rows (heap selection, see the module's docstring)."""
+    if k <= 0 or n <= 0:
+        return Counts()
+    return Counts(adds=rows * n * math.ceil(math.log2(k + 1)))
+
+
+@counter(*TOPK, op="topk")
+def count_topk(call: OpCall) -> Counts:
+    """``topk(input, k, dim=-1, largest=True, sorted=True)``: :func:`topk_counts`."""
+    x = call.arg(0, "input" if call.kind != "aten" else "self")
+    k = call.arg(1, "k")
+    dim = call.arg(2, "dim", -1)
+    if not isinstance(x, TensorInfo) or not isinstance(k, int):
+        raise ValueError("topk needs a tensor and an integer k")
+    if x.ndim == 0:
+        return Counts()
+    dim = dim % x.ndim
+    n = x.shape[dim]
+    return topk_counts(math.prod(x.shape) // max(n, 1), n, k)
 
 
 @hookimpl

@@ -360,6 +360,11 @@ def capture(model: nn.Module, registry: CounterRegistry,
 
     if is_aten_graph(model):
         return export()
+    from .detection import capture_detector, is_detector
+
+    if is_detector(model):  # a list of images in, a data-dependent number of boxes out: its bounded graph
+        first = example() if callable(example) else example
+        return capture_detector(model, registry, tuple(first[0].shape))
     try:
         return trace_fx(model, registry, given)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...

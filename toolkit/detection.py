@@ -1,0 +1,521 @@
+"""Capturing torchvision's detectors (Faster R-CNN, RetinaNet, FCOS, SSD).
+
+A detector's ``forward`` takes a list of images and keeps a data-dependent
+number of boxes: torch.fx cannot iterate the list, torch.export stops at the
+first box count (``batched_nms``). fvcore gets a count by jit-tracing one
+real run, which prices the boxes that one image happened to keep and gives
+no per-layer records. This module instead builds, at capture time, a
+*bounded graph* of the detector: a small ``nn.Module`` whose children are the
+detector's own submodules under their own names (``backbone.body...``,
+``rpn.head.conv...``, ``roi_heads.box_head.fc6``, ``head.classification_head...``),
+so the fx walk records the backbone, FPN and heads layer by layer with the
+paths of ``model.named_modules()``, and the parameters are the model's own.
+
+Choice (over jit tracing, which needs real data, and torch.export, which
+stops at the box counts): everything stays shape-only. The sizes a
+detector's Python code needs are taken before tracing, on meta tensors:
+its own ``transform`` is run on empty meta images (the size it resizes and
+pads to is the size scored, as the model would), then its backbone, for the
+feature-map sizes. The graph then runs, per stage:
+
+==========================  ==============================================  ======================
+stage (record names)        what is counted                                 how
+==========================  ==============================================  ======================
+``transform.*``             normalisation (1 add + 1 mult a value), the     exact (traced ops)
+                            bilinear resize to the transformed size, the
+                            padding to ``size_divisible`` (free)
+backbone, FPN, heads        every layer                                     exact (traced layers)
+``*.anchor_generator``      the model's own anchor / default-box            exact: its aten ops,
+                            generator for these feature sizes               on meta tensors
+``*.box_coder``             the model's own box decoding                    exact (aten ops, meta)
+``rpn.filter_proposals``,   per-level ``topk`` (``pre_nms_top_n``,          upper bound
+``roi_heads.postprocess_``  ``topk_candidates``), sigmoid / softmax,
+``detections``,             clipping, the small-box and score-threshold
+``postprocess_detections``  tests, ``batched_nms``, the gathers of what
+                            is kept
+``roi_heads.box_roi_pool``  the FPN level of each box (LevelMapper's        exact for
+                            arithmetic) and ``roi_align`` of every box      ``sampling_ratio > 0``
+``transform.postprocess``   boxes scaled back to the input size (4 mults    exact for the bound's
+                            a box)                                          box count
+==========================  ==============================================  ======================
+
+The upper bounds (what a count depends on is data only through these):
+
+- a score threshold (``score_thresh``, ``box_score_thresh``) and
+  ``remove_small_boxes`` keep every candidate: their comparisons are counted,
+  nothing is dropped;
+- ``topk`` keeps ``min(limit, candidates)`` per level (``pre_nms_top_n`` for
+  the RPN, ``topk_candidates`` for RetinaNet / FCOS per level and for SSD per
+  class): exact given the thresholds keep everything;
+- ``batched_nms`` is priced as torchvision's coordinate trick (one ``max``,
+  the offsets, one ``nms`` over all ``n`` candidates), whose ``nms`` over all
+  ``n`` boxes with nothing suppressed bounds the per-class form torchvision
+  uses for large ``n`` (``counters/vision_ops.py``: ``n (n - 1) / 2`` IoUs);
+- what survives NMS is ``min(n, post_nms_top_n)`` proposals per image for the
+  RPN, ``min(n, detections_per_img)`` detections per image at the end;
+- ``roi_align`` of FPN models: torchvision pools each box on the level its
+  size selects; with ``sampling_ratio > 0`` the cost does not depend on the
+  level, so all boxes are priced as one ``roi_align`` (on the finest level,
+  which is also the bound for adaptive sampling).
+
+These bounds are loose by design (Faster R-CNN's second-stage NMS over
+``proposals x (classes - 1)`` candidates dominates such a count): they are
+what the model's configured limits allow, never what one image happened to
+keep. Nothing is left uncounted; ``docs/detection.md`` has the figures.
+
+The input is a batch ``[N, 3, H, W]`` (``--input 1x3x320x320``): N images of
+one size, each transformed as the model would. Mask R-CNN and Keypoint
+R-CNN (their mask / keypoint heads) are refused with a one-line error.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .capture import Capture, MicronetTracer
+from .errors import UsageError
+from .registry import CounterRegistry
+
+__all__ = ["is_detector", "capture_detector", "DetectorPlan"]
+
+
+def _detection_module():
+    return sys.modules.get("torchvision.models.detection")
+
+
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is a torchvision detector this module captures
+    (never imports torchvision: a model from it has imported it already)."""
+    det = _detection_module()
+    if det is None:
+        return False
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    return isinstance(model, (GeneralizedRCNN, det.retinanet.RetinaNet, det.fcos.FCOS, det.ssd.SSD))
+
+
+@dataclass(frozen=True)
+class DetectorPlan:
+    """The sizes a detector's Python code works with, for one input batch.
+
+    ``batch``: N; ``input_size``: (H, W) given; ``resized``: (h, w) each
+    image is resized to by the model's transform; ``padded``: (h, w) of the
+    batch it scores (after padding to ``size_divisible``); ``features``:
+    (H, W) of each feature map; ``anchors``: anchors per location, per map."""
+
+    batch: int
+    input_size: tuple[int, int]
+    resized: tuple[int, int]
+    padded: tuple[int, int]
+    features: tuple[tuple[int, int], ...]
+    anchors: tuple[int, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def per_level(self) -> tuple[int, ...]:
+        """Anchors of each feature map (H x W x anchors per location)."""
+        return tuple(h * w * a for (h, w), a in zip(self.features, self.anchors))
+
+
+# ------------------------------------------------------------------ plan
+
+def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: torch.empty_like(v, device="meta")
+            for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
+
+
+def _plan(model: nn.Module, shape: tuple[int, ...]) -> DetectorPlan:
+    if len(shape) != 4 or shape[1] != 3:
+        raise UsageError(f"a detector takes a batch of RGB images [N, 3, H, W]; got input {'x'.join(map(str, shape))}",
+                         hint="pass --input Nx3xHxW, e.g. --input 1x3x320x320")
+    n, _, h, w = shape
+    with torch.no_grad():
+        images = [torch.empty(3, h, w, device="meta") for _ in range(n)]
+        image_list, _ = copy.deepcopy(model.transform)(images)
+        x = image_list.tensors
+        features = torch.func.functional_call(model.backbone, _meta_state(model.backbone), (x,))
+    if isinstance(features, torch.Tensor):
+        features = {"0": features}
+    sizes = tuple(tuple(f.shape[-2:]) for f in features.values())
+    generator = model.anchor_generator if hasattr(model, "anchor_generator") else model.rpn.anchor_generator
+    per_location = tuple(generator.num_anchors_per_location())
+    return DetectorPlan(n, (h, w), tuple(image_list.image_sizes[0]), tuple(x.shape[-2:]), sizes, per_location,
+                        tuple(features))
+
+
+# ------------------------------------------------------ stages kept whole
+
+class _Whole(nn.Module):
+    """A stage the tracer keeps as one node: it runs on meta tensors under
+    the aten counter (shape-static code of the model's own)."""
+
+
+class Anchors(_Whole):
+    """The model's anchor (or SSD default-box) generator, a private copy
+    (it caches its anchors on the device it runs on): ``[N, A, 4]``."""
+
+    def __init__(self, generator: nn.Module, plan: DetectorPlan):
+        super().__init__()
+        self.generator = copy.deepcopy(generator)
+        self.sizes = [tuple(plan.resized)] * plan.batch
+
+    def forward(self, images: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        from torchvision.models.detection.image_list import ImageList
+
+        return torch.stack(self.generator(ImageList(images, self.sizes), list(features)))
+
+
+class Decode(_Whole):
+    """The model's box coder: ``deltas [K, C x 4]`` applied to ``boxes [K, 4]``
+    (``BoxCoder.decode_single``, or ``BoxLinearCoder.decode`` for FCOS)."""
+
+    def __init__(self, coder: Any):
+        super().__init__()
+        self.coder = coder
+
+    def forward(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.coder, "decode_single"):
+            return self.coder.decode_single(deltas, boxes)
+        return self.coder.decode(deltas, boxes)
+
+
+class Stage(nn.Module):
+    """A named group of stages (``rpn``, ``roi_heads``): children only."""
+
+    def __init__(self, **children: nn.Module):
+        super().__init__()
+        for name, child in children.items():
+            self.add_module(name, child)
+
+
+# ------------------------------------------------------- traced helpers
+
+def clip_boxes(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision's ``clip_boxes_to_image``: x clamped to [0, w], y to [0, h]."""
+    height, width = size
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack((x, y), dim=-1).reshape(boxes.shape)
+
+
+def small_box_test(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """``remove_small_boxes``' test (2 subs, 2 comparisons, 1 and a box);
+    the bound keeps every box, so its result is not applied."""
+    ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return torch.logical_and(ws >= min_size, hs >= min_size)
+
+
+def batched_nms_bound(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                      iou_threshold: float) -> torch.Tensor:
+    """torchvision's ``batched_nms`` by its coordinate trick: the boxes of
+    each class offset apart, one ``nms`` over all of them (priced by its
+    no-suppression upper bound; the kept indices are all ``n``)."""
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes.dtype) * (max_coordinate + 1)
+    return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+class Transform(nn.Module):
+    """``GeneralizedRCNNTransform`` at the planned sizes: normalise, resize
+    (bilinear, as torchvision), pad to the batch size (free)."""
+
+    def __init__(self, transform: nn.Module, plan: DetectorPlan):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(transform.image_mean)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(transform.image_std)[:, None, None], persistent=False)
+        self.resized, self.padded = plan.resized, plan.padded
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False)
+        (h, w), (ph, pw) = self.resized, self.padded
+        if (ph, pw) != (h, w):
+            x = F.pad(x, (0, pw - w, 0, ph - h))
+        return x
+
+
+class ResizeBack(nn.Module):
+    """``transform.postprocess``: boxes scaled from the resized to the input
+    size (``resize_boxes``: 4 mults a box)."""
+
+    def __init__(self, plan: DetectorPlan):
+        super().__init__()
+        (h, w), (oh, ow) = plan.resized, plan.input_size
+        ratio = torch.tensor([ow / w, oh / h, ow / w, oh / h])
+        self.register_buffer("ratio", ratio, persistent=False)
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        return boxes * self.ratio
+
+
+# ------------------------------------------------------------ R-CNN
+
+class ProposalFilter(nn.Module):
+    """``RegionProposalNetwork.filter_proposals`` within its bounds: top
+    ``pre_nms_top_n`` a level, sigmoid, clip, tests, NMS, keep
+    ``post_nms_top_n``."""
+
+    def __init__(self, rpn: nn.Module, plan: DetectorPlan):
+        super().__init__()
+        self.plan = plan
+        self.pre, self.post = rpn.pre_nms_top_n(), rpn.post_nms_top_n()
+        self.nms_thresh, self.score_thresh, self.min_size = rpn.nms_thresh, rpn.score_thresh, rpn.min_size
+        #: proposals kept per image (the bound)
+        self.kept = min(self.post, sum(min(self.pre, count) for count in plan.per_level))
+
+    def forward(self, proposals: torch.Tensor, objectness: torch.Tensor) -> torch.Tensor:
+        n = self.plan.batch
+        objectness = objectness.reshape(n, -1)
+        tops, offset, levels = [], 0, []
+        for level, count in enumerate(self.plan.per_level):
+            k = min(self.pre, count)
+            _, top = objectness[:, offset:offset + count].topk(k, dim=1)
+            tops.append(top + offset)
+            levels.append(torch.full((k,), level, dtype=torch.int64))
+            offset += count
+        top_n = torch.cat(tops, dim=1)
+        rows = torch.arange(n)[:, None]
+        scores = torch.sigmoid(objectness[rows, top_n])
+        proposals = proposals[rows, top_n]
+        lvl = torch.cat(levels)
+        kept = []
+        for i in range(n):
+            boxes = clip_boxes(proposals[i], self.plan.resized)
+            small_box_test(boxes, self.min_size)
+            scores[i] >= self.score_thresh
+            keep = batched_nms_bound(boxes, scores[i], lvl, self.nms_thresh)[:self.post]
+            kept.append(boxes[keep])
+        return torch.stack(kept)
+
+
+class RoIPool(nn.Module):
+    """``MultiScaleRoIAlign`` for the bounded proposals: the level of each box
+    (``LevelMapper``) and ``roi_align`` of every box (see the module's docstring)."""
+
+    def __init__(self, pool: nn.Module, plan: DetectorPlan, proposals: int):
+        super().__init__()
+        self.batch, self.proposals = plan.batch, proposals
+        self.index = [plan.names.index(name) for name in pool.featmap_names if name in plan.names]
+        self.output_size, self.sampling_ratio = tuple(pool.output_size), pool.sampling_ratio
+        self.canonical_scale, self.canonical_level = pool.canonical_scale, pool.canonical_level
+        height = plan.padded[0]
+        scales = [2.0 ** round(math.log2(plan.features[i][0] / height)) for i in self.index]
+        self.scale = scales[0]
+        self.k_min, self.k_max = -math.log2(scales[0]), -math.log2(scales[-1])
+
+    def forward(self, features: list[torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        n, p = self.batch, self.proposals
+        flat = boxes.reshape(-1, 4)
+        ids = torch.arange(n, dtype=torch.float32).repeat_interleave(p)[:, None]
+        rois = torch.cat([ids, flat], dim=1)
+        maps = [features[i] for i in self.index]
+        if len(maps) > 1:  # LevelMapper: floor(k0 + log2(sqrt(area) / s0) + eps), clamped
+            area = (flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])
+            level = torch.floor(self.canonical_level + torch.log2(torch.sqrt(area) / self.canonical_scale) + 1e-6)
+            torch.clamp(level, min=self.k_min, max=self.k_max) - self.k_min
+        return torch.ops.torchvision.roi_align(maps[0], rois, self.scale, self.output_size[0], self.output_size[1],
+                                               self.sampling_ratio, False)
+
+
+class BoxDetections(nn.Module):
+    """``RoIHeads.postprocess_detections`` within its bounds."""
+
+    def __init__(self, heads: nn.Module, plan: DetectorPlan, proposals: int):
+        super().__init__()
+        self.plan, self.proposals = plan, proposals
+        self.box_coder = Decode(heads.box_coder)
+        self.score_thresh, self.nms_thresh = heads.score_thresh, heads.nms_thresh
+        self.detections = heads.detections_per_img
+
+    def forward(self, logits: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor):
+        n, p = self.plan.batch, self.proposals
+        classes = logits.shape[-1]
+        boxes = self.box_coder(deltas, proposals.reshape(-1, 4)).reshape(n, p, classes, 4)
+        scores = F.softmax(logits, -1).reshape(n, p, classes)
+        labels = torch.arange(classes).view(1, -1).expand(p, classes)[:, 1:].reshape(-1)
+        out_boxes, out_scores, out_labels = [], [], []
+        for i in range(n):
+            b = clip_boxes(boxes[i], self.plan.resized)[:, 1:].reshape(-1, 4)
+            s = scores[i][:, 1:].reshape(-1)
+            s > self.score_thresh
+            small_box_test(b, 1e-2)
+            keep = batched_nms_bound(b, s, labels, self.nms_thresh)[:self.detections]
+            out_boxes.append(b[keep])
+            out_scores.append(s[keep])
+            out_labels.append(labels[keep])
+        return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
+
+
+class RCNNGraph(nn.Module):
+    """Faster R-CNN (``GeneralizedRCNN`` with an RPN and box RoI heads), bounded."""
+
+    def __init__(self, model: nn.Module, plan: DetectorPlan):
+        super().__init__()
+        heads = model.roi_heads
+        if heads.has_mask() or heads.has_keypoint():
+            raise UsageError(f"{type(model).__name__}: detectors with mask or keypoint heads are not audited yet "
+                             "(their heads run on the kept detections)",
+                             hint="audit the box detector (fasterrcnn_*), or its backbone alone")
+        self.plan = plan
+        self.transform = Transform(model.transform, plan)
+        self.transform.add_module("postprocess", ResizeBack(plan))
+        self.backbone = model.backbone
+        proposals = ProposalFilter(model.rpn, plan)
+        self.rpn = Stage(head=model.rpn.head, anchor_generator=Anchors(model.rpn.anchor_generator, plan),
+                         box_coder=Decode(model.rpn.box_coder), filter_proposals=proposals)
+        self.roi_heads = Stage(box_roi_pool=RoIPool(heads.box_roi_pool, plan, proposals.kept), box_head=heads.box_head,
+                               box_predictor=heads.box_predictor,
+                               postprocess_detections=BoxDetections(heads, plan, proposals.kept))
+
+    def forward(self, images: torch.Tensor):
+        from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+        x = self.transform(images)
+        features = _as_list(self.backbone(x))
+        objectness, deltas = self.rpn.head(features)
+        anchors = self.rpn.anchor_generator(x, *features)
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        proposals = self.rpn.box_coder(deltas, anchors.reshape(-1, 4)).reshape(self.plan.batch, -1, 4)
+        proposals = self.rpn.filter_proposals(proposals, objectness)
+        pooled = self.roi_heads.box_head(self.roi_heads.box_roi_pool(features, proposals))
+        predictor = self.roi_heads.box_predictor
+        if hasattr(predictor, "cls_score") and hasattr(predictor, "bbox_pred"):  # FastRCNNPredictor, layer by layer
+            flat = pooled.flatten(start_dim=1)
+            logits, box_deltas = predictor.cls_score(flat), predictor.bbox_pred(flat)
+        else:
+            logits, box_deltas = predictor(pooled)
+        boxes, scores, labels = self.roi_heads.postprocess_detections(logits, box_deltas, proposals)
+        return self.transform.postprocess(boxes), scores, labels
+
+
+def _as_list(features: Any) -> list[torch.Tensor]:
+    if isinstance(features, torch.Tensor):
+        return [features]
+    return list(features.values())
+
+
+# ----------------------------------------------- RetinaNet, FCOS, SSD
+
+class DenseDetections(nn.Module):
+    """``postprocess_detections`` of RetinaNet / FCOS (per level: scores,
+    top ``topk_candidates``, decoding of those, clipping) and of SSD (decode
+    all, softmax, per class top ``topk_candidates``), then NMS and the
+    ``detections_per_img`` kept, within the bounds."""
+
+    def __init__(self, model: nn.Module, plan: DetectorPlan, kind: str):
+        super().__init__()
+        self.plan, self.kind = plan, kind
+        self.box_coder = Decode(model.box_coder)
+        self.score_thresh, self.nms_thresh = model.score_thresh, model.nms_thresh
+        self.topk, self.detections = model.topk_candidates, model.detections_per_img
+
+    def forward(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor):
+        if self.kind == "ssd":
+            return self._ssd(outputs, anchors)
+        logits, deltas = outputs["cls_logits"], outputs["bbox_regression"]
+        ctrness = outputs.get("bbox_ctrness")
+        classes = logits.shape[-1]
+        out_boxes, out_scores, out_labels = [], [], []
+        for i in range(self.plan.batch):
+            boxes, scores, labels, offset = [], [], [], 0
+            for count in self.plan.per_level:
+                level = slice(offset, offset + count)
+                s = torch.sigmoid(logits[i, level])
+                if ctrness is not None:  # FCOS: sqrt(class score x centerness)
+                    s = torch.sqrt(s * torch.sigmoid(ctrness[i, level]))
+                s = s.flatten()
+                s > self.score_thresh
+                s, idx = s.topk(min(self.topk, count * classes))
+                anchor_idx = torch.div(idx, classes, rounding_mode="floor")
+                labels.append(idx % classes)
+                b = self.box_coder(deltas[i, level][anchor_idx], anchors[i, level][anchor_idx])
+                boxes.append(clip_boxes(b, self.plan.resized))
+                scores.append(s)
+                offset += count
+            self._keep(torch.cat(boxes), torch.cat(scores), torch.cat(labels), out_boxes, out_scores, out_labels)
+        return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
+
+    def _ssd(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor):
+        scores = F.softmax(outputs["cls_logits"], dim=-1)
+        classes = scores.shape[-1]
+        count = scores.shape[1]
+        out_boxes, out_scores, out_labels = [], [], []
+        for i in range(self.plan.batch):
+            boxes = clip_boxes(self.box_coder(outputs["bbox_regression"][i], anchors[i]), self.plan.resized)
+            kept_boxes, kept_scores, kept_labels = [], [], []
+            for label in range(1, classes):
+                s = scores[i][:, label]
+                s > self.score_thresh
+                s, idx = s.topk(min(self.topk, count))
+                kept_boxes.append(boxes[idx])
+                kept_scores.append(s)
+                kept_labels.append(torch.full((min(self.topk, count),), label, dtype=torch.int64))
+            self._keep(torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels),
+                       out_boxes, out_scores, out_labels)
+        return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
+
+    def _keep(self, boxes, scores, labels, out_boxes, out_scores, out_labels) -> None:
+        keep = batched_nms_bound(boxes, scores, labels, self.nms_thresh)[:self.detections]
+        out_boxes.append(boxes[keep])
+        out_scores.append(scores[keep])
+        out_labels.append(labels[keep])
+
+
+class DenseGraph(nn.Module):
+    """RetinaNet, FCOS and SSD (one-stage detectors), bounded."""
+
+    def __init__(self, model: nn.Module, plan: DetectorPlan, kind: str):
+        super().__init__()
+        self.plan = plan
+        self.transform = Transform(model.transform, plan)
+        self.transform.add_module("postprocess", ResizeBack(plan))
+        self.backbone = model.backbone
+        self.head = model.head
+        self.anchor_generator = Anchors(model.anchor_generator, plan)
+        self.postprocess_detections = DenseDetections(model, plan, kind)
+
+    def forward(self, images: torch.Tensor):
+        x = self.transform(images)
+        features = _as_list(self.backbone(x))
+        outputs = self.head(features)
+        anchors = self.anchor_generator(x, *features)
+        boxes, scores, labels = self.postprocess_detections(outputs, anchors)
+        return self.transform.postprocess(boxes), scores, labels
+
+
+# --------------------------------------------------------------- capture
+
+class DetectionTracer(MicronetTracer):
+    """MicronetTracer that keeps the :class:`_Whole` stages as single nodes."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _Whole) or super().is_leaf_module(m, module_qualified_name)
+
+
+def bounded_graph(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """The bounded graph module of a torchvision detector for input ``shape``
+    (``[N, 3, H, W]``); its children are the detector's own submodules."""
+    det = _detection_module()
+    plan = _plan(model, tuple(shape))
+    if isinstance(model, det.retinanet.RetinaNet):
+        return DenseGraph(model, plan, "retinanet")
+    if isinstance(model, det.fcos.FCOS):
+        return DenseGraph(model, plan, "fcos")
+    if isinstance(model, det.ssd.SSD):
+        return DenseGraph(model, plan, "ssd")
+    return RCNNGraph(model, plan)
+
+
+def capture_detector(model: nn.Module, registry: CounterRegistry, shape: tuple[int, ...]) -> Capture:
+    """Capture a torchvision detector as its bounded graph (see the module's
+    docstring), traced with fx; ``shape`` is the input batch ``[N, 3, H, W]``."""
+    graph_module = bounded_graph(model, shape)
+    graph = DetectionTracer(registry).trace(graph_module)
+    return Capture(graph, graph_module, "fx", modules=dict(graph_module.named_modules()))
