@@ -117,8 +117,9 @@ def audit_per_token(model: nn.Module | str, context: int = DEFAULT_CONTEXT, trac
         raise UsageError(f"context={context!r}: expected a number of tokens >= 1", hint="e.g. --per-token 128")
     for name in ("inputs", "input_shape", "data", "input_dtype"):
         if options.get(name) is not None:
-            raise UsageError(f"{name} cannot be given with a per-token audit: it feeds {context} token ids, then one",
-                             hint="drop --input/--inputs/--data, or drop --per-token")
+            raise UsageError(f"a per-token audit chooses its inputs ({context} token ids, then one): "
+                             f"{name} (--{name.replace('_', '-').replace('-shape', '')}) cannot be given with it",
+                             hint="drop --input/--inputs/--input-dtype/--data, or drop --per-token")
         options.pop(name, None)
     registries = registries or default_registries()
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
