@@ -41,6 +41,7 @@ class _Audited:
     result: Any
     budgets: list[str] = field(default_factory=list)
     failed: bool = False
+    grew: bool = False
     baseline: str = ""
 
 
@@ -121,6 +122,7 @@ class _Auditor:
         :func:`micronet.audit`'s ``inputs=`` takes (several inputs);
         ``options``: the other keywords of :func:`micronet.audit`;
         ``budget``: bounds for :func:`micronet.assert_budget`."""
+        __tracebackhide__ = True  # a failure shows the test's line, not the plugin's
         import micronet
 
         session = self._session
@@ -142,6 +144,7 @@ class _Auditor:
 
     def assert_budget(self, result, *, _label: str | None = None, **bounds: Any):
         """:func:`micronet.assert_budget`, noted for the terminal summary."""
+        __tracebackhide__ = True
         from micronet.budget import assert_budget
 
         label = _label or next((a.label for a in self._session.audited.values() if a.result is result),
@@ -196,7 +199,7 @@ def _against_baseline(session: _Session, label: str, result) -> str:
     fraction = diff.score_delta_fraction
     entry.baseline = f"{100 * fraction:+.2f}% vs saved" if fraction is not None else "saved score 0"
     if diff.exceeds((session.compare_fail, True)):
-        entry.failed = True
+        entry.grew = True
         return (f"micronet: the score of {label} grew by more than {session.compare_fail:g}% over {path}:\n"
                 + diff.text(top=10))
     return ""
@@ -210,15 +213,18 @@ def micronet_audit(request: pytest.FixtureRequest) -> _Auditor:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    from micronet.text import printable
+
     session = config.stash.get(_SESSION, None)
     if not session or not session.audited:
         return
     terminalreporter.section("micronet audits")
     for entry in session.audited.values():
         score = entry.result.score
-        budget = "; ".join(entry.budgets) or "no budget"
-        verdict = "over budget" if entry.failed else "ok" if entry.budgets or entry.baseline else ""
-        extra = f" [{entry.baseline}]" if entry.baseline else ""
-        terminalreporter.line(f"{entry.label}: score {score.total:.6g} ({score.rulebook}, {score.track}); "
-                              f"budget: {budget}{' ' + verdict if verdict else ''}{extra}",
-                              red=entry.failed)
+        budget = "; ".join(entry.budgets) or "none"
+        if entry.budgets:
+            budget += " (over budget)" if entry.failed else " (within)"
+        baseline = f"; {entry.baseline}" + (f" (more than {session.compare_fail:g}%)" if entry.grew else "") \
+            if entry.baseline else ""
+        terminalreporter.line(f"{printable(entry.label)}: score {score.total:.6g} ({score.rulebook}, "
+                              f"{score.track}); budget: {budget}{baseline}", red=entry.failed or entry.grew)
