@@ -169,3 +169,47 @@ def test_mask_and_scan_counters_closed_form():
     assert ops.count_argmax(rows) == Counts(adds=3 * 6)
     flat = OpCall("aten", aten.argmax.default, (TensorInfo((3, 7)),), {}, out=TensorInfo((), torch.int64))
     assert ops.count_argmax(flat) == Counts(adds=20)
+
+
+# ------------------------------------------- default inputs from the configuration
+
+T5 = (f"transformers:T5ForConditionalGeneration?d_model={H}&d_kv={HD}&d_ff={FF}&num_layers=1"
+      f"&num_decoder_layers=1&num_heads={HEADS}&vocab_size={V}")
+
+
+def test_default_inputs_come_from_the_configuration():
+    from micronet.models_transformers import default_inputs_of
+
+    bert = resolve_model(f"transformers:BertModel?hidden_size={H}&num_hidden_layers=1&num_attention_heads={HEADS}"
+                         f"&intermediate_size={FF}&vocab_size={V}&max_position_embeddings=64")
+    assert bert.input_shape == (1, 64)  # 128 tokens capped at its 64 positions
+    assert default_inputs_of(bert.model) == {"input_ids": ((1, 64), "int64")}
+    assert default_inputs_of(resolve_model(T5).model) == {"input_ids": ((1, 128), "int64"),
+                                                          "decoder_input_ids": ((1, 128), "int64")}
+
+
+def test_t5_default_inputs_audit_with_the_closed_form():
+    from micronet.models_transformers import default_inputs_of
+
+    model = resolve_model(T5).model
+    result = _audit(model, default_inputs_of(model))
+    tokens = 128
+    assert result.input_text == "input_ids 1x128 int64, decoder_input_ids 1x128 int64"
+    assert _macs(result, "encoder.block.0.layer.0") == _attention(tokens, tokens)
+    assert _macs(result, "decoder.block.0.layer.1") == _attention(tokens, tokens)  # cross-attention
+    assert _macs(result, "lm_head") == tokens * H * V
+
+
+def test_clip_default_inputs_are_its_text_length_and_image_size():
+    from micronet.models_transformers import default_inputs_of
+
+    text = (f"{{'hidden_size':{H},'intermediate_size':{FF},'num_hidden_layers':1,"
+            f"'num_attention_heads':{HEADS},'vocab_size':{V},'max_position_embeddings':{T}}}")
+    vision = (f"{{'hidden_size':{H},'intermediate_size':{FF},'num_hidden_layers':1,"
+              f"'num_attention_heads':{HEADS},'image_size':32,'patch_size':8}}")
+    model = resolve_model(f"transformers:CLIPModel?text_config={text}&vision_config={vision}&projection_dim=32").model
+    inputs = default_inputs_of(model)
+    assert inputs == {"input_ids": ((1, T), "int64"), "pixel_values": ((1, 3, 32, 32), "float32")}
+    result = _audit(model, inputs)
+    assert _macs(result, "vision_model.encoder.layers.0.self_attn") == _attention(17, 17)  # 16 patches + class
+    assert _macs(result, "text_model.encoder.layers.0.self_attn") == _attention(T, T)

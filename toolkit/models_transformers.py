@@ -12,13 +12,17 @@ The model is built from the configuration alone: no weights, no download,
 and under the meta device like every spec without weights.
 
 The configuration gets ``use_cache=False`` (a key/value cache is an output
-that export cannot follow) and ``return_dict=True``. The default input is
-``(1, 128)`` token ids, or one image at the configured ``image_size``. Transformers is
-imported only when such a spec is resolved.
+that export cannot follow) and ``return_dict=True``. The default inputs come
+from the configuration (:func:`default_inputs`): ``(1, T)`` token ids, T = 128
+capped at ``max_position_embeddings``; one image at the configured
+``image_size``; both for a text-and-image model (CLIP); ``decoder_input_ids``
+too for an encoder-decoder (T5). Transformers is imported only when such a
+spec is resolved.
 """
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Mapping
 
 from torch import nn
@@ -26,7 +30,7 @@ from torch import nn
 from .errors import SpecError
 from .factories import Target
 
-__all__ = ["transformers_target", "TOKENS"]
+__all__ = ["transformers_target", "TOKENS", "default_inputs", "default_inputs_of"]
 
 #: default input of a text model: one sequence of this many token ids (int64)
 TOKENS = 128
@@ -101,16 +105,73 @@ def _factory(cls: type, config_class: type):
 
 
 def _input_shape(cls: type, defaults: Any, kwargs: Mapping[str, object]) -> tuple[int, ...] | None:
-    """The first input, batch 1: ``(1, TOKENS)`` token ids for a text model
-    (an encoder-decoder also needs ``decoder_input_ids``, CLIP ``pixel_values``:
-    give ``inputs=``), ``(1, channels, size, size)`` for an image model whose
-    configuration says its image size; else None."""
+    """The first default input's shape (see :func:`default_inputs`), from the
+    configuration ``kwargs`` make; None when there is none."""
+    try:
+        config = type(defaults)(**kwargs)
+    except Exception:  # the factory reports a bad configuration itself, when it is built
+        config = defaults
+    inputs = default_inputs(cls, config)
+    return next(iter(inputs.values()))[0] if inputs else None
+
+
+def default_inputs(cls: type, config: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The inputs a ``transformers`` model class gets when none are given,
+    batch 1, from its configuration: ``{parameter: (shape, dtype name)}``.
+
+    - token ids ``input_ids`` ``(1, T)``, int64, T = :data:`TOKENS` (128)
+      capped at the text configuration's ``max_position_embeddings`` (a
+      BERT with 64 positions gets 64 tokens, CLIP's text tower 77);
+    - images ``pixel_values`` ``(1, channels, size, size)``, float32, at the
+      (vision) configuration's ``image_size`` and ``num_channels``;
+    - an encoder-decoder (``is_encoder_decoder``: T5, BART) also gets
+      ``decoder_input_ids`` ``(1, T)``; a model taking both text and images
+      (CLIP, SigLIP) gets both.
+
+    Empty when the class's main input is none of these (audio: give inputs)."""
+    params = _forward_names(cls)
     main = getattr(cls, "main_input_name", "input_ids")
+    inputs: dict[str, tuple[tuple[int, ...], str]] = {}
+    tokens = _tokens(config)
     if main == "input_ids":
-        return (1, TOKENS)
-    if main == "pixel_values":
-        size = kwargs.get("image_size", getattr(defaults, "image_size", None))
-        channels = kwargs.get("num_channels", getattr(defaults, "num_channels", 3))
+        inputs["input_ids"] = ((1, tokens), "int64")
+    image = _image_shape(config)
+    if image is not None and (main == "pixel_values" or main == "input_ids" and "pixel_values" in params):
+        inputs["pixel_values"] = (image, "float32")
+    if main == "input_ids" and getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
+        inputs["decoder_input_ids"] = ((1, tokens), "int64")
+    return inputs
+
+
+def default_inputs_of(model: nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
+    """:func:`default_inputs` of a built ``transformers`` model (its class and config)."""
+    return default_inputs(type(model), model.config)
+
+
+def _forward_names(cls: type) -> set[str]:
+    try:
+        return set(inspect.signature(cls.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _tokens(config: Any) -> int:
+    """:data:`TOKENS`, capped at the text configuration's position count."""
+    try:
+        text = config.get_text_config()
+    except Exception:
+        text = config
+    positions = getattr(text, "max_position_embeddings", None)
+    return min(TOKENS, positions) if isinstance(positions, int) and positions > 0 else TOKENS
+
+
+def _image_shape(config: Any) -> tuple[int, ...] | None:
+    """``(1, channels, size, size)`` from the configuration or its ``vision_config``."""
+    for source in (config, getattr(config, "vision_config", None)):
+        size = getattr(source, "image_size", None)
+        channels = getattr(source, "num_channels", 3)
+        if isinstance(size, (tuple, list)) and len(size) == 2 and size[0] == size[1]:
+            size = size[0]
         if isinstance(size, int) and isinstance(channels, int):
             return (1, channels, size, size)
     return None
