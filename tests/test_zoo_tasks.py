@@ -2,18 +2,21 @@
 makes of them today. Segmentation and video models audit with nothing
 uncounted; each family gets one closed-form MAC check of a distinctive layer
 (a conv's MACs = Cout x Cin/groups x prod(kernel) x prod(output spatial dims)).
-Detection models cannot be captured yet (their forward iterates a list of
-images and keeps a data-dependent number of boxes): the detection tests record
-that. The file ends with closed forms of the torchvision ops detectors use
+Detection models audit through their bounded graph (micronet.detection):
+params equal the model's own, closed forms for a backbone layer at the size
+the model's transform scores, and the upper bounds of top-k and NMS from the
+models' configured limits. The file ends with closed forms of the torchvision ops detectors use
 (roi_align, nms: micronet.counters.vision_ops).
 """
+import math
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 import micronet
-from micronet.errors import TraceError
+from micronet.errors import UsageError
 
 IMAGE = (1, 3, 64, 64)
 CLIP = (1, 3, 4, 32, 32)  # N, C, T, H, W
@@ -107,18 +110,135 @@ def test_swin3d_t_audits_whole(registries):
 
 
 # -------------------------------------------------------------- detection
+# Detectors audit through their bounded graph (micronet.detection): the model's
+# own transform sets the size scored, the backbone / FPN / heads are recorded
+# layer by layer, and NMS, top-k and the thresholds are priced by the upper
+# bounds their configured limits allow. Figures below are hand-computed from
+# torchvision's configurations (docs/detection.md).
 
-DETECTION = ["fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "fcos_resnet50_fpn",
-             pytest.param("ssdlite320_mobilenet_v3_large", marks=pytest.mark.slow)]
+def _detector(name, shape, registries):
+    from micronet.resolve import resolve_model
+
+    result = micronet.audit(f"torchvision:{name}", shape, registries=registries)
+    assert result.uncounted == (), [(r.name, r.reason) for r in result.uncounted]
+    assert result.captured_via == "fx"
+    model = resolve_model(f"torchvision:{name}").model
+    assert result.totals["params"] == sum(p.numel() for p in model.parameters())
+    assert result.unused_params == 0
+    records = {}
+    for r in result.records:  # a head shared by the levels keeps its first call's record
+        records.setdefault(r.name, r)
+    return result, records
 
 
-@pytest.mark.parametrize("name", DETECTION)
-def test_detection_models_cannot_be_captured_yet(name, registries):
-    """Status: fx cannot iterate the list of images, torch.export stops on the
-    data-dependent box counts (NMS, top-k). Nothing is counted, so nothing is
-    scored: the audit refuses with a TraceError naming both failures."""
-    with pytest.raises(TraceError, match="torch.fx failed.*torch.export failed"):
-        micronet.audit(f"torchvision:{name}", IMAGE, registries=registries)
+def _nms(n):
+    """nms over n boxes, nothing suppressed: (mults, adds) = (n + 2p, 2n + n ceil(log2 n) + 11p), p = n(n-1)/2."""
+    p = n * (n - 1) // 2
+    return n + 2 * p, 2 * n + n * math.ceil(math.log2(n)) + 11 * p
+
+
+def _by_op(result, prefix, op):
+    return [r for r in result.records if r.name.startswith(prefix) and r.op == op]
+
+
+def test_faster_rcnn_mobilenet_320_bounds(registries):
+    result, records = _detector("fasterrcnn_mobilenet_v3_large_320_fpn", (1, 3, 320, 320), registries)
+    # the transform keeps 320x320 (min_size 320, max_size 640: scale 1), normalises
+    # 3x320x320 values (1 sub + 1 div each) and resizes bilinearly to the same size
+    assert records["transform.sub"].counts.adds == 3 * 320 * 320
+    assert records["transform.interpolate"].output_shapes == ((1, 3, 320, 320),)
+    # backbone stem: Conv2d(3, 16, 3, stride 2, padding 1) to 160x160
+    assert _macs(records, "backbone.body.0.0", "conv2d") == 16 * 3 * 9 * 160 * 160
+    # RPN: FPN maps 10x10, 10x10 and 5x5 ("pool"), 15 anchors a location:
+    # 1500 + 1500 + 375 anchors; pre_nms_top_n (test) = 150 a level
+    topks = _by_op(result, "rpn.filter_proposals", "topk")
+    assert [(r.input_shapes[0], r.output_shapes[0]) for r in topks] == [
+        ((1, 1500), (1, 150)), ((1, 1500), (1, 150)), ((1, 375), (1, 150))]
+    # heap bound: n x ceil(log2(k + 1)) comparisons, ceil(log2 151) = 8
+    assert [r.counts.adds for r in topks] == [1500 * 8, 1500 * 8, 375 * 8]
+    (rpn_nms,) = _by_op(result, "rpn.filter_proposals", "nms")
+    assert rpn_nms.input_shapes[0] == (450, 4)
+    assert (rpn_nms.counts.mults, rpn_nms.counts.adds) == _nms(450) == (202_500, 1_116_225)
+    # post_nms_top_n (test) = 150 proposals a image reach the box head:
+    # roi_align to 150 x 256 x 7 x 7, then fc6: 12544 -> 1024
+    assert records["roi_heads.box_roi_pool.roi_align"].output_shapes == ((150, 256, 7, 7),)
+    # roi_align, sampling_ratio 2 (exact): K=150, C=256, P=49, G=4, S=29400 samples;
+    # mults 6K + K(7x2 + 7x2) + 4S + 4SC + KCP = 900 + 4200 + 117600 + 30105600 + 1881600
+    assert records["roi_heads.box_roi_pool.roi_align"].counts.mults == 32_109_900
+    assert _macs(records, "roi_heads.box_head.fc6", "linear") == 150 * 256 * 7 * 7 * 1024
+    assert _macs(records, "roi_heads.box_predictor.cls_score", "linear") == 150 * 1024 * 91
+    # second stage: 150 proposals x 90 classes (background dropped) = 13500 candidates
+    (box_nms,) = _by_op(result, "roi_heads.postprocess_detections", "nms")
+    assert box_nms.input_shapes[0] == (13500, 4)
+    assert (box_nms.counts.mults, box_nms.counts.adds) == _nms(13500)
+    assert box_nms.counts.mults == 13500 ** 2
+    # detections_per_img = 100 boxes scaled back to the input size: 4 mults a box
+    (resize,) = _by_op(result, "transform.postprocess", "mul")
+    assert resize.counts.mults == 100 * 4
+
+
+def test_retinanet_scores_the_transformed_size(registries):
+    # min_size 800: a 320x320 image is resized to 800x800 (divisible by 32: no padding)
+    result, records = _detector("retinanet_resnet50_fpn", (1, 3, 320, 320), registries)
+    assert records["transform.interpolate"].output_shapes == ((1, 3, 800, 800),)
+    # ResNet-50 stem: Conv2d(3, 64, 7, stride 2, padding 3) to 400x400
+    assert _macs(records, "backbone.body.conv1", "conv2d") == 64 * 3 * 49 * 400 * 400
+    # P3-P7: 100, 50, 25, 13, 7 squared, 9 anchors a location
+    per_level = [9 * s * s for s in (100, 50, 25, 13, 7)]
+    assert records["anchor_generator"].output_shapes == ((1, sum(per_level), 4),) == ((1, 120_087, 4),)
+    # topk_candidates = 1000 of each level's anchors x 91 classes; ceil(log2 1001) = 10
+    topks = _by_op(result, "postprocess_detections", "topk")
+    assert [r.input_shapes[0] for r in topks] == [(n * 91,) for n in per_level]
+    assert [r.counts.adds for r in topks] == [n * 91 * 10 for n in per_level]
+    (nms,) = _by_op(result, "postprocess_detections", "nms")
+    assert (nms.counts.mults, nms.counts.adds) == _nms(5 * 1000)
+    (resize,) = _by_op(result, "transform.postprocess", "mul")
+    assert resize.counts.mults == 300 * 4  # detections_per_img = 300
+
+
+def test_fcos_one_anchor_a_location(registries):
+    result, records = _detector("fcos_resnet50_fpn", (1, 3, 320, 320), registries)
+    assert _macs(records, "backbone.body.conv1", "conv2d") == 64 * 3 * 49 * 400 * 400
+    per_level = [s * s for s in (100, 50, 25, 13, 7)]  # one anchor a location
+    assert records["anchor_generator"].output_shapes == ((1, sum(per_level), 4),)
+    topks = _by_op(result, "postprocess_detections", "topk")
+    assert [r.input_shapes[0] for r in topks] == [(n * 91,) for n in per_level]
+    (nms,) = _by_op(result, "postprocess_detections", "nms")
+    assert (nms.counts.mults, nms.counts.adds) == _nms(5 * 1000)
+
+
+def test_ssdlite_per_class_candidates(registries):
+    # fixed_size 320x320: the 320 input is scored as it is
+    result, records = _detector("ssdlite320_mobilenet_v3_large", (1, 3, 320, 320), registries)
+    # default boxes: 20x20, 10x10, 5x5, 3x3, 2x2, 1x1 maps, 6 a location = 3234
+    assert records["anchor_generator"].output_shapes == ((1, 3234, 4),)
+    # topk_candidates = 300 of the 3234 boxes for each of the 90 classes; ceil(log2 301) = 9
+    topks = _by_op(result, "postprocess_detections", "topk")
+    assert len(topks) == 90 and {r.counts.adds for r in topks} == {3234 * 9}
+    (nms,) = _by_op(result, "postprocess_detections", "nms")
+    assert nms.input_shapes[0] == (90 * 300, 4)
+    assert (nms.counts.mults, nms.counts.adds) == _nms(27_000)
+
+
+def test_detector_batch_of_images(registries):
+    """Two images: each is post-processed on its own (two NMS a stage), the
+    layers see a batch of two."""
+    result, records = _detector("fasterrcnn_mobilenet_v3_large_320_fpn", (2, 3, 320, 320), registries)
+    assert _macs(records, "backbone.body.0.0", "conv2d") == 2 * 16 * 3 * 9 * 160 * 160
+    assert len(_by_op(result, "rpn.filter_proposals", "nms")) == 2
+    assert records["roi_heads.box_roi_pool.roi_align"].output_shapes == ((300, 256, 7, 7),)
+
+
+def test_detector_audit_cli():
+    from micronet.cli import main
+
+    assert main(["audit", "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+                 "--input", "1x3x320x320", "--quiet"]) == 0
+
+
+def test_detector_refuses_a_non_image_input(registries):
+    with pytest.raises(UsageError, match="batch of RGB images"):
+        micronet.audit("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", (1, 320, 320), registries=registries)
 
 
 # ------------------------------------------- torchvision ops (counters/vision_ops.py)

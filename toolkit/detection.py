@@ -415,13 +415,15 @@ class DenseDetections(nn.Module):
         self.box_coder = Decode(model.box_coder)
         self.score_thresh, self.nms_thresh = model.score_thresh, model.nms_thresh
         self.topk, self.detections = model.topk_candidates, model.detections_per_img
+        head = model.head.classification_head
+        self.classes = head.num_columns if kind == "ssd" else head.num_classes
 
     def forward(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor):
         if self.kind == "ssd":
             return self._ssd(outputs, anchors)
         logits, deltas = outputs["cls_logits"], outputs["bbox_regression"]
         ctrness = outputs.get("bbox_ctrness")
-        classes = logits.shape[-1]
+        classes = self.classes
         out_boxes, out_scores, out_labels = [], [], []
         for i in range(self.plan.batch):
             boxes, scores, labels, offset = [], [], [], 0
@@ -444,8 +446,7 @@ class DenseDetections(nn.Module):
 
     def _ssd(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor):
         scores = F.softmax(outputs["cls_logits"], dim=-1)
-        classes = scores.shape[-1]
-        count = scores.shape[1]
+        classes, count = self.classes, sum(self.plan.per_level)
         out_boxes, out_scores, out_labels = [], [], []
         for i in range(self.plan.batch):
             boxes = clip_boxes(self.box_coder(outputs["bbox_regression"][i], anchors[i]), self.plan.resized)
