@@ -59,11 +59,14 @@ def test_model(micronet_audit):
 def test_model(micronet_audit):
     micronet_audit(mlp(5), (1, 4), name="mlp")
 ''')
-    run = pytester.runpytest(f"--micronet-compare={saved}")
+    pytester.runpytest(f"--micronet-compare={saved}", "--micronet-compare-fail=61").assert_outcomes(passed=1)
+    run = pytester.runpytest(f"--micronet-compare={saved}", f"--micronet-save={saved}")
     run.assert_outcomes(failed=1)
     run.stdout.fnmatch_lines(["*the score of mlp grew by more than 0%*", "*score +1.9359*(+60.92%)*",
                               "*params 15 -> 25*", "mlp: score 5.11377e-07 (micronet-2019, cifar100); budget: none; +60.92% vs saved (more than 0%)"])
-    pytester.runpytest(f"--micronet-compare={saved}", "--micronet-compare-fail=61").assert_outcomes(passed=1)
+    # compared before it was saved: the folder now holds the wider model, and it compares equal
+    assert json.loads(file.read_text())["totals"]["params"] == 37
+    pytester.runpytest(f"--micronet-compare={saved}").assert_outcomes(passed=1)
 
 
 def test_cache_and_html_reports(pytester, tmp_path):

@@ -136,8 +136,10 @@ class _Auditor:
         label = name or (model if isinstance(model, str) else f"{self._node.nodeid}::{type(model).__name__}")
         entry = session.audited.setdefault(label, _Audited(label, result))
         entry.result = result
+        failure = self._compare(label, result)  # before saving: save and compare may share a folder
         self._write(label, result)
-        self._compare(label, result)
+        if failure:
+            pytest.fail(failure, pytrace=False)
         if budget:
             self.assert_budget(result, _label=label, **budget)
         return result
@@ -172,15 +174,14 @@ class _Auditor:
             Path(session.html).mkdir(parents=True, exist_ok=True)
             write_audit_html(result, Path(session.html) / f"{_file_name(label)}.html")
 
-    def _compare(self, label: str, result) -> None:
+    def _compare(self, label: str, result) -> str:
+        """The failure message of the comparison with the saved audit (once per label)."""
         session = self._session
         if not session.compare:
-            return
+            return ""
         if label not in session.compared:
             session.compared[label] = _against_baseline(session, label, result)
-        failure = session.compared[label]
-        if failure:
-            pytest.fail(failure, pytrace=False)
+        return session.compared[label]
 
 
 def _against_baseline(session: _Session, label: str, result) -> str:
