@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 from .format import percent, si
 from .svg import OPS_COLOUR, STORAGE_COLOUR, band_depth, clip, esc, group_key, number, runs, svg_open
 
-__all__ = ["layer_chart", "top_layers_chart", "aggregate", "module_key", "heatmap", "steps_chart", "ordinal"]
+__all__ = ["layer_chart", "top_layers_chart", "aggregate", "module_key", "heatmap", "steps_chart",
+           "score_accuracy_chart", "module_summary", "ordinal"]
 
 
 def _rect(x: float, y: float, width: float, height: float, fill: str = "") -> str:
@@ -38,7 +39,7 @@ def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free"]
     if not items:
         return '<p class="empty">No counted layers.</p>'
-    width, left, right, top = 1160.0, 64.0, 12.0, 22.0
+    width, left, right, top = 1160.0, 96.0, 12.0, 22.0
     ops_h, gap, storage_h = 150.0, 22.0, 100.0
     height = top + ops_h + gap + storage_h + 8
     plot = width - left - right
@@ -51,10 +52,13 @@ def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     for frac in (0.5, 1.0):
         out.append(_hline(left, width - right, axis - gap / 2 - ops_h * frac))
         out.append(_hline(left, width - right, axis + gap / 2 + storage_h * frac))
-    out.append(f'<text class="axis" x="{left - 6}" y="{top + 4:.1f}" text-anchor="end">{si(max_ops)}</text>')
-    out.append(f'<text class="axis" x="{left - 6}" y="{axis - 4:.1f}" text-anchor="end">ops</text>')
-    out.append(f'<text class="axis" x="{left - 6}" y="{axis + 12:.1f}" text-anchor="end">storage</text>')
-    out.append(f'<text class="axis" x="{left - 6}" y="{height - 8:.1f}" text-anchor="end">{si(max_storage)}</text>')
+    for y in (axis - gap / 2, axis + gap / 2):
+        out.append(f'<line class="zero" x1="{left}" x2="{width - right:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>')
+    out.append(f'<text class="axis" x="{left - 6}" y="{top + 4:.1f}" text-anchor="end">{si(max_ops)} ops</text>')
+    out.append(f'<text class="axis" x="{left - 6}" y="{axis - gap / 2 + 3:.1f}" text-anchor="end">0</text>')
+    out.append(f'<text class="axis" x="{left - 6}" y="{axis + gap / 2 + 8:.1f}" text-anchor="end">0</text>')
+    out.append(f'<text class="axis" x="{left - 6}" y="{height - 8:.1f}" text-anchor="end">{si(max_storage)} storage</text>')
+
     bar = max(step * 0.82, 0.6)
     for k, (i, row) in enumerate(items):
         x = left + k * step
@@ -105,7 +109,8 @@ def top_layers_chart(rows: Sequence[Mapping[str, Any]], score, count: int = 15, 
     height = line * len(ranked) + 8
     plot = width - label_w - 50
     biggest = ranked[0]["share"] or 1.0
-    out = [svg_open(width, height, "chart top", label)]
+    out = [svg_open(width, height, "chart top", label),
+           f'<line class="zero" x1="{label_w}" x2="{label_w}" y1="2" y2="{height - 2:.1f}"/>']
     for k, row in enumerate(ranked):
         y = 4 + k * line
         storage, ops = score.parts(row["storage"], row["ops"])
@@ -145,6 +150,38 @@ def module_key(rows: Sequence[Mapping[str, Any]]):
     bands use (or its top-level module)."""
     depth = band_depth([r["name"] for r in rows if r["status"] != "free"]) or 1
     return lambda row: group_key(row["name"], depth)
+
+
+def module_summary(rows: Sequence[Mapping[str, Any]], dominant: float = 0.9) -> list[dict[str, Any]]:
+    """Rows summed by module (:func:`aggregate`) at the bands' depth; a module
+    holding more than ``dominant`` of the score is replaced by its submodules
+    (again while one of them dominates), so the chart says something about
+    a model that is one big module (``features``, ``encoder``)."""
+    key = module_key(rows)
+    depth_of: dict[str, int] = {}
+    names = lambda row: key(row) if not depth_of else _deeper(row["name"], depth_of, key(row))  # noqa: E731
+    for _ in range(8):
+        groups = aggregate(rows, names)
+        top = max(groups, key=lambda g: g["share"], default=None)
+        if top is None or top["share"] <= dominant:
+            return groups
+        inside = [r["name"] for r in rows if names(r) == top["name"]]
+        depth = top["name"].count(".") + 2
+        if not any(n.count(".") + 1 >= depth for n in inside):
+            return groups
+        depth_of[top["name"]] = depth
+    return aggregate(rows, names)
+
+
+def _deeper(name: str, depth_of: Mapping[str, int], base: str) -> str:
+    """``name``'s group when some groups were split into submodules."""
+    key = base
+    while key in depth_of:
+        finer = group_key(name, depth_of[key])
+        if finer == key:
+            break
+        key = finer
+    return key
 
 
 def _heat(fraction: float) -> str:
@@ -218,26 +255,54 @@ def _heat_panel(cells, rows_axis, row_levels, cols_axis, col_levels, scale, trac
     return "".join(out)
 
 
-def steps_chart(points: Sequence[tuple[str, Any]]) -> str:
+def _nice(high: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is >= ``high`` (> 0)."""
+    if high <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(high))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= high * (1 - 1e-9))
+
+
+def steps_chart(points: Sequence[tuple[str, Any]], accuracy: Sequence[float | None] | None = None,
+                quality_bar: float | None = None) -> str:
     """The score after each step as stacked bars (storage term amber, ops term
-    blue, total on top); ``points`` are (label, Score or None when it failed)."""
-    width, left, top, bottom = max(420.0, 150.0 * len(points) + 70), 56.0, 24.0, 46.0
+    blue, total on top); ``points`` are (label, Score or None when it failed).
+    With ``accuracy`` (top-1 in percent per point, None where not measured) a
+    green line on a right-hand 0-100% axis, and the track's bar dashed."""
+    measured = accuracy is not None and any(a is not None for a in accuracy)
+    right = 46.0 if measured else 10.0
+    width, left, top, bottom = max(420.0, 130.0 * len(points) + 60 + right), 56.0, 24.0, 46.0
     plot_h = 160.0
     height = top + plot_h + bottom
-    slot = (width - left - 10) / max(len(points), 1)
-    highest = max((s.total for _, s in points if s is not None), default=1.0) or 1.0
-    out = [svg_open(width, height, "chart steps", "the score across the steps", fluid=False)]
-    for frac in (0.5, 1.0):
-        y = top + plot_h * (1 - frac)
-        out.append(_hline(left, width - 10, y) + f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" '
-                   f'text-anchor="end">{highest * frac:.3g}</text>')
+    slot = (width - left - right) / max(len(points), 1)
+    highest = _nice(max((s.total for _, s in points if s is not None), default=1.0) or 1.0)
+    out = [svg_open(width, height, "chart steps", "the score across the steps"
+                    + (" and top-1 accuracy" if measured else ""))]
     base = top + plot_h
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        line = f'<line class="zero" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>' if not frac \
+            else _hline(left, width - right, y)
+        out.append(line + f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                   f'{highest * frac:.3g}</text>')
+    out.append(f'<text class="axis-unit" x="{left - 6}" y="{top - 10:.1f}" text-anchor="end">score</text>')
+    if measured:
+        for frac in (0.0, 0.5, 1.0):
+            y = top + plot_h * (1 - frac)
+            out.append(f'<text class="axis" x="{width - right + 6:.1f}" y="{y + 4:.1f}">{100 * frac:.0f}%</text>')
+        out.append(f'<text class="axis-unit" x="{width - right + 6:.1f}" y="{top - 10:.1f}">top-1</text>')
+        if quality_bar is not None and 0 <= quality_bar <= 100:
+            y = base - plot_h * quality_bar / 100
+            out.append(f'<line class="bar-line" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}">'
+                       f'<title>the track\'s bar: {quality_bar:g}% top-1</title></line>'
+                       f'<text class="bar-label" x="{width - right - 4:.1f}" y="{y - 4:.1f}" text-anchor="end">'
+                       f'bar {quality_bar:g}%</text>')
     bar = min(slot * 0.56, 72)
     previous = None
     for k, (label, score) in enumerate(points):
         x = left + slot * k + (slot - bar) / 2
         out.append(f'<text class="axis step-label" x="{x + bar / 2:.1f}" y="{base + 18:.1f}" '
-                   f'text-anchor="middle">{esc(clip(label, 22))}</text>')
+                   f'text-anchor="middle">{esc(clip(label, 18))}<title>{esc(label)}</title></text>')
         if score is None:
             out.append(f'<g class="failed"><title>{esc(label)}: failed, no score</title>'
                        f'{_rect(x, top + plot_h * 0.35, bar, plot_h * 0.65)}'
@@ -255,5 +320,67 @@ def steps_chart(points: Sequence[tuple[str, Any]]) -> str:
                        f'x="{x + bar / 2:.1f}" y="{base + 34:.1f}" text-anchor="middle">'
                        f'{change:+.1%}</text>')
         previous = score
+    if measured:
+        marks = [(left + slot * (k + 0.5), base - plot_h * a / 100, a) for k, a in enumerate(accuracy)
+                 if a is not None and k < len(points)]
+        path = " ".join(f"{'M' if n == 0 else 'L'}{x:.1f},{y:.1f}" for n, (x, y, _) in enumerate(marks))
+        out.append(f'<g class="acc"><path class="acc-line" d="{path}"/>')
+        out += [f'<circle class="acc-pt" cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>top-1 {a:.2f}%</title></circle>'
+                for x, y, a in marks]
+        out.append("</g>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def score_accuracy_chart(points: Sequence[tuple[str, Any, float | None]], quality_bar: float | None = None,
+                         meets=None) -> str:
+    """Each step as a point: x its score (from 0), y its top-1 in percent;
+    ``points`` are (label, Score or None, top-1 or None); those without both
+    are left out. The track's bar is dashed; ``meets(top1)`` colours a point
+    green (meets the bar) or red. Empty when fewer than one point has both."""
+    shown = [(label, score.total, acc) for label, score, acc in points if score is not None and acc is not None]
+    if not shown:
+        return ""
+    width, height, left, right, top, bottom = 420.0, 250.0, 48.0, 16.0, 20.0, 40.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_high = _nice(max(total for _, total, _ in shown))
+    accs = [acc for *_, acc in shown] + ([quality_bar] if quality_bar is not None else [])
+    y_low = 0.0 if min(accs) < 50 else 10 * math.floor(min(accs) / 10 - 0.5)
+    y_low = max(0.0, min(y_low, 100.0 - 10))
+    sx = lambda v: left + plot_w * v / x_high  # noqa: E731
+    sy = lambda v: top + plot_h * (1 - (v - y_low) / (100 - y_low))  # noqa: E731
+    out = [svg_open(width, height, "chart scatter", "score against top-1 accuracy, one point per step")]
+    for frac in (0.0, 0.5, 1.0):
+        x = left + plot_w * frac
+        out.append(f'<line class="{"zero" if not frac else "grid"}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
+                   f'y2="{top + plot_h}"/><text class="axis" x="{x:.1f}" y="{top + plot_h + 14:.1f}" '
+                   f'text-anchor="middle">{x_high * frac:.3g}</text>')
+        value = y_low + (100 - y_low) * frac
+        y = sy(value)
+        out.append(f'<line class="{"zero" if not frac else "grid"}" x1="{left}" x2="{width - right}" '
+                   f'y1="{y:.1f}" y2="{y:.1f}"/><text class="axis" x="{left - 6}" y="{y + 4:.1f}" '
+                   f'text-anchor="end">{value:.0f}%</text>')
+    out.append(f'<text class="axis-unit" x="{left + plot_w / 2:.1f}" y="{height - 6:.1f}" text-anchor="middle">'
+               f'score (lower is better) →</text>'
+               f'<text class="axis-unit" x="{left - 6}" y="{top - 8:.1f}" text-anchor="end">top-1</text>')
+    if quality_bar is not None and y_low <= quality_bar <= 100:
+        y = sy(quality_bar)
+        out.append(f'<line class="bar-line" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+                   f'<text class="bar-label" x="{width - right - 4:.1f}" y="{y - 4:.1f}" text-anchor="end">'
+                   f'bar {quality_bar:g}%</text>')
+    spots: dict[tuple[float, float], list[tuple[str, float, float]]] = {}
+    for label, total, acc in shown:  # results at the same place share one point and one label
+        spots.setdefault((round(sx(total), 1), round(sy(acc), 1)), []).append((label, total, acc))
+    for (x, y), same in spots.items():
+        label, total, acc = same[-1]
+        verdict = "none" if meets is None else "good" if meets(acc) else "bad"
+        names = ", ".join(lab.split(".", 1)[0] if lab[:1].isdigit() else lab for lab, _, _ in same)
+        tips = "\n".join(f"{lab}: score {t:.5g}, top-1 {a:.2f}%" for lab, t, a in same)
+        flip = x > left + plot_w * 0.7
+        anchor = ' text-anchor="end"' if flip else ""
+        out.append(f'<g class="pt-g"><title>{esc(tips)}</title>'
+                   f'<circle class="pt {verdict}" cx="{x:.1f}" cy="{y:.1f}" r="5"/>'
+                   f'<text class="pt-label" x="{x - 8 if flip else x + 8:.1f}" y="{y + 4:.1f}"'
+                   f'{anchor}>{esc(clip(names, 16))}</text></g>')
     out.append("</svg>")
     return "".join(out)

@@ -59,6 +59,6 @@ UNITS = {
     "accuracy_before": "% top-1", "measured_drop": "points", "max_drop": "points", "epochs": "epochs",
     "qat_epochs": "epochs", "epochs_run": "epochs", "lr": "per step", "qat_lr": "per step",
     "batch_size": "examples", "batches": "batches", "examples": "examples", "seconds": "s",
-    "evaluations_per_second": "per s", "loss": "nats per example", "schedule": "fraction of zeros",
+    "evaluations_per_second": "per s", "loss": "nats per example",
     "world_size": "processes", "quantized_layers": "layers", "calibration_batches": "batches",
 }

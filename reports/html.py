@@ -21,7 +21,8 @@ from typing import Any, Mapping, Sequence
 
 from micronet.fileio import atomic_write_text
 
-from .charts import aggregate, heatmap, layer_chart, module_key, ordinal, steps_chart, top_layers_chart
+from .charts import (aggregate, heatmap, layer_chart, module_key, module_summary, ordinal, score_accuracy_chart, steps_chart,
+                     top_layers_chart)
 from .format import UNITS, grouped, percent, plural, shape, si
 from .diagram import graph_section
 from .graphview import graph_views
@@ -148,7 +149,7 @@ def _score_card(result, accuracy: float | None = None) -> str:
 def _charts(result, table_id: str) -> str:
     rows = result.rows()
     family_label = {key: label for key, label, _ in FAMILIES}
-    modules = aggregate(rows, module_key(rows))
+    modules = module_summary(rows)
     kinds = aggregate(rows, lambda row: family_label[family(row["op"])])
     legend = (f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage part '
               f'<i class="sw" style="background:{OPS_COLOUR}"></i>ops part')
@@ -163,7 +164,8 @@ def _charts(result, table_id: str) -> str:
         f'</div></div><h3 class="gap">Costs per layer, in network order</h3><p class="hint">'
         f'<i class="sw" style="background:{OPS_COLOUR}"></i>MicroNet ops (up) · '
         f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage in 32-bit equivalents (down) · '
-        f'shaded bands are modules · free nodes left out</p>{layer_chart(rows, table_id)}</section>'
+        f'shaded bands are modules · free nodes left out</p><div class="chart-box">{layer_chart(rows, table_id)}</div>'
+        f'</section>'
     )
 
 
@@ -174,6 +176,29 @@ def _table_section(result, table_id: str, title: str = "Layers", anchor: str = "
             f'{layer_table(result, table_id)}</section>')
 
 
+def freebie_note(grid) -> str:
+    """A sentence when levels of the first axis give equal scores because the
+    freebie counts 32-bit parameters and multiplies at 16 bits ("" otherwise)."""
+    axis, levels = grid.axes[0], grid.levels[0]
+    by_level: dict[float, list] = {}
+    for cell in grid.cells:
+        by_level.setdefault(cell.level(axis), []).append(cell)
+    totals = {level: tuple(round(c.total, 12) for c in cells) for level, cells in by_level.items()}
+    equal = [level for level in levels if sum(t == totals[level] for t in totals.values()) > 1]
+    if not equal or not any(c.freebie for level in equal for c in by_level[level]):
+        return ""
+    named = " and ".join(f"{axis} = {level:g}" for level in equal)
+    return (f'<p class="hint note-freebie">The rows {esc(named)} are equal because of the freebie: without any '
+            f'quantization below 16 bits, 32-bit parameters and multiplies are counted at 16 bits.</p>')
+
+
+def _heat_scale(grid) -> str:
+    totals = [c.total for c in grid.cells]
+    return (f'<div class="heat-scale" aria-label="colour scale"><span>{min(totals):.4g}</span>'
+            f'<span class="ramp"></span><span>{max(totals):.4g}</span><span>score (log scale; lower, greener, '
+            f'is better)</span></div>')
+
+
 def _what_if_section(result, grid) -> str:
     best = grid.best()
     levels = ", ".join(f"{axis} = {value:g}" for axis, value in best.levels)
@@ -181,7 +206,8 @@ def _what_if_section(result, grid) -> str:
         f'<section class="card" id="what-if"><h2>What if</h2><p class="hint">The same layers re-scored '
         f'with every weighted layer at uniform levels, without re-tracing (measured: '
         f'<b>{result.score.total:.4g}</b>). Greener is lower, the best cell is outlined: <b>{esc(levels)}</b> '
-        f'gives <b>{best.total:.4g}</b>.</p><div class="heat-wrap">{heatmap(grid, result.track)}</div></section>'
+        f'gives <b>{best.total:.4g}</b>.</p>{freebie_note(grid)}'
+        f'<div class="heat-wrap">{heatmap(grid, result.track)}</div>{_heat_scale(grid)}</section>'
     )
 
 
@@ -388,15 +414,27 @@ def _value_html(key: str, value, depth: int = 0) -> str:
     return esc(text) + (_unit(key) if not isinstance(value, (str, bool)) else "")
 
 
+def _accuracy_line(result) -> str:
+    """Top-1 against the track's bar, for a before / after column."""
+    if result.accuracy is None:
+        return '<div class="acc muted">top-1 not measured</div>'
+    verdict = "good" if result.meets_bar else "bad"
+    word = "meets" if result.meets_bar else "below"
+    return (f'<div class="acc">top-1 <span class="pill {verdict}">{result.accuracy:.2f}%</span> '
+            f'<span class="muted">{word} the {result.track.quality_bar:g}% bar</span></div>')
+
+
 def _score_change(before, after) -> str:
     sb, sa = before.score, after.score
     ratio = sa.total / sb.total if sb.total else float("nan")
     cls = "down" if sa.total < sb.total else "up" if sa.total > sb.total else "same"
     return (f'<div class="before-after"><div><div class="t-label">before</div><div class="ba">{sb.total:.4g}</div>'
-            f'<div class="muted">storage {sb.storage_term:.4g} + ops {sb.ops_term:.4g}</div></div>'
+            f'<div class="muted">storage {sb.storage_term:.4g} + ops {sb.ops_term:.4g}</div>'
+            f'{_accuracy_line(before)}</div>'
             f'<div class="arrow">→</div><div><div class="t-label">after</div>'
             f'<div class="ba {cls}">{sa.total:.4g}</div>'
-            f'<div class="muted">storage {sa.storage_term:.4g} + ops {sa.ops_term:.4g}</div></div>'
+            f'<div class="muted">storage {sa.storage_term:.4g} + ops {sa.ops_term:.4g}</div>'
+            f'{_accuracy_line(after)}</div>'
             f'<div class="ratio {cls}">{ratio - 1:+.1%}<div class="muted">{ratio:.3g}× the score</div>'
             f'</div></div>')
 
@@ -492,14 +530,26 @@ def _steps_table(history) -> str:
 def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) -> str:
     """The pipeline page of a :class:`~micronet.pipeline.History` (complete or
     stopped by a failing step) as one HTML document."""
-    points = [("input", history.input.score)]
-    points += [(s.label, s.result.score if s.result is not None else None) for s in history.steps]
+    results = [history.input] + [s.result for s in history.steps]
+    labels = ["input"] + [s.label for s in history.steps]
+    points = [(label, r.score if r is not None else None) for label, r in zip(labels, results)]
+    accuracy = [r.accuracy if r is not None else None for r in results]
+    track = history.input.track
+    scatter = score_accuracy_chart([(label, score, acc) for (label, score), acc in zip(points, accuracy)],
+                                   track.quality_bar, track.meets_bar)
+    measured = any(a is not None for a in accuracy)
+    acc_hint = (f' <i class="sw" style="background:var(--good)"></i>top-1 (right axis; dashed: the track\'s bar '
+                f'{track.quality_bar:g}%)' if measured else ' · accuracy not measured (the recipe has no [data] table)')
+    scatter_html = (f'<div><h3>Score against accuracy</h3><p class="hint">one point per result; '
+                    f'green meets the bar, red does not; lower and higher is better</p>'
+                    f'<div class="chart-box">{scatter}</div></div>' if scatter else "")
     body = [_pipeline_card(history),
             f'<section class="card" id="scores"><h2>Score across the steps</h2><p class="hint">'
             f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage term '
-            f'<i class="sw" style="background:{OPS_COLOUR}"></i>ops term; the change from the previous '
-            f'result under each step</p><div class="steps-grid">{steps_chart(points)}'
-            f'{_steps_table(history)}</div></section>']
+            f'<i class="sw" style="background:{OPS_COLOUR}"></i>ops term{acc_hint}; the change from the previous '
+            f'result under each step</p><div class="steps-charts"><div class="chart-box">'
+            f'{steps_chart(points, accuracy if measured else None, track.quality_bar)}</div>{scatter_html}</div>'
+            f'{_steps_table(history)}</section>']
     before = history.input
     for step in history.steps:
         body.append(_step_section(step, before))
