@@ -109,3 +109,21 @@ def test_api_refusals_name_the_fix(spec, context, words):
     with pytest.raises(UsageError) as info:
         audit_per_token(spec, context)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_module_with_real_weights_and_a_cache_in_its_config_is_left_as_it_came():
+    import torch
+    import transformers
+
+    config = transformers.GPT2Config(n_embd=H, n_layer=2, n_head=HEADS, vocab_size=V, n_positions=T + 1)
+    assert config.use_cache  # a prefill returning its cache: the per-token audit asks for logits alone
+    model = transformers.GPT2LMHeadModel(config)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    pt = audit_per_token(model, T)
+    assert model.training and all(not p.is_meta for p in model.parameters())  # its mode given back
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert pt.decode.totals["macs"] == 113_152 and pt.prefill_per_token()["macs"] == 112_896  # as on meta
+    assert _macs(pt.prefill, "transformer.h.1.mlp") == T * 2 * H * 4 * H  # the model's own layer names
+    with pytest.raises(UsageError, match=rf"need {T + 2} positions, and the model has {T + 1} "
+                                         rf"\(max_position_embeddings\) \(hint: give a context of at most {T} "):
+        audit_per_token(model, T + 1)

@@ -109,7 +109,6 @@ def audit_per_token(model: nn.Module | str, context: int = DEFAULT_CONTEXT, trac
     scoring options (``bits``, ``act_bits``, ``accumulator_bits``,
     ``freebie``, ``strict``); the inputs are chosen here, so ``inputs``,
     ``input_shape`` and ``data`` are refused. Returns a :class:`PerToken`."""
-    from .audit import audit
     from .manager import default_registries
     from .resolve import resolve_model
 
@@ -122,13 +121,25 @@ def audit_per_token(model: nn.Module | str, context: int = DEFAULT_CONTEXT, trac
                              hint="drop --input/--inputs/--input-dtype/--data, or drop --per-token")
         options.pop(name, None)
     registries = registries or default_registries()
-    resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
+    # resolving puts a module in eval mode: note the caller's modes, to give them back
+    modes = {m: m.training for m in model.modules()} if isinstance(model, nn.Module) else {}
+    try:
+        resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
+        return _both(resolved, context, dict(track=track, rulebook=rulebook, registries=registries, **options))
+    finally:
+        for child, training in modes.items():
+            child.training = training
+
+
+def _both(resolved, context: int, settings: dict[str, Any]) -> PerToken:
+    """The prefill and decode audits of a resolved model."""
+    from .audit import audit
+
     module = resolved.model
-    settings = dict(track=track, rulebook=rulebook, registries=registries, **options)
     if _is_transformers(module):
         past = _cache_shape(module, context)
-        prefill = audit(module, inputs={"input_ids": ((1, context), "int64")}, **settings)
-        step = DecodeStep(module)
+        step = DecodeStep(module)  # logits only: a cache among the outputs would stop torch.export
+        prefill = audit(step, inputs={"input_ids": ((1, context), "int64")}, **settings)
         decode = audit(step, inputs={"input_ids": ((1, 1), "int64"), "past": (past, _float_dtype(module))},
                        **settings)
         kind = "kv-cache"
@@ -160,9 +171,18 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
             getattr(module.config, "is_encoder_decoder", False):
         raise UsageError(f"{type(module).__name__}: a per-token audit decodes a causal language model "
                          "(token ids in, a key/value cache)", hint="use a *ForCausalLM / *LMHeadModel class")
-    ids = torch.zeros((1, context), dtype=torch.int64, device="meta")
-    try:
-        with torch.no_grad():
+    positions = _positions(module.config)
+    if positions is not None and context + 1 > positions:
+        raise UsageError(f"{type(module).__name__}: a cache of {context} tokens and the decoded one need "
+                         f"{context + 1} positions, and the model has {positions} (max_position_embeddings)",
+                         hint=f"give a context of at most {positions - 1} tokens (--per-token {positions - 1})")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .steps import model_device
+
+    try:  # fake tensors: shapes only, whether the weights are on the meta device or real
+        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+            ids = torch.zeros((1, context), dtype=torch.int64, device=model_device(module))
             out = module(input_ids=ids, use_cache=True)
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         shapes = {(tuple(layer.keys.shape), tuple(layer.values.shape)) for layer in cache.layers}
@@ -179,12 +199,22 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
     return (layers, 2, *keys)
 
 
+def _positions(config: Any) -> int | None:
+    """The text configuration's ``max_position_embeddings`` (None when it has none)."""
+    try:
+        text = config.get_text_config()
+    except Exception:
+        text = config
+    positions = getattr(text, "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
 class DecodeStep(nn.Module):
-    """One decode step of a ``transformers`` causal LM: ``forward(input_ids,
-    past)`` builds the model's ``DynamicCache`` from ``past`` (keys and
-    values of every layer stacked: ``[layers, 2, 1, kv_heads, T, head_dim]``)
-    and returns the logits of the new tokens. It shares the model's
-    submodules (same names in the records) and changes nothing in it."""
+    """A ``transformers`` causal LM returning logits alone. ``forward(input_ids,
+    past)``: one decode step, the model's ``DynamicCache`` built from ``past``
+    (keys and values of every layer stacked: ``[layers, 2, 1, kv_heads, T,
+    head_dim]``); without ``past``, a prefill without a cache. It shares the
+    model's submodules (same names in the records) and changes nothing in it."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -194,10 +224,12 @@ class DecodeStep(nn.Module):
         self._model = (model,)  # not a submodule: its children are ours already
         self.training = False
 
-    def forward(self, input_ids: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
         from transformers import DynamicCache
 
         model = self._model[0]
+        if past is None:
+            return model(input_ids=input_ids, use_cache=False).logits
         cache = DynamicCache(config=model.config)
         for layer in range(past.shape[0]):
             cache.update(past[layer, 0], past[layer, 1], layer)
