@@ -83,7 +83,11 @@ def test_twice(micronet_audit):
     pages = tmp_path / "html"
     pytester.runpytest(f"--micronet-html={pages}").assert_outcomes(passed=1)
     written = sorted(p.name for p in pages.iterdir())
-    assert len(written) == 1 and written[0].startswith("test_cache_and_html_reports.py_test_twice_Sequential-")
+    # one page per audit, labelled by the test and the class, #2 and #3 for the imagenet audit and
+    # the model pruned in place
+    assert [name.rsplit("-", 1)[0] for name in written] == [
+        "test_cache_and_html_reports.py_test_twice_Sequential",
+        "test_cache_and_html_reports.py_test_twice_Sequential_2", "test_cache_and_html_reports.py_test_twice_Sequential_3"]
     assert "<!doctype html>" in (pages / written[0]).read_text()
 
 

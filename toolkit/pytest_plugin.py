@@ -57,6 +57,7 @@ class _Session:
     cache: dict = field(default_factory=dict)
     audited: dict = field(default_factory=dict)
     compared: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
 
 
 _SESSION = pytest.StashKey[_Session]()
@@ -133,7 +134,7 @@ class _Auditor:
             shape, many = (inputs, None) if one else (None, inputs)
             session.cache[key] = (model, micronet.audit(model, shape, track, inputs=many, **options))
         result = session.cache[key][1]
-        label = name or (model if isinstance(model, str) else f"{self._node.nodeid}::{type(model).__name__}")
+        label = name or self._default_label(model, key)
         entry = session.audited.setdefault(label, _Audited(label, result))
         entry.result = result
         failure = self._compare(label, result)  # before saving: save and compare may share a folder
@@ -152,12 +153,27 @@ class _Auditor:
         label = _label or next((a.label for a in self._session.audited.values() if a.result is result),
                                str(result.model))
         entry = self._session.audited.setdefault(label, _Audited(label, result))
-        entry.budgets.append(", ".join(f"{k} <= {v}" for k, v in bounds.items()))
+        text = ", ".join(f"{k} <= {v}" for k, v in bounds.items())
+        if text not in entry.budgets:
+            entry.budgets.append(text)
         try:
             return assert_budget(result, **bounds)
         except AssertionError:
             entry.failed = True
             raise
+
+    def _default_label(self, model: Any, key: Any) -> str:
+        """The spec, else ``NODEID::Class``; ``#2``, ``#3`` for further modules
+        (or states of one module) audited under the same label."""
+        if isinstance(model, str):
+            return model
+        base = f"{self._node.nodeid}::{type(model).__name__}"
+        labels = self._session.labels
+        label, k = base, 1
+        while labels.setdefault(label, key) != key:
+            k += 1
+            label = f"{base}#{k}"
+        return label
 
     def _write(self, label: str, result) -> None:
         from pathlib import Path
