@@ -57,7 +57,10 @@ def attention_record(result):
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("path", ["fx", "export"])
 def test_flex_attention_model_is_counted_whole(path, masked):
-    model = FlexModel(masked, untraceable=path == "export").requires_grad_(False)  # no CPU backward
+    # parameters requiring grad, as a user's model has them: the export runs under no_grad
+    # (flex_attention has no CPU backward, so exporting for training would fail)
+    model = FlexModel(masked, untraceable=path == "export")
+    assert all(p.requires_grad for p in model.parameters())
     result = micronet.audit(model, (B, L, D), freebie=False)
     assert result.captured_via == path
     assert not result.uncounted

@@ -295,8 +295,11 @@ def export_graph(model: nn.Module, example: tuple[torch.Tensor, ...],
 
     The module's forward hooks are set aside meanwhile, as a symbolic trace
     never runs them: an export runs the forward, and a caller's hook (one
-    collecting activations) must not see the audit's fake tensors."""
-    with _quiet_failure(), _hooks_set_aside(model):
+    collecting activations) must not see the audit's fake tensors. The
+    export runs under ``torch.no_grad()``: an audit prices inference, and
+    some ops refuse to be exported for training where they have no
+    backward (``flex_attention`` on CPU with parameters that require grad)."""
+    with _quiet_failure(), _hooks_set_aside(model), torch.no_grad():
         exported = torch.export.export(model, tuple(example), example_kwargs or None, strict=False)
     return capture_exported(exported)
 

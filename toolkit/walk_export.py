@@ -50,7 +50,8 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         outcome = _module_outcome(registry, module, nodes, params, path)
         if outcome is None:
             tally = AtenTally(registry)
-            for n, root in _inline_subgraphs((n for n in nodes if n not in priced), cap.root, registry):
+            for n, root in _inline_subgraphs((n for n in nodes if n not in priced and not _size_only(n)),
+                                             cap.root, registry):
                 args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: _value(a, root))
                 tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"),
                           f"node {n.name} ({path or '(model)'})")
@@ -77,6 +78,19 @@ def _module_outcome(registry: CounterRegistry, module: nn.Module | None, nodes: 
     args = tuple(to_info(a.meta.get("val")) for a in dict.fromkeys(feeds))
     call = OpCall("module", type(module), args, {}, module, to_info(nodes[-1].meta.get("val")))
     return Outcome.counted(entry, run_counter(entry, call, f"node {nodes[0].name} ({path})"))
+
+
+def _size_only(n: fx.Node) -> bool:
+    """Whether a node computes on sizes alone (``operator.ge`` of a SymInt and
+    an int, ``sym_size``, ``sym_max``: what export records for a shape check
+    or for the length of a data-dependent output such as ``nms``'s): free,
+    as the fx walk prices a call on sizes and constants, never handed to a
+    tensor op's counter (``count_compare`` would refuse a SymBool)."""
+    if isinstance(n.meta.get("val"), torch.Tensor) or isinstance(n.target, torch._ops.HigherOrderOperator):
+        return False
+    if not isinstance(n.meta.get("val"), (torch.SymInt, torch.SymBool, torch.SymFloat, int, float, bool)):
+        return False
+    return not any(isinstance(a.meta.get("val"), torch.Tensor) for a in n.all_input_nodes)
 
 
 def _state_placeholders(cap: Capture) -> frozenset[str]:
