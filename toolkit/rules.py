@@ -392,6 +392,10 @@ IMAGENET = Track(
 #: 159M parameters and 318M math ops; ops are counted per token, online (batch 1,
 #: one token at a time: input ``[1, 1]`` token ids). ``micronet:wikitext103_lstm``
 #: rebuilds that model from its description (see micronet.models.lstm_lm).
+#: The per-token figure scored is one decode step after T tokens of context (a
+#: transformer's key/value cache of T, a recurrent model's carried state), not a
+#: prefill of T divided by T, which assumes the window known in advance:
+#: ``micronet audit --per-token T`` shows both (micronet.per_token, docs/language-models.md).
 #: Perplexity is not measured by the toolkit (no WikiText offline): ``meets_bar``
 #: gets None unless a perplexity is supplied.
 WIKITEXT103 = Track(
