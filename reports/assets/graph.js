@@ -141,6 +141,17 @@
       return d;
     }
 
+    /* a filled triangle at the end of an edge, pointing along its last segment */
+    function arrow(points, top) {
+      var end = points[points.length - 1], from = points[points.length - 2];
+      var tip = { x: end.x, y: Math.abs(end.y - top) < 1 ? end.y + PAD : end.y };
+      var dx = tip.x - from.x, dy = tip.y - from.y, len = Math.sqrt(dx * dx + dy * dy) || 1;
+      dx /= len; dy /= len;
+      var bx = tip.x - 8 * dx, by = tip.y - 8 * dy;
+      return "M" + tip.x.toFixed(1) + " " + tip.y.toFixed(1) + "L" + (bx - 4 * dy).toFixed(1) + " " +
+        (by + 4 * dx).toFixed(1) + "L" + (bx + 4 * dy).toFixed(1) + " " + (by - 4 * dx).toFixed(1) + "Z";
+    }
+
     function render() {
       var g = layout(), info = g.graph();
       state.graph = g;
@@ -149,10 +160,6 @@
       state.nodes = {};
       state.clusters = {};
       while (svg.firstChild) svg.removeChild(svg.firstChild);
-      var defs = el("defs", null, svg);
-      var marker = el("marker", { id: root.dataset.graph + "-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
-                                  markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
-      el("path", { d: "M0 0L10 5L0 10z", "class": "arrowhead" }, marker);
       var clusters = el("g", { "class": "gclusters" }, svg);
       var edges = el("g", { "class": "gedges" }, svg);
       var nodes = el("g", { "class": "gnodes" }, svg);
@@ -163,10 +170,11 @@
         state.clusters[id] = box;
         drawCluster(clusters, Number(id.slice(1)), box);
       });
-      var url = "url(#" + root.dataset.graph + "-arrow)";
       g.edges().forEach(function (e) {
-        var to = g.node(e.w);
-        el("path", { d: edgePath(g.edge(e).points, to.y - to.height / 2), "marker-end": url }, edges);
+        var to = g.node(e.w), points = g.edge(e).points;
+        var grp = el("g", { "class": "gedge" }, edges);
+        el("path", { d: edgePath(points, to.y - to.height / 2) }, grp);
+        el("path", { "class": "arrowhead", d: arrow(points, to.y - to.height / 2) }, grp);
       });
       g.nodes().forEach(function (id) {
         var box = g.node(id), kind = id.charAt(0);
@@ -311,6 +319,12 @@
       var button = e.target.closest("button[data-zoom]");
       if (!button) return;
       var how = button.dataset.zoom;
+      if (how === "map") {
+        var on = root.classList.toggle("nomap");
+        button.setAttribute("aria-pressed", String(!on));
+        if (!on) drawMini();
+        return;
+      }
       if (how === "fit") zoom(fitScale(true), state.w / 2, state.h / 2, scroll.clientWidth / 2, scroll.clientHeight / 2);
       else zoom(state.scale * (how === "in" ? 1.25 : 0.8));
     });
@@ -325,6 +339,10 @@
     window.addEventListener("pointermove", function (e) { if (miniDrag) miniTo(e); });
     window.addEventListener("pointerup", function () { miniDrag = false; });
 
+    if (scroll.clientWidth < 600) {  // a phone: the overview would cover the boxes; a button shows it
+      root.classList.add("nomap");
+      root.querySelector('[data-zoom="map"]').setAttribute("aria-pressed", "false");
+    }
     render();
     zoom(fitScale(false), state.w / 2, 0, scroll.clientWidth / 2, 0);
     return { render: render, zoom: zoom, setLevel: setLevel, toggle: toggle, state: state,

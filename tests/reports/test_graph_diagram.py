@@ -179,7 +179,7 @@ window.addEventListener("load", function () {
       var counts = Array.prototype.map.call(svg.querySelectorAll("g.gmodule"), function (el) {
         return [Number(el.dataset.m), el.querySelector(".meta").textContent]; });
       out.levels.push({ label: level[0], expected: level[2], drawn: svg.querySelectorAll("g.gnode, g.gmodule").length,
-        laidOut: boxes.length, edges: g.edges().length, arrows: svg.querySelectorAll(".gedges path[marker-end]").length,
+        laidOut: boxes.length, edges: g.edges().length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
         overlaps: overlaps(boxes), up: up, outside: outside, counts: counts, ms: ms });
     });
     G.setLevel(data.default);
