@@ -106,3 +106,19 @@ def test_the_plugin_is_an_entry_point_and_imports_nothing_heavy():
             "print(ep.value, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["micronet.pytest_plugin", "False"], done.stderr
+
+
+def test_the_lazy_package_keeps_audit_the_function(monkeypatch):
+    # importing the submodule micronet.audit binds the package's name `audit` to the module;
+    # the package keeps it the function, and a test's monkeypatch of it still wins
+    code = ("import sys, micronet; lazy = 'torch' not in sys.modules; import micronet.audit; "
+            "from micronet import *; print(lazy, callable(micronet.audit), audit is micronet.audit, "
+            "hasattr(micronet, 'no_such_name'), micronet.BudgetExceeded.__mro__[1].__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True", "True", "False", "AssertionError"], done.stderr
+    import micronet
+
+    monkeypatch.setattr(micronet, "audit", len)
+    assert micronet.audit is len
+    monkeypatch.undo()
+    assert micronet.audit.__name__ == "audit"
