@@ -78,8 +78,9 @@ def test_cli_per_token_shows_both_figures_and_writes_them_to_json(capsys, tmp_pa
     out = capsys.readouterr().out
     assert code == 0
     assert "input input_ids 1x1 int64, past 1x2x1x2x32x16" in out  # the decode step's inputs in the header
-    assert f"prefill  {T} tokens at once / {T}:" in out and "47.4K MACs) per token" in out
-    assert f"decode   one token after a key/value cache of {T}:" in out and "47.5K MACs) per token" in out
+    assert f"per token: context T = {T} tokens, batch 1 (wikitext103 scores the decode step" in out
+    assert f"  prefill: {T} tokens at once / {T}:" in out and "47.4K MACs) per token" in out
+    assert f"  decode: one token after a key/value cache of {T}:" in out and "47.5K MACs) per token" in out
     assert "<- scored" in out and "bar perplexity <= 35" in out
     doc = json.loads(path.read_text())
     assert doc["track"] == "wikitext103" and doc["per_token"]["scored"] == "decode"
@@ -87,6 +88,8 @@ def test_cli_per_token_shows_both_figures_and_writes_them_to_json(capsys, tmp_pa
     assert doc["per_token"]["decode"]["per_token"]["macs"] == doc["totals"]["macs"] == 47_488
     assert doc["per_token"]["prefill"]["per_token"]["macs"] == 47_360
     assert doc["per_token"]["prefill"]["totals"]["macs"] == T * 47_360
+    section = next(lines for title, lines in doc["sections"].items() if title.startswith("per token"))
+    assert [label for label, _ in section] == ["prefill", "decode"]
 
 
 def test_cli_refusals_are_one_line(capsys):

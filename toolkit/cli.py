@@ -134,14 +134,14 @@ def run_audit(args: argparse.Namespace) -> int:
                            data=args.data, input_dtype=args.input_dtype, registries=registries, inputs=inputs)
     grid = result.what_if(levels) if levels else None
     sections = registries.report_sections
+    if per_token is not None:  # both per-token figures: in the table, the JSON's sections and the HTML page
+        from .per_token import per_token_section
+
+        sections = {**sections, "per-token": per_token_section(per_token)}
     if args.quiet:
         print(f"{result.score.total:.6f}")
     else:
         print(render_table(result, show_free=args.show_free, top=args.top, sections=sections))
-        if per_token is not None:
-            from .per_token import per_token_lines
-
-            print("\n".join(per_token_lines(per_token)))
         if grid is not None:
             print(f"\nwhat-if ({result.rulebook.name}, {result.track.name}): score per configuration")
             print(render_what_if(grid))

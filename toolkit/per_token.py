@@ -36,7 +36,8 @@ from torch import nn
 
 from .errors import UsageError
 
-__all__ = ["PerToken", "audit_per_token", "write_per_token_json", "per_token_lines", "PER_TOKEN_KEYS"]
+__all__ = ["PerToken", "audit_per_token", "write_per_token_json", "per_token_lines", "per_token_section",
+           "PER_TOKEN_KEYS"]
 
 #: totals divided by T for the prefill's per-token figures (counts of operations)
 PER_TOKEN_KEYS = ("mults", "adds", "other_ops", "ops", "macs")
@@ -245,22 +246,31 @@ def _cache_keyword(model: nn.Module) -> str:
     return "cache" if "cache" in names else "past_key_values"
 
 
-def per_token_lines(per_token: PerToken) -> list[str]:
-    """The terminal's per-token block: both figures and which one is scored."""
+def per_token_lines(per_token: PerToken) -> list[tuple[str, str]]:
+    """``(label, value)`` lines of both per-token figures (prefill / T, the
+    decode step), saying which one is scored."""
     from .reports.format import si
 
     t = per_token.context
     pre, dec = per_token.prefill_per_token(), per_token.decode_per_token()
     step = f"one token after a key/value cache of {t}" if per_token.kind == "kv-cache" else \
-        "one token, state carried (recurrent)"
+        "one token, its state carried (recurrent)"
     return [
-        f"per token  context T = {t} tokens, batch 1 ({per_token.prefill.track.name} scores the decode step: "
-        "ops per token, online)",
-        f"  prefill  {t} tokens at once / {t}: {si(pre['ops'])} ops ({si(pre['macs'])} MACs) per token; "
-        f"score {pre['score']:.4f}",
-        f"  decode   {step}: {si(dec['ops'])} ops ({si(dec['macs'])} MACs) per token; "
-        f"score {dec['score']:.4f}  <- scored",
+        ("prefill", f"{t} tokens at once / {t}: {si(pre['ops'])} ops ({si(pre['macs'])} MACs) per token; "
+                    f"score {pre['score']:.4f}"),
+        ("decode", f"{step}: {si(dec['ops'])} ops ({si(dec['macs'])} MACs) per token; "
+                   f"score {dec['score']:.4f} <- scored"),
     ]
+
+
+def per_token_section(per_token: PerToken):
+    """The report section (terminal table, JSON ``sections``, HTML page) of
+    both per-token figures; its title says the context and the rule."""
+    from .reports.sections import ReportSection
+
+    title = (f"per token: context T = {per_token.context} tokens, batch 1 ({per_token.decode.track.name} "
+             "scores the decode step: ops per token, online)")
+    return ReportSection("per-token", title, lambda result: per_token_lines(per_token))
 
 
 def write_per_token_json(per_token: PerToken, path: str, what_if=None, sections=None) -> str:
