@@ -25,7 +25,6 @@ from .charts import (aggregate, heatmap, layer_chart, module_key, module_summary
                      top_layers_chart)
 from .format import UNITS, grouped, percent, plural, shape, si
 from .diagram import graph_section
-from .graphview import graph_views
 from .layertable import layer_table
 from .page import document
 from .sections import render_sections
@@ -209,21 +208,6 @@ def _what_if_section(result, grid) -> str:
         f'gives <b>{best.total:.4g}</b>.</p>{freebie_note(grid)}'
         f'<div class="heat-wrap">{heatmap(grid, result.track)}</div>{_heat_scale(grid)}</section>'
     )
-
-
-def _graph_section(rows, table_id: str) -> str:
-    views = graph_views(rows, table_id)
-    buttons = "".join(f'<button type="button" data-view="{v.key}" aria-pressed="{str(v.default).lower()}">'
-                      f'{esc(v.label)} <span class="muted">{v.nodes}</span></button>' for v in views)
-    panes = "".join(f'<div class="graph-pane" data-view="{v.key}"{"" if v.default else " hidden"}>{v.svg}</div>'
-                    for v in views)
-    legend = "".join(f'<span><i class="sw round" style="background:{colour}"></i>{label}</span>'
-                     for _, label, colour in FAMILIES)
-    return (f'<section class="card" id="graph"><h2>Graph</h2><p class="hint">Network order left to right; '
-            f'free nodes (views, cats) are folded into their edges; circle area follows MicroNet ops. '
-            f'Hover for costs, click to find the layer in the table.</p>'
-            f'<div class="graph-bar"><div class="seg">{buttons}</div><div class="legend">{legend}</div></div>'
-            f'<div class="graph-scroll">{panes}</div></section>')
 
 
 def _plugin_sections(result, sections) -> str:

@@ -103,5 +103,9 @@ def svg_open(width: float, height: float, cls: str, label: str, fluid: bool = Tr
 
 
 def clip(text: str, limit: int) -> str:
-    """Keep the end of a long dotted name: ``…block4.layer16.conv2``."""
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+    """Cut a long name in the middle, where dotted names repeat themselves,
+    keeping its start and its end: ``features.d…layer16.conv2``."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 3
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
