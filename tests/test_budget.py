@@ -56,6 +56,15 @@ def test_each_broken_bound_is_named_with_its_excess_and_top_layers(result):
     assert "(+100.0%)" in lines[0] and "largest shares of the score: 0 65.2%" in lines[0]
 
 
+def test_the_error_pickles_with_its_violations(result):
+    import pickle
+
+    with pytest.raises(BudgetExceeded) as caught:
+        micronet.assert_budget(result, macs=10)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert copy.violations == caught.value.violations and str(copy) == str(caught.value)
+
+
 def test_the_json_document_is_checked_like_the_result(result):
     violations = check_budget(result.to_dict(), params=22)
     assert [(v.quantity, v.actual, v.limit, v.excess) for v in violations] == [("params", 23, 22, 1)]

@@ -122,6 +122,9 @@ class BudgetExceeded(AssertionError):
         self.violations = tuple(violations)
         super().__init__("\n".join(v.line() for v in self.violations))
 
+    def __reduce__(self):  # pickled (a worker process, a test runner) with its violations
+        return type(self), (self.violations,)
+
 
 def _document(result: Any) -> Mapping[str, Any]:
     """The audit JSON document of a Result (or the document itself)."""

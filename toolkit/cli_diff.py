@@ -25,7 +25,7 @@ def add_budget_options(audit: argparse.ArgumentParser) -> None:
     audit.add_argument("--max-params", metavar="N", help="exit 1 above N parameters (e.g. 1.5M, 2e6)")
     audit.add_argument("--max-macs", metavar="N", help="exit 1 above N multiply-accumulates (e.g. 300M, 2e9)")
     audit.add_argument("--markdown", metavar="FILE",
-                       help="write a Markdown summary (score card and top layers) for a model card or a PR")
+                       help="write a Markdown summary (score card and the --top N layers, default 10) for a model card or a PR")
 
 
 def check_budget_options(args: argparse.Namespace) -> dict[str, float]:
@@ -46,7 +46,7 @@ def finish_audit(result, args: argparse.Namespace, bounds: dict[str, float]) -> 
     if args.markdown:
         from .markdown import write_markdown
 
-        write_markdown(result, args.markdown)
+        write_markdown(result, args.markdown, top=args.top or 10)
     violations = check_budget(result, **bounds)
     for violation in violations:
         print(f"micronet: over budget: {violation.line()}", file=sys.stderr)
