@@ -288,3 +288,27 @@ def test_nms_counts_the_no_suppression_upper_bound():
     # n=6 boxes, 15 pairs: mults 6 areas + 15 x 2 = 36;
     # adds 6 x 2 (widths, heights) + 6 x ceil(log2 6)=18 sort comparisons + 15 x 11 = 195
     assert (counts.mults, counts.adds) == (36, 195)
+
+
+class _KeepHalf(nn.Module):
+    """nms, then the first half of what it keeps, scaled: a data-dependent length."""
+
+    def __init__(self, export):
+        super().__init__()
+        self.export = export
+
+    def forward(self, boxes, scores):
+        n = int(boxes.shape[0]) if self.export else 6  # int() of an fx proxy fails: torch.export is used
+        keep = torch.ops.torchvision.nms(boxes, scores, 0.5)[: n // 2]  # the op, as detectors call it
+        return boxes[keep] * 2
+
+
+@pytest.mark.parametrize("path", ["fx", "export"])
+def test_nms_output_is_bounded_alike_on_both_paths(path, registries):
+    """fx: nms's shape rule keeps all 6 boxes; export: its data-dependent length
+    u0 is bounded by the same 6 (and the size check export adds is free), so
+    the 3 boxes kept are scaled: 12 mults beside nms's 36 mults and 195 adds."""
+    result = micronet.audit(_KeepHalf(path == "export"), inputs=((6, 4), (6,)), registries=registries)
+    assert result.captured_via == path
+    assert not result.uncounted
+    assert (result.totals["mults"], result.totals["adds"]) == (36 + 12, 195)

@@ -25,7 +25,7 @@ from torch import fx, nn
 from .atencount import AtenTally
 from .capture import Capture
 from .recordbuilder import Outcome, RecordBuilder, Site, WalkSettings, run_counter, weight_of
-from .records import LayerRecord
+from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .registry import CounterRegistry, OpCall
 from .sparsity import count_nonzero_all
 from .values import to_info
@@ -42,6 +42,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     modules = dict(model.named_modules())
     first_of = {n: nodes[0].name for nodes in groups.values() for n in nodes}
     priced = _priced_by_whole_ops(cap.graph, registry)
+    bounds = SizeBounds(cap.graph)
     builder = RecordBuilder(settings, count_nonzero_all(model.parameters()))  # all weights read up front
     for path, nodes in groups.items():
         edges = tuple(dict.fromkeys(first_of[a] for n in nodes for a in n.all_input_nodes
@@ -49,15 +50,101 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
         module = modules.get(path)
         outcome = _module_outcome(registry, module, nodes, params, path)
         if outcome is None:
-            tally = AtenTally(registry)
-            for n, root in _inline_subgraphs((n for n in nodes if n not in priced and not _size_only(n)),
-                                             cap.root, registry):
-                args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: _value(a, root))
-                tally.add(n.target, tuple(args), dict(kwargs), n.meta.get("val"),
-                          f"node {n.name} ({path or '(model)'})")
-            outcome = tally.outcome()
-        _add_layer(builder, path, nodes, classes[path], module, edges, outcome)
+            outcome = _aten_outcome(registry, cap, nodes, priced, bounds, path)
+        _add_layer(builder, path, nodes, classes[path], module, edges, outcome, bounds)
     return builder.records
+
+
+def _aten_outcome(registry: CounterRegistry, cap: Capture, nodes: list[fx.Node], priced: frozenset[fx.Node],
+                  bounds: "SizeBounds", path: str) -> Outcome:
+    """A group priced by its aten ops, data-dependent sizes at their upper
+    bounds; uncounted, with the reason, when a size has none."""
+    tally = AtenTally(registry)
+    try:
+        for n, root in _inline_subgraphs((n for n in nodes if n not in priced and not _size_only(n)),
+                                         cap.root, registry):
+            args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: bounds.bound(_value(a, root)))
+            tally.add(n.target, tuple(args), dict(kwargs), bounds.bound(n.meta.get("val")),
+                      f"node {n.name} ({path or '(model)'})")
+    except _Unbounded as error:
+        return Outcome(UNCOUNTED, reason=str(error))
+    return tally.outcome()
+
+
+class _Unbounded(Exception):
+    """A data-dependent size with no upper bound."""
+
+
+class SizeBounds:
+    """Upper bounds of an export's data-dependent sizes (unbacked symbols such
+    as the ``u0`` boxes ``nms`` keeps): a value's shape with each such size
+    at its bound, so the ops after it are counted for the most elements they
+    can see, as the fx walk prices them (``nms`` keeps at most its ``n``
+    boxes: its shape rule). A symbol's bound is the ``n`` of the ``nms`` that
+    made it, else torch's own value range when finite. Sizes are monotone in
+    their symbols (``Min(k, u0)``, products, sums), so substituting bounds
+    gives a bound. A size with no finite bound raises :class:`_Unbounded`:
+    the layer is then uncounted, with that reason."""
+
+    def __init__(self, graph: fx.Graph):
+        self.known: dict[Any, int] = {}
+        self.shape_env = None
+        nms = _nms_op()
+        for n in graph.nodes:
+            val = n.meta.get("val")
+            if self.shape_env is None and isinstance(val, torch.Tensor):
+                mode = getattr(val, "fake_mode", None)
+                self.shape_env = getattr(mode, "shape_env", None)
+            if nms is not None and n.target is nms and isinstance(val, torch.Tensor) and n.args:
+                size, boxes = val.shape[0], n.args[0].meta.get("val") if isinstance(n.args[0], fx.Node) else None
+                if isinstance(size, torch.SymInt) and isinstance(boxes, torch.Tensor):
+                    bound = boxes.shape[0]
+                    if isinstance(bound, int):
+                        self.known[size.node.expr] = bound
+
+    def size(self, value: Any) -> Any:
+        """An int for a SymInt (its bound); anything else as it is."""
+        if not isinstance(value, torch.SymInt):
+            return value
+        expr = value.node.expr
+        if expr.is_number:
+            return int(expr)
+        import sympy
+
+        bounded = expr.xreplace({s: sympy.Integer(self.known[s]) for s in expr.free_symbols if s in self.known})
+        if bounded.is_number:
+            return int(bounded)
+        if self.shape_env is not None:
+            from torch.utils._sympy.value_ranges import bound_sympy
+
+            upper = bound_sympy(bounded, self.shape_env.var_to_range).upper
+            if getattr(upper, "is_number", False) and upper.is_finite:
+                return int(upper)
+        raise _Unbounded(f"a data-dependent size ({expr}) has no upper bound: give the op that makes it "
+                         "a shape rule with one (as nms has), or check its size (torch._check)")
+
+    def bound(self, value: Any) -> Any:
+        """``value`` with its tensors as TensorInfo at bounded sizes."""
+        if isinstance(value, torch.Tensor):
+            if all(isinstance(d, int) for d in value.shape):
+                return to_info(value)
+            return TensorInfo(tuple(self.size(d) for d in value.shape), value.dtype)
+        if isinstance(value, torch.SymInt):
+            return self.size(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.bound(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self.bound(v) for k, v in value.items()}
+        return value
+
+
+def _nms_op() -> Any:
+    """``torch.ops.torchvision.nms.default`` when torchvision is loaded (never imported here)."""
+    import sys
+
+    if "torchvision" not in sys.modules:
+        return None
+    return torch.ops.torchvision.nms.default
 
 
 def _module_outcome(registry: CounterRegistry, module: nn.Module | None, nodes: list[fx.Node],
@@ -117,7 +204,8 @@ def _groups(graph: fx.Graph) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
 
 
 def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname: str,
-               module: nn.Module | None, edges: tuple[str, ...], outcome: Outcome) -> None:
+               module: nn.Module | None, edges: tuple[str, ...], outcome: Outcome,
+               bounds: SizeBounds | None = None) -> None:
     """One group's record. A leaf owns its parameters; any other module those
     it uses itself (relative position tables, class tokens), not its children's."""
     leaf = module is not None and next(module.children(), None) is None
@@ -127,7 +215,15 @@ def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname
     in_val = first.args[0].meta.get("val") if first.args and isinstance(first.args[0], fx.Node) else None
     site = Site(first.name, path or "(model)", path.rpartition(".")[0] if leaf else path, "aten",
                 qualname.rpartition(".")[2].lower() or "graph", qualname or "aten", edges, "export")
-    builder.add(site, outcome, inputs=(to_info(in_val),), out=to_info(last.meta.get("val")),
+    def info(value: Any) -> Any:
+        if bounds is None:
+            return to_info(value)
+        try:
+            return bounds.bound(value)
+        except _Unbounded:
+            return None
+
+    builder.add(site, outcome, inputs=(info(in_val),), out=info(last.meta.get("val")),
                 module=layer, owned=builder.claim(owned), weight=weight_of(layer, builder.settings.weight_names),
                 classes=_export_classes(qualname) if leaf else ())
 
