@@ -45,7 +45,8 @@ def _summary(diff) -> str:
     text = " · ".join(f"{label} {si(diff.before['totals'][key])} → {si(diff.after['totals'][key])}"
                       for key, label, _ in _TOTALS)
     notes = "".join(f'<li class="warn">{esc(n)}</li>' for n in diff.notes)
-    return (f'<section class="card hero" id="summary"><div class="hero-grid">{_side("before", diff.before)}'
+    return (f'<section class="card hero" id="summary"><div class="hero-grid" style="grid-template-columns:1fr 1fr">'
+            f'{_side("before", diff.before)}'
             f'{_side("after", diff.after)}</div>'
             f'<p>score <span class="pill {pill}">{esc(change)}</span> <span class="muted">{esc(text)}</span></p>'
             f'<table class="deltas"><thead><tr><th>total</th><th>before → after</th></tr></thead>'
@@ -72,7 +73,8 @@ def _layers(diff) -> str:
     head = "".join(f'<th>{label}<span class="unit">{unit}</span></th>' for _, label, unit in _COLUMNS)
     rows = []
     for c in diff.changes:
-        what = esc(c.kind) if c.kind != "renamed" else f"renamed from <code>{esc(c.before_name)}</code>"
+        what = {"added": '<span class="badge free">added</span>', "removed": '<span class="badge uncounted">removed</span>',
+                "changed": "changed", "renamed": f"renamed from <code>{esc(c.before_name)}</code>"}[c.kind]
         cells = "".join(_cell(c, key) for key, _, _ in _COLUMNS)
         rows.append(f'<tr><td class="name">{esc(c.name)}</td><td>{what} <span class="muted">{esc(c.op)}</span></td>'
                     f'<td class="num">{c.score_effect:+.4g}</td>{cells}</tr>')
