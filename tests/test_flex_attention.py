@@ -102,3 +102,23 @@ def test_an_audit_leaves_the_users_model_without_tracer_constants():
     before = set(vars(model))
     assert micronet.audit(model, (B, L, D)).captured_via == "fx"
     assert set(vars(model)) == before
+
+
+def test_a_flex_attention_archive_cannot_be_saved_and_says_so_in_one_line(tmp_path):
+    """torch.export.save cannot serialise flex_attention (its serialiser fails with
+    a dump of the node): micronet's save refuses up front, in one line."""
+    from micronet.errors import SpecError
+    from micronet.exportfile import save_export, unsavable_ops
+
+    with torch.no_grad():
+        exported = torch.export.export(FlexModel(True), (torch.zeros(B, L, D),), strict=False)
+    assert unsavable_ops(exported) == ["flex_attention"]
+    with pytest.raises(SpecError) as caught:
+        save_export(exported, tmp_path / "model.pt2")
+    assert "\n" not in str(caught.value)
+    assert "does not serialise flex_attention" in str(caught.value)
+    assert not (tmp_path / "model.pt2").exists()
+    # a model without it is written as torch writes it
+    plain = torch.export.export(nn.Linear(D, D), (torch.zeros(B, D),), strict=False)
+    save_export(plain, tmp_path / "linear.pt2")
+    assert unsavable_ops(plain) == [] and (tmp_path / "linear.pt2").stat().st_size > 0

@@ -48,7 +48,7 @@ import torch
 
 from .errors import SpecError
 
-__all__ = ["is_export_archive", "load_export", "expression_problem", "HINT_TRUST"]
+__all__ = ["is_export_archive", "load_export", "save_export", "unsavable_ops", "expression_problem", "HINT_TRUST"]
 
 HINT_TRUST = "pass --trust (recipe: trust = true) only for an archive from a source you trust"
 HINT_FORMAT = "expected a file written by torch.export.save"
@@ -98,6 +98,42 @@ def load_export(path: Path, *, trust: bool, extra_files: MutableMapping[str, str
         contents = _loaded(lambda: load_pt2(scratch), path.name)
     extra_files.update(contents.extra_files)
     return contents.exported_programs[PROGRAM]
+
+
+#: Higher-order ops torch.export.save cannot serialise (torch 2.14: a
+#: ``flex_attention`` node's score_mod / mask_mod subgraphs and its block-mask
+#: tuple fail in its serialiser), by the name ``str(op)`` gives.
+UNSAVABLE = frozenset({"flex_attention", "flex_attention_backward"})
+
+
+def unsavable_ops(exported: Any) -> list[str]:
+    """Names of the ops in ``exported`` (an ``ExportedProgram``) that
+    ``torch.export.save`` cannot write, in graph order, without repeats."""
+    found: dict[str, None] = {}
+    for module in exported.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
+            if node.op == "call_function" and isinstance(node.target, torch._ops.HigherOrderOperator) \
+                    and node.target.name() in UNSAVABLE:
+                found[node.target.name()] = None
+    return list(found)
+
+
+def save_export(exported: Any, file: Any, extra_files: dict[str, str] | None = None) -> None:
+    """``torch.export.save(exported, file, extra_files=...)``, or a one-line
+    SpecError when torch cannot write the program: a model calling
+    ``flex_attention`` is refused up front (torch's serialiser fails on it
+    with a dump of the node), any other failure is said in one line."""
+    ops = unsavable_ops(exported)
+    if ops:
+        raise SpecError(f"torch {torch.__version__.split('+')[0]} cannot save this model as a .pt2 archive: "
+                        f"torch.export.save does not serialise {', '.join(ops)}",
+                        hint="keep its weights (state_dict.pt) and audit the model itself, not an archive")
+    try:
+        torch.export.save(exported, file, extra_files=extra_files)
+    except Exception as error:
+        raise SpecError(f"torch.export cannot save this model as a .pt2 archive ({_short(error)})",
+                        hint="keep its weights (state_dict.pt) and audit the model itself") from error
 
 
 def _loaded(load: Callable[[], Any], where: str) -> Any:
