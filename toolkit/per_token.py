@@ -166,8 +166,8 @@ def _float_dtype(module: nn.Module) -> torch.dtype:
 
 def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
     """``(layers, 2, 1, kv_heads, context, head_dim)``: the key/value cache a
-    forward of ``context`` tokens leaves, read from a run on the meta device
-    (shapes only). Layers whose caches differ in shape are refused."""
+    forward of ``context`` tokens leaves, read from a run under fake tensors
+    (shapes only, nothing computed). Layers whose caches differ in shape are refused."""
     if getattr(module, "main_input_name", "input_ids") != "input_ids" or \
             getattr(module.config, "is_encoder_decoder", False):
         raise UsageError(f"{type(module).__name__}: a per-token audit decodes a causal language model "
@@ -190,7 +190,7 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
         layers = len(cache.layers)
     except Exception as error:  # a model without a cache, or with another cache layout
         raise UsageError(f"{type(module).__name__}: cannot build its key/value cache of {context} tokens "
-                         f"({type(error).__name__}: {error})",
+                         f"({type(error).__name__}: {(str(error).splitlines() or [''])[0]})",
                          hint="a per-token audit needs a causal LM that returns a DynamicCache") from error
     if len(shapes) != 1 or len({keys for keys, _ in shapes} | {values for _, values in shapes}) != 1:
         raise UsageError(f"{type(module).__name__}: its layers' key/value caches differ in shape "
