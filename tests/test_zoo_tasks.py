@@ -229,6 +229,21 @@ def test_detector_batch_of_images(registries):
     assert records["roi_heads.box_roi_pool.roi_align"].output_shapes == ((300, 256, 7, 7),)
 
 
+def test_detector_leaves_the_users_model_working(registries):
+    """The bounded graph shares the model's submodules and copies what it
+    would change (the anchor generator caches its anchors on the device it
+    runs on): after the audit the model still detects, on real tensors."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None).eval()
+    result = micronet.audit(model, (1, 3, 320, 320), registries=registries)
+    assert result.totals["params"] == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 320, 320)])
+    assert set(out) == {"boxes", "scores", "labels"} and out["boxes"].shape[1] == 4
+    assert out["boxes"].shape[0] <= model.roi_heads.detections_per_img
+
+
 def test_detector_audit_cli():
     from micronet.cli import main
 
