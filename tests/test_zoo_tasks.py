@@ -305,6 +305,22 @@ def test_nms_counts_the_no_suppression_upper_bound():
     assert (counts.mults, counts.adds) == (36, 195)
 
 
+class _Top3(nn.Module):
+    """topk along the last dim, as a function and as a method."""
+
+    def forward(self, x):
+        return torch.topk(x, 3).values + x.topk(1, dim=0).values.sum()
+
+
+def test_topk_counts_the_heap_bound(registries):
+    result = micronet.audit(_Top3(), (2, 10), registries=registries)
+    assert not result.uncounted
+    topks = [r for r in result.records if r.op == "topk"]
+    # 2 rows of 10, k=3: 2 x 10 x ceil(log2 4) = 40; 10 rows of 2, k=1: 10 x 2 x ceil(log2 2) = 20
+    assert [r.counts.adds for r in topks] == [40, 20]
+    assert [r.counts.mults for r in topks] == [0, 0]
+
+
 class _KeepHalf(nn.Module):
     """nms, then the first half of what it keeps, scaled: a data-dependent length."""
 
