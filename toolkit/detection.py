@@ -77,7 +77,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from .capture import Capture, MicronetTracer
 from .errors import UsageError
