@@ -180,10 +180,14 @@ T5 = (f"transformers:T5ForConditionalGeneration?d_model={H}&d_kv={HD}&d_ff={FF}&
 def test_default_inputs_come_from_the_configuration():
     from micronet.models_transformers import default_inputs_of
 
-    bert = resolve_model(f"transformers:BertModel?hidden_size={H}&num_hidden_layers=1&num_attention_heads={HEADS}"
-                         f"&intermediate_size={FF}&vocab_size={V}&max_position_embeddings=64")
+    spec = (f"transformers:BertModel?hidden_size={H}&num_hidden_layers=1&num_attention_heads={HEADS}"
+            f"&intermediate_size={FF}&vocab_size={V}&max_position_embeddings=64")
+    bert = resolve_model(spec)
     assert bert.input_shape == (1, 64)  # 128 tokens capped at its 64 positions
     assert default_inputs_of(bert.model) == {"input_ids": ((1, 64), "int64")}
+    result = micronet.audit(spec)  # 128 tokens would not fit its 64 position embeddings
+    assert result.uncounted == () and result.input_shape == (1, 64)
+    assert _macs(result, "encoder.layer.0.attention") == _attention(64, 64)
     assert default_inputs_of(resolve_model(T5).model) == {"input_ids": ((1, 128), "int64"),
                                                           "decoder_input_ids": ((1, 128), "int64")}
 
