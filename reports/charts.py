@@ -39,7 +39,7 @@ def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free"]
     if not items:
         return '<p class="empty">No counted layers.</p>'
-    width, left, right, top = 1160.0, 96.0, 12.0, 22.0
+    width, left, right, top = 1160.0, 112.0, 12.0, 22.0
     ops_h, gap, storage_h = 150.0, 22.0, 100.0
     height = top + ops_h + gap + storage_h + 8
     plot = width - left - right
@@ -105,7 +105,7 @@ def top_layers_chart(rows: Sequence[Mapping[str, Any]], score, count: int = 15, 
     if not ranked:
         return '<p class="empty">Nothing costs anything.</p>'
     index = {id(r): r.get("index", i) for i, r in enumerate(rows)}
-    width, label_w, line = 540.0, 200.0, 22.0
+    width, label_w, line = 470.0, 190.0, 22.0
     height = line * len(ranked) + 8
     plot = width - label_w - 50
     biggest = ranked[0]["share"] or 1.0
@@ -123,7 +123,7 @@ def top_layers_chart(rows: Sequence[Mapping[str, Any]], score, count: int = 15, 
         out.append(f'<g class="mark"{attrs}><title>{esc(tip)}</title>'
                    f'<rect class="hit" x="0" y="{y:.1f}" width="{width}" height="{line:.1f}"/>'
                    f'<text class="label" x="{label_w - 8}" y="{y + 15:.1f}" text-anchor="end">'
-                   f'{esc(clip(row["name"], 28))}</text>'
+                   f'{esc(clip(row["name"], 22))}</text>'
                    f'{_rect(label_w, y + 4, ws, line - 8, STORAGE_COLOUR)}'
                    f'{_rect(label_w + ws, y + 4, wo, line - 8, OPS_COLOUR)}'
                    f'<text class="value" x="{label_w + ws + wo + 6:.1f}" y="{y + 15:.1f}">'
@@ -277,7 +277,7 @@ def steps_chart(points: Sequence[tuple[str, Any]], accuracy: Sequence[float | No
     slot = (width - left - right) / max(len(points), 1)
     highest = _nice(max((s.total for _, s in points if s is not None), default=1.0) or 1.0)
     out = [svg_open(width, height, "chart steps", "the score across the steps"
-                    + (" and top-1 accuracy" if measured else ""))]
+                    + (" and top-1 accuracy" if measured else ""), fluid=False)]
     base = top + plot_h
     for frac in (0.0, 0.5, 1.0):
         y = top + plot_h * (1 - frac)
@@ -349,7 +349,7 @@ def score_accuracy_chart(points: Sequence[tuple[str, Any, float | None]], qualit
     y_low = max(0.0, min(y_low, 100.0 - 10))
     sx = lambda v: left + plot_w * v / x_high  # noqa: E731
     sy = lambda v: top + plot_h * (1 - (v - y_low) / (100 - y_low))  # noqa: E731
-    out = [svg_open(width, height, "chart scatter", "score against top-1 accuracy, one point per step")]
+    out = [svg_open(width, height, "chart scatter", "score against top-1 accuracy, one point per step", fluid=False)]
     for frac in (0.0, 0.5, 1.0):
         x = left + plot_w * frac
         out.append(f'<line class="{"zero" if not frac else "grid"}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
