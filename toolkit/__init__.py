@@ -28,6 +28,7 @@ _EXPORTS = {
     **dict.fromkeys(("CompressionError", "CounterError", "MicronetError", "PluginError", "SpecError",
                      "TraceError", "UsageError"), "errors"),
     **dict.fromkeys(("Registries", "UnknownPluginWarning", "get_plugin_manager", "hookimpl"), "manager"),
+    **dict.fromkeys(("PerToken", "audit_per_token"), "per_token"),
     **dict.fromkeys(("History", "compress"), "pipeline"),
     **dict.fromkeys(("Counts", "LayerRecord", "TensorInfo"), "records"),
     **dict.fromkeys(("Lazy", "Method", "OpCall", "counter", "free", "shape_rule"), "registry"),
@@ -38,7 +39,7 @@ _EXPORTS = {
 
 __all__ = [
     "__version__", "plugin", "audit", "Result", "UncountedWarning", "parse_input_shape",
-    "assert_budget", "BudgetExceeded", "diff_audits", "AuditDiff",
+    "audit_per_token", "PerToken", "assert_budget", "BudgetExceeded", "diff_audits", "AuditDiff",
     "compress", "History", "CompressionStep", "StepOption", "StepContext",
     "hookimpl", "get_plugin_manager", "Registries", "UnknownPluginWarning",
     "Counts", "LayerRecord", "TensorInfo", "Method", "Lazy", "OpCall", "counter", "free", "shape_rule",
