@@ -220,6 +220,24 @@ def test_ssdlite_per_class_candidates(registries):
     assert (nms.counts.mults, nms.counts.adds) == _nms(27_000)
 
 
+def test_mask_rcnn_mask_branch_on_the_kept_detections(registries):
+    result, records = _detector("maskrcnn_resnet50_fpn", (1, 3, 320, 320), registries)
+    # detections_per_img = 100 boxes pooled to 14x14 (finest FPN level: 800 / 4 = 200)
+    assert records["roi_heads.mask_roi_pool.roi_align_1"].output_shapes == ((100, 256, 14, 14),)
+    # mask head: Conv2d(256, 256, 3, padding 1) on 100 x 14 x 14
+    assert _macs(records, "roi_heads.mask_head.0.0", "conv2d") == 100 * 256 * 256 * 9 * 14 * 14
+    # predictor: ConvTranspose2d(256, 256, 2, stride 2) to 28x28, then 1x1 to 91 classes
+    assert _macs(records, "roi_heads.mask_predictor.mask_fcn_logits", "conv2d") == 100 * 256 * 91 * 28 * 28
+    # paste bound: each 30x30 padded mask resized to the expanded image, floor(320 x 30 / 28) + 1 = 343
+    (paste,) = _by_op(result, "transform.paste_masks_in_image", "interpolate")
+    assert paste.input_shapes[0] == (100, 1, 30, 30) and paste.output_shapes[0] == (100, 1, 343, 343)
+
+
+def test_keypoint_rcnn_is_refused_in_one_line(registries):
+    with pytest.raises(UsageError, match="keypoint heads"):
+        micronet.audit("torchvision:keypointrcnn_resnet50_fpn", (1, 3, 320, 320), registries=registries)
+
+
 def test_detector_batch_of_images(registries):
     """Two images: each is post-processed on its own (two NMS a stage), the
     layers see a batch of two."""

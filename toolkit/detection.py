@@ -63,9 +63,13 @@ These bounds are loose by design (Faster R-CNN's second-stage NMS over
 what the model's configured limits allow, never what one image happened to
 keep. Nothing is left uncounted; ``docs/detection.md`` has the figures.
 
+Mask R-CNN's mask branch runs on the detections kept (``detections_per_img``
+a image): its RoI pooling, head and predictor layer by layer, the sigmoid of
+every class's mask, and the paste into the image priced at the bound of
+:class:`PasteMasks`. Keypoint R-CNN is refused with a one-line error.
+
 The input is a batch ``[N, 3, H, W]`` (``--input 1x3x320x320``): N images of
-one size, each transformed as the model would. Mask R-CNN and Keypoint
-R-CNN (their mask / keypoint heads) are refused with a one-line error.
+one size, each transformed as the model would.
 """
 from __future__ import annotations
 
@@ -359,10 +363,10 @@ class RCNNGraph(nn.Module):
     def __init__(self, model: nn.Module, plan: DetectorPlan):
         super().__init__()
         heads = model.roi_heads
-        if heads.has_mask() or heads.has_keypoint():
-            raise UsageError(f"{type(model).__name__}: detectors with mask or keypoint heads are not audited yet "
-                             "(their heads run on the kept detections)",
-                             hint="audit the box detector (fasterrcnn_*), or its backbone alone")
+        if heads.has_keypoint() or heads.has_mask() and not hasattr(heads.mask_predictor, "conv5_mask"):
+            raise UsageError(f"{type(model).__name__}: keypoint heads and custom mask predictors are not "
+                             "audited yet (their post-processing sizes follow each kept box)",
+                             hint="audit the box detector (fasterrcnn_*, maskrcnn_*), or its backbone alone")
         self.plan = plan
         self.transform = Transform(model.transform, plan)
         self.transform.add_module("postprocess", ResizeBack(plan))
@@ -373,6 +377,14 @@ class RCNNGraph(nn.Module):
         self.roi_heads = Stage(box_roi_pool=RoIPool(heads.box_roi_pool, plan, proposals.kept), box_head=heads.box_head,
                                box_predictor=heads.box_predictor,
                                postprocess_detections=BoxDetections(heads, plan, proposals.kept))
+        if heads.has_mask():  # Mask R-CNN: the mask branch runs on the kept detections
+            kept = min(heads.detections_per_img, proposals.kept * (heads.box_predictor.cls_score.out_features - 1))
+            side = heads.mask_predictor.conv5_mask.stride[0] * heads.mask_roi_pool.output_size[0]
+            for name, child in (("mask_roi_pool", RoIPool(heads.mask_roi_pool, plan, kept)),
+                                ("mask_head", heads.mask_head), ("mask_predictor", heads.mask_predictor),
+                                ("maskrcnn_inference", MaskInference())):
+                self.roi_heads.add_module(name, child)
+            self.transform.add_module("paste_masks_in_image", PasteMasks(plan, side))
 
     def forward(self, images: torch.Tensor):
         from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -392,7 +404,43 @@ class RCNNGraph(nn.Module):
         else:
             logits, box_deltas = predictor(pooled)
         boxes, scores, labels = self.roi_heads.postprocess_detections(logits, box_deltas, proposals)
-        return self.transform.postprocess(boxes), scores, labels
+        if not hasattr(self.roi_heads, "mask_head"):
+            return self.transform.postprocess(boxes), scores, labels
+        masks = self.roi_heads.mask_predictor(self.roi_heads.mask_head(self.roi_heads.mask_roi_pool(features, boxes)))
+        masks = self.roi_heads.maskrcnn_inference(masks, labels)
+        boxes = self.transform.postprocess(boxes)
+        return boxes, scores, labels, self.transform.paste_masks_in_image(masks, boxes)
+
+
+class MaskInference(nn.Module):
+    """``maskrcnn_inference``: the sigmoid of every class's mask logits, then
+    the mask of each detection's label (a gather)."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.reshape(-1)
+        return torch.sigmoid(logits)[torch.arange(labels.shape[0]), labels][:, None]
+
+
+class PasteMasks(nn.Module):
+    """``paste_masks_in_image`` within its bound: each ``side x side`` mask,
+    padded by one pixel, is resized (bilinear) to its box expanded by
+    ``(side + 2) / side``; a box inside the image is at most the expanded
+    image, ``floor(H (side + 2) / side) + 1`` by the same for W, which is
+    what each mask is priced at; pasting it into the image is a copy (free)."""
+
+    def __init__(self, plan: DetectorPlan, side: int):
+        super().__init__()
+        self.scale = (side + 2) / side
+        self.size = plan.input_size
+        self.bound = tuple(math.floor(d * self.scale) + 1 for d in plan.input_size)
+
+    def forward(self, masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        boxes = boxes.reshape(-1, 4)
+        half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * 0.5 * self.scale, (boxes[:, 3] - boxes[:, 1]) * 0.5 * self.scale
+        x_c, y_c = (boxes[:, 2] + boxes[:, 0]) * 0.5, (boxes[:, 3] + boxes[:, 1]) * 0.5
+        torch.stack((x_c - half_w, y_c - half_h, x_c + half_w, y_c + half_h), dim=1)  # expand_boxes
+        pasted = F.interpolate(F.pad(masks, (1, 1, 1, 1)), size=self.bound, mode="bilinear", align_corners=False)
+        return pasted[..., :self.size[0], :self.size[1]]
 
 
 def _as_list(features: Any) -> list[torch.Tensor]:
