@@ -8,7 +8,7 @@
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
-  var BOX_W = 188, BOX_H = 58, MOD_H = 52, HEAD = 18, PAD = 14, MIN_SCALE = 0.08, MAX_SCALE = 2.5;
+  var BOX_W = 188, BOX_H = 58, MOD_H = 52, HEAD = 18, TITLE = 26, FRAME = 12, MARGIN = 14, MIN_SCALE = 0.08, MAX_SCALE = 2.5;
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(NS, name);
@@ -44,46 +44,76 @@
     var chain = [];  // each module's ancestors and itself, outermost first
     modules.forEach(function (m, k) { chain.push((m[1] >= 0 ? chain[m[1]] : []).concat([k])); });
     var folded = new Set(data.levels[data.default][1]);
-    var state = { scale: 1, w: 0, h: 0, nodes: {}, clusters: {}, graph: null, selected: null };
+    var state = { scale: 1, w: 0, h: 0, boxes: {}, frames: {}, edges: [], selected: null };
     var view = null;  // the overview's viewport rectangle
 
-    function showing(n) {
+    // the boxes inside each module (any depth), and the edges whose two ends are inside it (-1: the model)
+    var inside = { "-1": boxes.map(function (b, n) { return n; }) }, edgesIn = { "-1": data.edges };
+    boxes.forEach(function (b, n) {
+      if (b[8] >= 0) chain[b[8]].forEach(function (k) { (inside[k] = inside[k] || []).push(n); });
+    });
+    data.edges.forEach(function (e) {
+      var a = boxes[e[0]][8] >= 0 ? chain[boxes[e[0]][8]] : [], b = boxes[e[1]][8] >= 0 ? chain[boxes[e[1]][8]] : [];
+      for (var j = 0; j < a.length && a[j] === b[j]; j++) (edgesIn[a[j]] = edgesIn[a[j]] || []).push(e);
+    });
+
+    /* what box n shows as among the items of module k's frame (k = -1: the model): itself, a
+       folded module ("m") or an open one ("c", a frame); modules that cannot fold have no frame */
+    function itemAt(n, k) {
       var home = boxes[n][8];
       if (home < 0) return "n" + n;
       var c = chain[home];
-      for (var k = 0; k < c.length; k++) if (folded.has(c[k])) return "m" + c[k];
+      for (var j = k < 0 ? 0 : c.indexOf(k) + 1; j < c.length; j++) {
+        if (!modules[c[j]][5]) continue;
+        return (folded.has(c[j]) ? "m" : "c") + c[j];
+      }
       return "n" + n;
     }
 
-    function homeOf(id) {
-      return id.charAt(0) === "m" ? modules[Number(id.slice(1))][1] : boxes[Number(id.slice(1))][8];
-    }
-
-    function layout() {
-      var g = new dagre.graphlib.Graph({ compound: true });
-      g.setGraph({ rankdir: "TB", nodesep: 20, ranksep: 30, edgesep: 8, marginx: 14, marginy: 14 });
+    /* Lay out the inside of module k (or the model): open modules inside it first, each as one
+       box the size of its frame, so every dagre run is small (a module's direct items). */
+    function layoutLevel(k) {
+      var g = new dagre.graphlib.Graph();
+      g.setGraph({ rankdir: "TB", nodesep: 20, ranksep: 30, edgesep: 8, marginx: 0, marginy: 0 });
       g.setDefaultEdgeLabel(function () { return {}; });
-      var rep = boxes.map(function (b, n) { return showing(n); });
-      rep.forEach(function (id) {
+      var rep = {}, subs = {};
+      inside[k].forEach(function (n) {
+        var id = itemAt(n, k);
+        rep[n] = id;
         if (g.hasNode(id)) return;
-        // laid out PAD taller than drawn: the room above a box holds its frame's title
-        g.setNode(id, { width: BOX_W, height: PAD + (id.charAt(0) === "m" ? MOD_H : BOX_H) });
-        var child = id, home = homeOf(id);
-        while (home >= 0) {
-          var cid = "c" + home, known = g.hasNode(cid);
-          if (!known) g.setNode(cid, {});
-          g.setParent(child, cid);
-          if (known) break;
-          child = cid;
-          home = modules[home][1];
+        if (id.charAt(0) === "c") {
+          var sub = layoutLevel(Number(id.slice(1)));
+          subs[id] = sub;
+          g.setNode(id, { width: Math.max(sub.w + 2 * FRAME, 140), height: sub.h + TITLE + FRAME });
+        } else {
+          g.setNode(id, { width: BOX_W, height: id.charAt(0) === "m" ? MOD_H : BOX_H });
         }
       });
-      data.edges.forEach(function (e) {
+      (edgesIn[k] || []).forEach(function (e) {
         var a = rep[e[0]], b = rep[e[1]];
         if (a !== b && !g.hasEdge(a, b)) g.setEdge(a, b);
       });
       dagre.layout(g);
-      return g;
+      return { g: g, subs: subs, w: g.graph().width || 0, h: g.graph().height || 0 };
+    }
+
+    /* absolute rectangles (centre x, y; width, height; the frame around) and edge points */
+    function place(level, ox, oy, parent) {
+      var g = level.g;
+      g.nodes().forEach(function (id) {
+        var b = g.node(id), r = { x: ox + b.x, y: oy + b.y, width: b.width, height: b.height, parent: parent };
+        if (id.charAt(0) === "c") {
+          state.frames[id] = r;
+          var sub = level.subs[id];
+          place(sub, r.x - sub.w / 2, r.y - r.height / 2 + TITLE, id);
+        } else {
+          state.boxes[id] = r;
+        }
+      });
+      g.edges().forEach(function (e) {
+        state.edges.push({ v: e.v, w: e.w, points: g.edge(e).points.map(function (p) {
+          return { x: p.x + ox, y: p.y + oy }; }) });
+      });
     }
 
     function drawCluster(layer, k, box) {
@@ -94,13 +124,13 @@
       var title = el("g", { "class": "gtitle" + (m[5] ? "" : " fixed"), "data-m": k,
                             tabindex: m[5] ? 0 : -1, role: "button" }, grp);
       el("title", null, title).textContent = m[4] + (m[5] ? "\nclick to fold" : "");
-      text(title, box.x - box.width / 2 + 8, box.y - box.height / 2 + 13,
+      text(title, box.x - box.width / 2 + 8, box.y - box.height / 2 + 16,
            (m[5] ? "\u25be " : "") + clip(relative(m[0], parent), Math.max(8, Math.floor(box.width / 7) - 3)));
     }
 
     function drawModule(layer, k, box) {
       var m = modules[k], parent = m[1] >= 0 ? modules[m[1]][0] : "";
-      var x = box.x - BOX_W / 2, y = box.y - box.height / 2 + PAD;
+      var x = box.x - BOX_W / 2, y = box.y - box.height / 2;
       var grp = el("g", { "class": "gmodule" + (m[6] ? " uncounted" : ""), "data-m": k, tabindex: 0,
                           role: "button", transform: "translate(" + x + " " + y + ")" }, layer);
       el("title", null, grp).textContent = m[4] + "\nclick to open";
@@ -112,7 +142,7 @@
 
     function drawNode(layer, n, box) {
       var b = boxes[n], home = b[8] >= 0 ? modules[b[8]][0] : "";
-      var x = box.x - BOX_W / 2, y = box.y - box.height / 2 + PAD;
+      var x = box.x - BOX_W / 2, y = box.y - box.height / 2;
       var grp = el("g", { "class": "gnode" + (b[7] ? " uncounted" : ""), "data-i": b[0],
                           "data-table": data.table, tabindex: 0, role: "button",
                           transform: "translate(" + x + " " + y + ")" }, layer);
@@ -128,9 +158,7 @@
       if (state.selected === b[0]) grp.classList.add("sel");
     }
 
-    function edgePath(points, top) {
-      var p = points.slice(), end = p[p.length - 1];
-      if (Math.abs(end.y - top) < 1) p[p.length - 1] = { x: end.x, y: end.y + PAD };  // to the drawn box
+    function edgePath(p) {
       var d = "M" + p[0].x.toFixed(1) + " " + p[0].y.toFixed(1);
       if (p.length === 2) return d + "L" + p[1].x.toFixed(1) + " " + p[1].y.toFixed(1);
       for (var k = 1; k < p.length - 1; k++) {  // quadratic through midpoints: smooth, ends exact
@@ -142,9 +170,8 @@
     }
 
     /* a filled triangle at the end of an edge, pointing along its last segment */
-    function arrow(points, top) {
-      var end = points[points.length - 1], from = points[points.length - 2];
-      var tip = { x: end.x, y: Math.abs(end.y - top) < 1 ? end.y + PAD : end.y };
+    function arrow(points) {
+      var tip = points[points.length - 1], from = points[points.length - 2];
       var dx = tip.x - from.x, dy = tip.y - from.y, len = Math.sqrt(dx * dx + dy * dy) || 1;
       dx /= len; dy /= len;
       var bx = tip.x - 8 * dx, by = tip.y - 8 * dy;
@@ -153,38 +180,31 @@
     }
 
     function render() {
-      var g = layout(), info = g.graph();
-      state.graph = g;
-      state.w = Math.ceil(info.width || 1);
-      state.h = Math.ceil(info.height || 1);
-      state.nodes = {};
-      state.clusters = {};
+      var top = layoutLevel(-1);
+      state.w = Math.ceil(top.w + 2 * MARGIN) || 1;
+      state.h = Math.ceil(top.h + 2 * MARGIN) || 1;
+      state.boxes = {};
+      state.frames = {};
+      state.edges = [];
+      place(top, MARGIN, MARGIN, null);
       while (svg.firstChild) svg.removeChild(svg.firstChild);
-      var clusters = el("g", { "class": "gclusters" }, svg);
+      var frames = el("g", { "class": "gclusters" }, svg);
       var edges = el("g", { "class": "gedges" }, svg);
       var nodes = el("g", { "class": "gnodes" }, svg);
-      var ids = g.nodes().filter(function (id) { return id.charAt(0) === "c"; });
-      ids.sort(function (a, b) { return chain[Number(a.slice(1))].length - chain[Number(b.slice(1))].length; });
-      ids.forEach(function (id) {
-        var box = g.node(id);
-        state.clusters[id] = box;
-        drawCluster(clusters, Number(id.slice(1)), box);
+      Object.keys(state.frames).forEach(function (id) {  // outer frames first: placed before their insides
+        drawCluster(frames, Number(id.slice(1)), state.frames[id]);
       });
-      g.edges().forEach(function (e) {
-        var to = g.node(e.w), points = g.edge(e).points;
+      state.edges.forEach(function (e) {
         var grp = el("g", { "class": "gedge" }, edges);
-        el("path", { d: edgePath(points, to.y - to.height / 2) }, grp);
-        el("path", { "class": "arrowhead", d: arrow(points, to.y - to.height / 2) }, grp);
+        el("path", { d: edgePath(e.points) }, grp);
+        el("path", { "class": "arrowhead", d: arrow(e.points) }, grp);
       });
-      g.nodes().forEach(function (id) {
-        var box = g.node(id), kind = id.charAt(0);
-        if (kind === "c") return;
-        state.nodes[id] = box;
-        if (kind === "m") drawModule(nodes, Number(id.slice(1)), box);
-        else drawNode(nodes, Number(id.slice(1)), box);
+      Object.keys(state.boxes).forEach(function (id) {
+        if (id.charAt(0) === "m") drawModule(nodes, Number(id.slice(1)), state.boxes[id]);
+        else drawNode(nodes, Number(id.slice(1)), state.boxes[id]);
       });
       svg.setAttribute("viewBox", "0 0 " + state.w + " " + state.h);
-      svg.dataset.boxes = String(Object.keys(state.nodes).length);
+      svg.dataset.boxes = String(Object.keys(state.boxes).length);
       drawMini();
       zoom(state.scale);
     }
@@ -194,13 +214,13 @@
       mini.setAttribute("viewBox", "0 0 " + state.w + " " + state.h);
       var ratio = state.h / state.w, width = mini.clientWidth || 140;
       mini.style.height = Math.min(Math.max(width * ratio, 40), 220) + "px";
-      Object.keys(state.clusters).forEach(function (id) {
-        var b = state.clusters[id];
+      Object.keys(state.frames).forEach(function (id) {
+        var b = state.frames[id];
         el("rect", { x: b.x - b.width / 2, y: b.y - b.height / 2, width: b.width, height: b.height,
                      "class": "mc" }, mini);
       });
-      Object.keys(state.nodes).forEach(function (id) {
-        var b = state.nodes[id], fill = id.charAt(0) === "n" ? data.colours[boxes[Number(id.slice(1))][3]] : "#5b6476";
+      Object.keys(state.boxes).forEach(function (id) {
+        var b = state.boxes[id], fill = id.charAt(0) === "n" ? data.colours[boxes[Number(id.slice(1))][3]] : "#5b6476";
         el("rect", { x: b.x - b.width / 2, y: b.y - b.height / 2, width: b.width, height: b.height,
                      fill: fill }, mini);
       });
@@ -256,11 +276,11 @@
     }
 
     function toggle(k, open) {
-      var before = state.nodes["m" + k] || state.clusters["c" + k], at = before && screenOf(before);
+      var before = state.boxes["m" + k] || state.frames["c" + k], at = before && screenOf(before);
       if (open) folded.delete(k); else folded.add(k);
       levelButtons.forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
       render();
-      var after = state.nodes["m" + k] || state.clusters["c" + k];
+      var after = state.boxes["m" + k] || state.frames["c" + k];
       if (at && after) keep(after.x, after.y - after.height / 2, at.sx, at.sy);
     }
 

@@ -167,19 +167,29 @@ window.addEventListener("load", function () {
     data.levels.forEach(function (level, k) {
       var t0 = performance.now();
       G.setLevel(k);
-      var ms = performance.now() - t0, g = G.state.graph;
-      var boxes = g.nodes().filter(function (id) { return id.charAt(0) !== "c"; }).map(function (id) {
-        var r = rectOf(g.node(id)); r.id = id; return r; });
-      var up = g.edges().filter(function (e) {
-        var a = rectOf(g.node(e.v)), b = rectOf(g.node(e.w)); return !(a.y1 <= b.y0); }).map(function (e) { return [e.v, e.w]; });
-      var outside = g.nodes().filter(function (id) {
-        var p = g.parent(id); if (!p) return false;
-        var a = rectOf(g.node(id)), b = rectOf(g.node(p));
+      var ms = performance.now() - t0, st = G.state;
+      function rect(id) { return rectOf(st.boxes[id] || st.frames[id]); }
+      function within(id, frame) {  // id is frame, or drawn inside it
+        for (var p = id; p; p = (st.boxes[p] || st.frames[p]).parent) if (p === frame) return true;
+        return false;
+      }
+      var boxes = Object.keys(st.boxes).map(function (id) { var r = rect(id); r.id = id; return r; });
+      var up = st.edges.filter(function (e) { return !(rect(e.v).y1 <= rect(e.w).y0); })
+        .map(function (e) { return [e.v, e.w]; });
+      var ids = Object.keys(st.boxes).concat(Object.keys(st.frames));
+      var outside = ids.filter(function (id) {
+        var item = st.boxes[id] || st.frames[id];
+        if (!item.parent) return false;
+        var a = rect(id), b = rect(item.parent);
         return a.x0 < b.x0 || a.x1 > b.x1 || a.y0 < b.y0 || a.y1 > b.y1; });
+      Object.keys(st.frames).forEach(function (f) {  // a frame overlaps only what is inside it
+        var r = rect(f);
+        ids.forEach(function (id) { if (!within(id, f) && !within(f, id) && overlap(r, rect(id))) outside.push([f, id]); });
+      });
       var counts = Array.prototype.map.call(svg.querySelectorAll("g.gmodule"), function (el) {
         return [Number(el.dataset.m), el.querySelector(".meta").textContent]; });
       out.levels.push({ label: level[0], expected: level[2], drawn: svg.querySelectorAll("g.gnode, g.gmodule").length,
-        laidOut: boxes.length, edges: g.edges().length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
+        laidOut: boxes.length, edges: st.edges.length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
         overlaps: overlaps(boxes), up: up, outside: outside, counts: counts, ms: ms });
     });
     G.setLevel(data.default);
