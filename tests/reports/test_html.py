@@ -292,3 +292,63 @@ def test_write_is_atomic_and_returns_the_path(tiny, tmp_path):
     path = write_audit_html(tiny, tmp_path / "sub" / "a.html")
     assert path.read_text().endswith("</html>\n")
     assert [p.name for p in path.parent.iterdir()] == ["a.html"]
+
+
+# ------------------------------------------------------------------ the layer table and charts (issue 16)
+
+
+@pytest.fixture(scope="module")
+def vit_page():
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64,
+                            num_classes=10)
+    result = micronet.audit(vit, (1, 3, 32, 32), track="cifar100")
+    return result, render_audit_html(result)
+
+
+def test_transformer_tables_fold_bookkeeping_rows_and_charge_stored_parameters(vit_page):
+    result, page = vit_page
+    # by hand, one encoder layer: the model's 13 shape checks and patch arithmetic (getattr, 4 getitem,
+    # 2 x (eq, _assert), 2 floordiv, getattr and getitem for the batch size), the encoder's 4 (dim, eq,
+    # getattr, _assert), the layer's 4 and its 2 attention-output getitems, and the class-token getitem
+    assert "show 24 bookkeeping nodes" in page
+    assert page.count('class="row st-free bk"') == 24
+    # the class token (32 values) and the position embedding (17 x 32 = 544) are storage, not free
+    stored = re.findall(r'<tr id="t-r\d+" class="row st-free stored"[^>]*>.*?</tr>', page, re.S)
+    assert len(stored) == 2 and all('<span class="badge stored"' in row for row in stored)
+    assert ", 2 stored outside a layer" in page
+    rows = {r["name"]: r for r in result.rows()}
+    assert rows["class_token"]["params"] == 32 and rows["encoder.pos_embedding"]["params"] == 17 * 32
+
+
+def test_a_module_holding_over_90_percent_is_opened_in_the_summary():
+    from collections import OrderedDict
+
+    from micronet.reports.charts import module_summary
+
+    model = nn.Sequential(OrderedDict(body=nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100)),
+                                      head=nn.Linear(100, 2)))
+    rows = micronet.audit(model, (1, 100)).rows()
+    # body holds 2 x 10,100 of the 20,402 parameters (and nearly all ops): > 90% of the score
+    assert [g["name"] for g in module_summary(rows)] == ["body.0", "body.1", "body.2", "head"]
+
+
+def test_what_if_has_a_colour_scale_and_says_when_the_freebie_makes_rows_equal(tiny):
+    grid = tiny.what_if(bits=[32, 16, 8], sparsity=[0, 0.5])
+    page = render_audit_html(tiny, what_if=grid)
+    assert "The rows bits = 32 and bits = 16 are equal because of the freebie" in page
+    assert '<span class="ramp"></span>' in page
+    no_freebie = render_audit_html(tiny, what_if=tiny.what_if(bits=[8, 4], sparsity=[0, 0.5]))
+    assert "because of the freebie" not in no_freebie
+
+
+def test_long_names_are_cut_in_the_middle_with_the_whole_name_kept():
+    name = "a_rather_long_module_name_with_a_distinct_end"
+    model = nn.Sequential()
+    model.add_module(name, nn.Linear(4, 4))
+    page = render_audit_html(micronet.audit(model, (1, 4)))
+    assert (f'<span class="mid"><span class="h">{name[:-12]}</span><span class="t">{name[-12:]}</span></span>'
+            in page)
+    assert f'title="{name}\ntarget: nn.Linear' in page  # the whole name on hover
+    assert f'"{name}"' in page  # and in the table's data, which the filter searches

@@ -234,6 +234,17 @@ document.getElementById("f").addEventListener("load", function () {
       var r = a.getBoundingClientRect(); return [r.width, r.height]; });
     out.contrast = { zero: contrast(doc.querySelector("td.z")), unit: contrast(doc.querySelector("th .unit")),
                      muted: contrast(doc.querySelector(".hint")) };
+    out.heat = Array.prototype.map.call(doc.querySelectorAll("svg.heatmap"), function (svg) {
+      return svg.getBoundingClientRect().right; });
+    var bk = doc.querySelector(".layer-table .f-bk");
+    if (bk) {
+      var shown = function () { return Array.prototype.filter.call(doc.querySelectorAll("#t tbody tr.row"),
+        function (tr) { return !tr.hidden; }).length; };
+      var before = shown();
+      bk.click();
+      out.bookkeeping = { before: before, after: shown() };
+      bk.click();
+    }
     var th = doc.querySelector('.layer-table th[data-key="ops"]');
     if (th) {
       th.click();
@@ -294,6 +305,9 @@ def test_every_page_fits_a_phone_and_a_desktop(pages, name, tmp_path):
         assert seen["navLinks"] and all(w >= 40 and h >= 24 for w, h in seen["navLinks"]), seen["navLinks"]
         for what, ratio in seen["contrast"].items():
             assert ratio is None or ratio >= 4.5, (what, ratio)
+        assert all(right <= width for right in seen["heat"]), seen["heat"]  # the what-if grid fits
+        if name == "vit":  # by hand: 13 checks before the encoder, its 4, each layer's 4 + 2, the last getitem
+            assert seen["bookkeeping"]["after"] - seen["bookkeeping"]["before"] == 13 + 4 + 2 * 6 + 1
         if "sortHeader" in seen:
             assert seen["sortHeader"]["inside"] and "▼" in seen["sortHeader"]["arrow"]
         shot_frame = tmp_path / f"{name}-{width}-shot.html"
