@@ -44,17 +44,20 @@
     var chain = [];  // each module's ancestors and itself, outermost first
     modules.forEach(function (m, k) { chain.push((m[1] >= 0 ? chain[m[1]] : []).concat([k])); });
     var folded = new Set(data.levels[data.default][1]);
-    var state = { scale: 1, w: 0, h: 0, boxes: {}, frames: {}, edges: [], selected: null };
+    var state = { scale: 1, w: 0, h: 0, boxes: {}, frames: {}, ports: {}, edges: [], selected: null };
     var view = null;  // the overview's viewport rectangle
 
     // the boxes inside each module (any depth), and the edges whose two ends are inside it (-1: the model)
     var inside = { "-1": boxes.map(function (b, n) { return n; }) }, edgesIn = { "-1": data.edges };
+    var enter = {}, leave = {};  // module -> edges coming in from outside it, going out of it
     boxes.forEach(function (b, n) {
       if (b[8] >= 0) chain[b[8]].forEach(function (k) { (inside[k] = inside[k] || []).push(n); });
     });
     data.edges.forEach(function (e) {
       var a = boxes[e[0]][8] >= 0 ? chain[boxes[e[0]][8]] : [], b = boxes[e[1]][8] >= 0 ? chain[boxes[e[1]][8]] : [];
       for (var j = 0; j < a.length && a[j] === b[j]; j++) (edgesIn[a[j]] = edgesIn[a[j]] || []).push(e);
+      for (var o = j; o < a.length; o++) (leave[a[o]] = leave[a[o]] || []).push(e);
+      for (var i = j; i < b.length; i++) (enter[b[i]] = enter[b[i]] || []).push(e);
     });
 
     /* what box n shows as among the items of module k's frame (k = -1: the model): itself, a
@@ -93,6 +96,19 @@
         var a = rep[e[0]], b = rep[e[1]];
         if (a !== b && !g.hasEdge(a, b)) g.setEdge(a, b);
       });
+      // ports: where the edges from outside come in (top) and go out (bottom); hidden edges from
+      // the in-port to every source and from every sink to the out-port keep the ports at the ends
+      var sources = g.sources(), sinks = g.sinks();
+      if (k >= 0 && enter[k]) {
+        g.setNode("i" + k, { width: 1, height: 1 });
+        enter[k].forEach(function (e) { g.setEdge("i" + k, rep[e[1]]); });
+        sources.forEach(function (id) { if (!g.hasEdge("i" + k, id)) g.setEdge("i" + k, id, { hidden: true }); });
+      }
+      if (k >= 0 && leave[k]) {
+        g.setNode("o" + k, { width: 1, height: 1 });
+        leave[k].forEach(function (e) { g.setEdge(rep[e[0]], "o" + k); });
+        sinks.forEach(function (id) { if (!g.hasEdge(id, "o" + k)) g.setEdge(id, "o" + k, { hidden: true }); });
+      }
       dagre.layout(g);
       return { g: g, subs: subs, w: g.graph().width || 0, h: g.graph().height || 0 };
     }
@@ -102,7 +118,13 @@
       var g = level.g;
       g.nodes().forEach(function (id) {
         var b = g.node(id), r = { x: ox + b.x, y: oy + b.y, width: b.width, height: b.height, parent: parent };
-        if (id.charAt(0) === "c") {
+        var kind = id.charAt(0);
+        if (kind === "i" || kind === "o") {  // on the frame's top or bottom edge
+          var frame = state.frames[parent];
+          r.y = kind === "i" ? frame.y - frame.height / 2 : frame.y + frame.height / 2;
+          r.width = r.height = 0;
+          state.ports[id] = r;
+        } else if (kind === "c") {
           state.frames[id] = r;
           var sub = level.subs[id];
           place(sub, r.x - sub.w / 2, r.y - r.height / 2 + TITLE, id);
@@ -111,8 +133,16 @@
         }
       });
       g.edges().forEach(function (e) {
-        state.edges.push({ v: e.v, w: e.w, points: g.edge(e).points.map(function (p) {
-          return { x: p.x + ox, y: p.y + oy }; }) });
+        var label = g.edge(e);
+        if (label.hidden) return;
+        var points = label.points.map(function (p) { return { x: p.x + ox, y: p.y + oy }; });
+        var from = state.ports["o" + e.v.slice(1)], to = state.ports["i" + e.w.slice(1)];
+        if (e.v.charAt(0) === "i") points.unshift({ x: state.ports[e.v].x, y: state.ports[e.v].y });
+        if (e.w.charAt(0) === "o") points.push({ x: state.ports[e.w].x, y: state.ports[e.w].y });
+        if (e.v.charAt(0) === "c" && from) points[0] = { x: from.x, y: from.y };
+        if (e.w.charAt(0) === "c" && to) points[points.length - 1] = { x: to.x, y: to.y };
+        // an arrowhead where the edge reaches a box; none on a frame's edge (it goes on inside)
+        state.edges.push({ v: e.v, w: e.w, points: points, head: "nm".indexOf(e.w.charAt(0)) >= 0 });
       });
     }
 
@@ -186,6 +216,7 @@
       state.boxes = {};
       state.frames = {};
       state.edges = [];
+      state.ports = {};
       place(top, MARGIN, MARGIN, null);
       while (svg.firstChild) svg.removeChild(svg.firstChild);
       var frames = el("g", { "class": "gclusters" }, svg);
@@ -197,7 +228,7 @@
       state.edges.forEach(function (e) {
         var grp = el("g", { "class": "gedge" }, edges);
         el("path", { d: edgePath(e.points) }, grp);
-        el("path", { "class": "arrowhead", d: arrow(e.points) }, grp);
+        if (e.head) el("path", { "class": "arrowhead", d: arrow(e.points) }, grp);
       });
       Object.keys(state.boxes).forEach(function (id) {
         if (id.charAt(0) === "m") drawModule(nodes, Number(id.slice(1)), state.boxes[id]);

@@ -168,7 +168,7 @@ window.addEventListener("load", function () {
       var t0 = performance.now();
       G.setLevel(k);
       var ms = performance.now() - t0, st = G.state;
-      function rect(id) { return rectOf(st.boxes[id] || st.frames[id]); }
+      function rect(id) { return rectOf(st.boxes[id] || st.frames[id] || st.ports[id]); }
       function within(id, frame) {  // id is frame, or drawn inside it
         for (var p = id; p; p = (st.boxes[p] || st.frames[p]).parent) if (p === frame) return true;
         return false;
@@ -189,7 +189,7 @@ window.addEventListener("load", function () {
       var counts = Array.prototype.map.call(svg.querySelectorAll("g.gmodule"), function (el) {
         return [Number(el.dataset.m), el.querySelector(".meta").textContent]; });
       out.levels.push({ label: level[0], expected: level[2], drawn: svg.querySelectorAll("g.gnode, g.gmodule").length,
-        laidOut: boxes.length, edges: st.edges.length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
+        laidOut: boxes.length, edges: st.edges.length, heads: st.edges.filter(function (e) { return e.head; }).length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
         overlaps: overlaps(boxes), up: up, outside: outside, counts: counts, ms: ms });
     });
     G.setLevel(data.default);
@@ -278,7 +278,7 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
         for level in seen["levels"]:
             assert level["drawn"] == level["laidOut"] == level["expected"], level["label"]
             assert level["overlaps"] == [] and level["up"] == [] and level["outside"] == [], level["label"]
-            assert level["arrows"] == level["edges"] > 0
+            assert level["arrows"] == level["heads"] > 0 and level["edges"] >= level["heads"]
             for m, text in level["counts"]:
                 assert text.startswith(f"{data['modules'][m][2]} nodes · "), (m, text)
         assert [level["label"] for level in seen["levels"]] == ["modules", "depth 2", "depth 3", "every node"]
