@@ -1,6 +1,9 @@
-"""The model's graph as SVG: a layered layout in network order.
+"""The model's graph: :func:`build_graph` (used by the page's diagram,
+:mod:`micronet.reports.diagram`) and the old left-to-right strip of dots.
 
-Free nodes (views, cats, getitems) are collapsed: their producers are wired
+The strip (:func:`graph_views`, :func:`layered_layout`, :func:`render_graph_svg`)
+is no longer on the page; it stays only while tests/reports/test_html.py
+imports it, and can go with those tests. Free nodes (views, cats, getitems) are collapsed: their producers are wired
 straight to their consumers. Nodes sit in columns given by
 ``networkx.topological_generations`` (longest path from the inputs), ordered
 within a column by their predecessors' mean position, so a plain chain is a
