@@ -36,7 +36,7 @@ def ordinal(n: int) -> str:
 def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     """MicroNet ops (up, blue) and storage (down, amber) of every non-free
     layer in network order, over bands naming the modules they belong to."""
-    items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free"]
+    items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free" or r["storage"] > 0]
     if not items:
         return '<p class="empty">No counted layers.</p>'
     width, left, right, top = 1160.0, 112.0, 12.0, 22.0
@@ -57,7 +57,8 @@ def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     out.append(f'<text class="axis" x="{left - 6}" y="{top + 4:.1f}" text-anchor="end">{si(max_ops)} ops</text>')
     out.append(f'<text class="axis" x="{left - 6}" y="{axis - gap / 2 + 3:.1f}" text-anchor="end">0</text>')
     out.append(f'<text class="axis" x="{left - 6}" y="{axis + gap / 2 + 8:.1f}" text-anchor="end">0</text>')
-    out.append(f'<text class="axis" x="{left - 6}" y="{height - 8:.1f}" text-anchor="end">{si(max_storage)} storage</text>')
+    out.append(f'<text class="axis" x="{left - 6}" y="{height - 8:.1f}" text-anchor="end">'
+               f'{si(max_storage)} storage</text>')
 
     bar = max(step * 0.82, 0.6)
     for k, (i, row) in enumerate(items):

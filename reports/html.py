@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from micronet.fileio import atomic_write_text
 
-from .charts import (aggregate, heatmap, layer_chart, module_key, module_summary, ordinal, score_accuracy_chart, steps_chart,
+from .charts import (aggregate, heatmap, layer_chart, module_summary, ordinal, score_accuracy_chart, steps_chart,
                      top_layers_chart)
 from .format import UNITS, grouped, percent, plural, shape, si
 from .diagram import graph_section
@@ -523,7 +523,8 @@ def render_pipeline_html(history, *, sections: Mapping[str, Any] | None = None) 
                                    track.quality_bar, track.meets_bar)
     measured = any(a is not None for a in accuracy)
     acc_hint = (f' <i class="sw" style="background:var(--good)"></i>top-1 (right axis; dashed: the track\'s bar '
-                f'{track.quality_bar:g}%)' if measured else ' · accuracy not measured (the recipe has no [data] table)')
+                f'{track.quality_bar:g}%)' if measured
+                else ' · accuracy not measured (the recipe has no [data] table)')
     scatter_html = (f'<div><h3>Score against accuracy</h3><p class="hint">one point per result; '
                     f'green meets the bar, red does not; lower and higher is better</p>'
                     f'<div class="chart-box">{scatter}</div></div>' if scatter else "")
