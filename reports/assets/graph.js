@@ -110,7 +110,8 @@
         sinks.forEach(function (id) { if (!g.hasEdge(id, "o" + k)) g.setEdge(id, "o" + k, { hidden: true }); });
       }
       dagre.layout(g);
-      return { g: g, subs: subs, w: g.graph().width || 0, h: g.graph().height || 0 };
+      var info = g.graph();  // an empty graph measures -Infinity
+      return { g: g, subs: subs, w: isFinite(info.width) ? info.width : 0, h: isFinite(info.height) ? info.height : 0 };
     }
 
     /* absolute rectangles (centre x, y; width, height; the frame around) and edge points */
@@ -234,6 +235,10 @@
         if (id.charAt(0) === "m") drawModule(nodes, Number(id.slice(1)), state.boxes[id]);
         else drawNode(nodes, Number(id.slice(1)), state.boxes[id]);
       });
+      if (!boxes.length) {
+        state.w = 300; state.h = 60;
+        text(nodes, 150, 34, "no counted nodes", "meta empty");
+      }
       svg.setAttribute("viewBox", "0 0 " + state.w + " " + state.h);
       svg.dataset.boxes = String(Object.keys(state.boxes).length);
       drawMini();

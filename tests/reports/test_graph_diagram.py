@@ -318,3 +318,20 @@ def test_hostile_names_are_drawn_as_text_in_chromium(tmp_path):
     seen = json.loads(html.unescape(re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S).group(1)))
     assert seen["titles"] == ["<b>x</b>", '"><img src=x onerror=alert(2)>']
     assert seen["names"] == ["<b>x</b>", '"><img src…nerror=alert(2)>'] and seen["markup"] == 0
+
+
+def test_a_model_with_nothing_counted_draws_a_note_without_errors(tmp_path):
+    assert CHROMIUM, "Chromium is needed: `make test` installs it (apt-get install chromium)"
+    result = micronet.audit(nn.Sequential(nn.Flatten()), (1, 4))
+    assert [r["status"] for r in result.rows()] == ["free"]
+    assert diagram_data(result.rows()).levels == (("every node", (), 0),)
+    probe_script = ('<script>window.addEventListener("load", function () { var pre = document.createElement("pre");'
+                    ' pre.id = "test-results"; var svg = document.querySelector("#graph .gd-svg");'
+                    ' pre.textContent = JSON.stringify({ errors: window.__errors, viewBox: svg.getAttribute("viewBox"),'
+                    ' note: svg.textContent }); document.body.appendChild(pre); });</script>')
+    path = tmp_path / "empty.html"
+    path.write_text(render_audit_html(result).replace("<head>", "<head>" + CATCH, 1)
+                    .replace("</body>", probe_script + "</body>"))
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri())
+    seen = json.loads(html.unescape(re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S).group(1)))
+    assert seen == {"errors": [], "viewBox": "0 0 300 60", "note": "no counted nodes"}
