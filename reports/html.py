@@ -392,6 +392,8 @@ def _value_html(key: str, value, depth: int = 0) -> str:
         if all(not isinstance(v, (Mapping, list, tuple)) for v in value) and len(value) <= 16:
             return esc(", ".join(grouped(v) for v in value)) + _unit(key)
         return f"{plural(len(value), 'entry', 'entries')}: whole in history.json"
+    if value is None or value == "":
+        return '<span class="muted">none</span>'
     text = grouped(value)
     if len(text) > NOTE_CHARS:
         return f"{len(text):,} characters: whole in history.json"
@@ -426,9 +428,14 @@ def _score_change(before, after) -> str:
 def _step_notes(step) -> str:
     """What the step reported through ``context.note``, as a small table."""
     notes = getattr(step, "notes", None) or {}
-    if not notes:
+    shown = [(k, v) for k, v in notes.items() if k not in _SENSITIVITY_KEYS or not sensitivity_section(notes)]
+    if not shown:
         return ""
-    return f'<h3 class="gap">Notes</h3>{_kv_table(notes.items(), "step-notes", "note")}'
+    return f'<h3 class="gap">Notes</h3>{_kv_table(shown, "step-notes", "note")}'
+
+
+#: Notes the sensitivity section shows (left out of the notes table when it does).
+_SENSITIVITY_KEYS = frozenset({"baseline", "table", "ranking", "evaluations", "evaluations_per_second", "examples"})
 
 
 #: A note longer than this is summarised on the page (it is whole in history.json).
