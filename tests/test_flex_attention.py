@@ -122,3 +122,19 @@ def test_a_flex_attention_archive_cannot_be_saved_and_says_so_in_one_line(tmp_pa
     plain = torch.export.export(nn.Linear(D, D), (torch.zeros(B, D),), strict=False)
     save_export(plain, tmp_path / "linear.pt2")
     assert unsavable_ops(plain) == [] and (tmp_path / "linear.pt2").stat().st_size > 0
+
+
+def test_a_compress_run_on_a_flex_attention_model_keeps_its_weights_and_says_why_no_archive(tmp_path):
+    """The run's final model cannot become model.pt2 (torch cannot serialise
+    flex_attention): state_dict.pt is written and the log says why in one line."""
+    from micronet.pipeline import compress
+
+    lines = []
+    recipe = {"model": {"spec": "unused", "input": [B, L, D]}, "score": {"track": "cifar100"},
+              "step": [{"use": "sparsify", "amount": 0.5}]}
+    compress(recipe, model=FlexModel(False), out=tmp_path / "run", log=lines.append)
+    saved = torch.load(tmp_path / "run" / "state_dict.pt")
+    assert set(saved) == {f"{p}.{w}" for p in "qkv" for w in ("weight", "bias")}
+    assert not (tmp_path / "run" / "model.pt2").exists()
+    (why,) = [line for line in lines if "model.pt2" in line]
+    assert "does not serialise flex_attention" in why and "\n" not in why

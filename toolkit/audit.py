@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .capture import capture, forget_constants
+from .capture import capture, forget_constants, held_constants
 from .errors import UsageError
 from .inputs import INPUT_DTYPES, InputSpec, ModelInput, bind, normalise, parse_dtype, parse_input_shape
 from .manager import Registries, default_registries
@@ -285,6 +285,7 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
 
     ``given``: the forward parameters that are inputs (None: one tensor, the
     first parameter, whatever its name)."""
+    own_constants = held_constants(module)  # a traced GraphModule's code reads these: they stay
     if exported is not None:
         from .capture import capture_exported
 
@@ -309,7 +310,7 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
                         {m.name: info for m, info in zip(inputs, infos)}, settings), cap
         return walk_exported(cap, registries.counters, settings, module), cap
     finally:
-        forget_constants(module)  # the user's model leaves the audit as it came
+        forget_constants(module, own_constants)  # the user's model leaves the audit as it came
 
 
 def _first_parameter(module: nn.Module) -> str:

@@ -109,10 +109,17 @@ def _place(holder: nn.Module, target: str, value: Any) -> None:
 CONSTANT_PREFIX = "_micronet_constant"
 
 
-def forget_constants(root: nn.Module) -> None:
+def held_constants(root: nn.Module) -> frozenset[str]:
+    """The names of the constants :class:`MicronetTracer` attributes ``root``
+    holds now (a GraphModule made from a trace keeps those its code reads)."""
+    return frozenset(n for n in vars(root) if n.startswith(CONSTANT_PREFIX))
+
+
+def forget_constants(root: nn.Module, keep: frozenset[str] = frozenset()) -> None:
     """Remove the attributes :class:`MicronetTracer` set on ``root`` (after
-    the walk that reads them), so that tracing leaves a user's model as it was."""
-    for name in [n for n in vars(root) if n.startswith(CONSTANT_PREFIX)]:
+    the walk that reads them) except those in ``keep`` (what ``root`` held
+    before: :func:`held_constants`), so that tracing leaves a model as it was."""
+    for name in held_constants(root) - keep:
         delattr(root, name)
 
 
@@ -152,9 +159,16 @@ class MicronetTracer(fx.Tracer):
             if isinstance(a, (nn.Module, torch.Tensor)) or not (
                     inspect.isfunction(a) or type(a).__module__.startswith("torch.")):
                 raise
-        name = f"{CONSTANT_PREFIX}{len(self._constants)}"
+        held = vars(self.root)
+        # a GraphModule traced again already holds its constants: the same name, not a new one
+        name = next((k for k, v in held.items() if k.startswith(CONSTANT_PREFIX) and v is a), None)
+        if name is None:
+            index = len(self._constants)
+            while f"{CONSTANT_PREFIX}{index}" in held:
+                index += 1
+            name = f"{CONSTANT_PREFIX}{index}"
+            setattr(self.root, name, a)
         self._constants.append(a)
-        setattr(self.root, name, a)
         return self.create_node("get_attr", name, (), {})
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:

@@ -40,7 +40,8 @@ from torch import fx, nn
 from .audit import Result, audit, input_dtype_of, measure_accuracy
 from .bits import ARCHIVE_FILE, archive_document, bits_violation
 from .capture import is_aten_graph, trace_fx
-from .errors import CompressionError, UsageError
+from .errors import CompressionError, SpecError, UsageError
+from .exportfile import save_export
 from .fileio import atomic_write_bytes, atomic_write_text
 from .manager import Registries, default_registries
 from .outdir import claim_output_folder
@@ -427,12 +428,18 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None], regi
     atomic_write_bytes(folder / "state_dict.pt", buffer.getvalue())
     example = (torch.zeros(history.input.input_shape, dtype=input_dtype_of(model)),)
     try:
-        exported = torch.export.export(model, example, strict=False)
+        # no_grad: some kernels (flex_attention) cannot be exported while autograd records
+        with torch.no_grad():
+            exported = torch.export.export(model, example, strict=False)
         buffer = io.BytesIO()
         # bit widths and declared storage live on modules, which an archive does not keep
-        torch.export.save(exported, buffer, extra_files={ARCHIVE_FILE: archive_document(model)})
+        save_export(exported, buffer, extra_files={ARCHIVE_FILE: archive_document(model)})
+    except SpecError as error:  # already one line (e.g. torch cannot serialise flex_attention)
+        log(f"model.pt2 not written: {error}; state_dict.pt holds its weights")
+        return
     except Exception as error:  # the weights are saved; say why the archive is not
-        log(f"torch.export could not save the final model ({type(error).__name__}: {error}); "
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        log(f"torch.export could not save the final model ({type(error).__name__}: {first_line}); "
             "state_dict.pt holds its weights")
         return
     final = history.final
