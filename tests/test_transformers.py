@@ -204,6 +204,18 @@ def test_t5_default_inputs_audit_with_the_closed_form():
     assert _macs(result, "lm_head") == tokens * H * V
 
 
+def test_a_spec_audited_without_inputs_gets_every_default_input(capsys):
+    """No input given: a transformers spec needing several inputs gets them all
+    from its configuration, through the API and the CLI (the header says them)."""
+    from micronet.cli import main
+
+    result = micronet.audit(T5)
+    assert result.input_text == "input_ids 1x128 int64, decoder_input_ids 1x128 int64"
+    assert _macs(result, "decoder.block.0.layer.1") == _attention(128, 128)
+    assert main(["audit", T5, "--top", "1"]) == 0
+    assert "input_ids 1x128 int64, decoder_input_ids 1x128 int64" in capsys.readouterr().out
+
+
 def test_clip_default_inputs_are_its_text_length_and_image_size():
     from micronet.models_transformers import default_inputs_of
 

@@ -236,6 +236,12 @@ def audit(
     resolved = resolve_model(model, weights=weights, trust=trust, models=registries.models)
     module = resolved.model
     dtype = input_dtype_of(module, input_dtype)
+    if specs is None and input_shape is None and resolved.source == "transformers":
+        from .models_transformers import default_inputs_of
+
+        defaults = default_inputs_of(module)  # T5: decoder_input_ids too; CLIP: pixel_values too
+        if len(defaults) > 1:
+            specs = normalise(defaults)
     if specs is None:
         shape = parse_input_shape(input_shape if input_shape is not None
                                   else resolved.input_shape or track_obj.input_shape)
