@@ -163,7 +163,8 @@ def _charts(result, table_id: str) -> str:
         f'</div></div><h3 class="gap">Costs per layer, in network order</h3><p class="hint">'
         f'<i class="sw" style="background:{OPS_COLOUR}"></i>MicroNet ops (up) · '
         f'<i class="sw" style="background:{STORAGE_COLOUR}"></i>storage in 32-bit equivalents (down) · '
-        f'shaded bands are modules · free nodes left out</p><div class="chart-box">{layer_chart(rows, table_id)}</div>'
+        f'shaded bands are modules · free nodes left out, parameters stored outside a layer kept</p>'
+        f'<div class="chart-box">{layer_chart(rows, table_id)}</div>'
         f'</section>'
     )
 
