@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import warnings
 
 import pytest
@@ -196,7 +197,8 @@ window.addEventListener("load", function () {
     var screen = Array.prototype.map.call(svg.querySelectorAll("g.gnode, g.gmodule"), function (el) {
       var r = el.querySelector(".body").getBoundingClientRect();
       return { id: el.dataset.i || "m" + el.dataset.m, x0: r.left, x1: r.right, y0: r.top, y1: r.bottom }; });
-    out.screen = { boxes: screen.length, overlaps: overlaps(screen), minWidth: Math.min.apply(null, screen.map(function (r) { return r.x1 - r.x0; })) };
+    out.screen = { boxes: screen.length, overlaps: overlaps(screen),
+                   minWidth: Math.min.apply(null, screen.map(function (r) { return r.x1 - r.x0; })) };
     document.documentElement.style.scrollBehavior = "auto";  // the page scrolls smoothly: jump at once
     var node = svg.querySelector("g.gnode[data-i]");
     node.dispatchEvent(new MouseEvent("click", { bubbles: true }));
@@ -262,7 +264,9 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
     selects the row; the screenshots are printed and kept."""
     assert CHROMIUM, "Chromium is needed: `make test` installs it (apt-get install chromium)"
     result, page = densenet121
+    start = time.perf_counter()
     data = graph_json(result.rows(), "t")
+    assert time.perf_counter() - start < 1.0  # about 30 ms here (Python lays nothing out: the page does)
     # by hand: 368 counted nodes; features opens to conv0, norm0, relu0, pool0, 4 dense blocks,
     # 3 transitions and norm5, then relu, pool and classifier outside it: 15 boxes
     assert [(label, count) for label, _, count in data["levels"]] == [
