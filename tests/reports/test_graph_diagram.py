@@ -191,7 +191,8 @@ window.addEventListener("load", function () {
         return [Number(el.dataset.m), el.querySelector(".meta").textContent]; });
       out.levels.push({ label: level[0], expected: level[2], drawn: svg.querySelectorAll("g.gnode, g.gmodule").length,
         laidOut: boxes.length, edges: st.edges.length, heads: st.edges.filter(function (e) { return e.head; }).length, arrows: svg.querySelectorAll(".gedge path.arrowhead").length,
-        overlaps: overlaps(boxes), up: up, outside: outside, counts: counts, ms: ms });
+        overlaps: overlaps(boxes), up: up, outside: outside, counts: counts, ms: ms,
+        pageHeight: document.documentElement.scrollHeight });
     });
     G.setLevel(data.default);
     var screen = Array.prototype.map.call(svg.querySelectorAll("g.gnode, g.gmodule"), function (el) {
@@ -286,6 +287,7 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
             for m, text in level["counts"]:
                 assert text.startswith(f"{data['modules'][m][2]} nodes · "), (m, text)
         assert [level["label"] for level in seen["levels"]] == ["modules", "depth 2", "depth 3", "every node"]
+        assert len({level["pageHeight"] for level in seen["levels"]}) == 1  # switching levels: the page keeps still
         assert {m for m, _ in seen["levels"][1]["counts"]} == {
             k for k, m in enumerate(data["modules"]) if m[0] in blocks or ".transition" in m[0] and m[0].count(".") == 1}
         assert seen["levels"][1]["ms"] < 500  # the level the page opens at: tens of ms
