@@ -194,6 +194,9 @@ def test_retinanet_scores_the_transformed_size(registries):
     assert (nms.counts.mults, nms.counts.adds) == _nms(5 * 1000)
     (resize,) = _by_op(result, "transform.postprocess", "mul")
     assert resize.counts.mults == 300 * 4  # detections_per_img = 300
+    # the result says how it was counted, as the terminal and the page show it
+    assert any(w.startswith("detector scored at 800x800 (its transform's size for 320x320); top-k, "
+                            "score thresholds and NMS counted at upper bounds") for w in result.warnings)
 
 
 def test_fcos_one_anchor_a_location(registries):

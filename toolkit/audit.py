@@ -383,4 +383,6 @@ def _warnings(records: Sequence[LayerRecord], precision: Precision, cap) -> list
         messages.append(f"bit-width pattern {pattern!r} matches no layer")
     if cap.fx_error:
         messages.append(f"torch.fx could not trace the model ({cap.fx_error}); captured with torch.export")
+    if cap.note:
+        messages.append(cap.note)
     return messages

@@ -44,6 +44,7 @@ class Capture:
     fx_error: str = ""
     modules: dict[str, nn.Module] = field(default_factory=dict)
     signature: Any = None  # an export's graph signature: which placeholders are parameters
+    note: str = ""  # what the result must say about how it was counted (a detector's bounds)
 
     def graph_module(self, class_name: str = "GraphModule") -> tuple[fx.GraphModule, dict[str, str]]:
         """The graph as a runnable GraphModule (built on demand: it costs codegen),

@@ -567,4 +567,8 @@ def capture_detector(model: nn.Module, registry: CounterRegistry, shape: tuple[i
     docstring), traced with fx; ``shape`` is the input batch ``[N, 3, H, W]``."""
     graph_module = bounded_graph(model, shape)
     graph = DetectionTracer(registry).trace(graph_module)
-    return Capture(graph, graph_module, "fx", modules=dict(graph_module.named_modules()))
+    plan = graph_module.plan
+    note = (f"detector scored at {plan.padded[0]}x{plan.padded[1]} (its transform's size for "
+            f"{plan.input_size[0]}x{plan.input_size[1]}); top-k, score thresholds and NMS counted at upper "
+            "bounds from its configured limits, no box suppressed (docs/detection.md)")
+    return Capture(graph, graph_module, "fx", modules=dict(graph_module.named_modules()), note=note)
