@@ -89,18 +89,23 @@ def _rule_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', None) or '?'}:{name}"
 
 
-def run_counter(entry: Entry, call: OpCall, where: str) -> Counts:
-    """``entry``'s counter on ``call``; a failure names ``where`` (the node),
-    the rule and its plugin, chained to the cause."""
+def run_counter(entry: Entry, call: OpCall, where: str | Callable[[], str]) -> Counts:
+    """``entry``'s counter on ``call``; a failure names ``where`` (the node;
+    or a function saying it, called only then), the rule and its plugin,
+    chained to the cause."""
     try:
         counts = entry.fn(call)
     except Exception as error:
         raise CounterError(f"counter {entry.op!r} ({rule_of(entry)}, plugin {entry.plugin}) failed at "
-                           f"{where}: {type(error).__name__}: {error}", hint=_FIX_COUNTER) from error
+                           f"{_said(where)}: {type(error).__name__}: {error}", hint=_FIX_COUNTER) from error
     if not isinstance(counts, Counts):
         raise CounterError(f"counter {entry.op!r} ({rule_of(entry)}, plugin {entry.plugin}) returned "
-                           f"{type(counts).__name__} at {where}, expected Counts", hint=_FIX_COUNTER)
+                           f"{type(counts).__name__} at {_said(where)}, expected Counts", hint=_FIX_COUNTER)
     return counts
+
+
+def _said(where: str | Callable[[], str]) -> str:
+    return where if isinstance(where, str) else where()
 
 
 _FIX_COUNTER = ("the plugin's counter is at fault: tell its author, or leave the plugin out "

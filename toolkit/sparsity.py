@@ -166,9 +166,35 @@ def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
 
 def _piece_nonzero(piece: np.ndarray) -> int:
     """Nonzeros of a NumPy array (a whole tensor or a piece of one)."""
-    if piece.all():  # the common case, one memory-bound pass
+    if _no_zero(piece):  # the common case, one memory-bound pass
         return piece.size
     return int(torch.count_nonzero(torch.from_numpy(piece)))
+
+
+#: Elements compared at a time by :func:`_no_zero`: its bools stay in the L2 cache.
+COMPARE_CHUNK = 1 << 17
+#: Below this many elements ``array.all()`` costs less than setting up the chunks.
+COMPARE_MIN = 1 << 14
+
+
+def _no_zero(array: np.ndarray) -> bool:
+    """Whether ``array`` (contiguous) holds no zero (``-0.0`` is one, NaN is not).
+
+    ``array == 0`` chunk by chunk into one small bool buffer, each chunk's
+    ``any()`` read from the cache: NumPy's vectorised compare makes this
+    about twice as fast as ``array.all()``, which converts every element
+    to a bool on the way; both read the data once."""
+    if array.size < COMPARE_MIN:
+        return bool(array.all())
+    flat = array.reshape(-1)
+    found = np.empty(min(COMPARE_CHUNK, flat.size), dtype=bool)
+    for start in range(0, flat.size, COMPARE_CHUNK):
+        chunk = flat[start:start + COMPARE_CHUNK]
+        hits = found[:chunk.size]
+        np.equal(chunk, 0, out=hits)
+        if hits.any():
+            return False
+    return True
 
 
 _NUMPY_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.int8, torch.uint8,

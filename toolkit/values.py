@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.utils import _pytree as pytree
 
 from .records import TensorInfo
@@ -54,15 +55,45 @@ def to_meta(value: Any, device: str = "meta") -> Any:
     return pytree.tree_map_only(TensorInfo, tensor, value, is_leaf=_is_size)
 
 
+#: Containers whose leaves are their items in order, as pytree flattens them:
+#: fx hands a call's arguments over in these (``torch.cat``'s list of tensors).
+_PLAIN_SEQUENCES = frozenset({tuple, list, immutable_list})
+_PLAIN_DICTS = frozenset({dict, immutable_dict})
+
+
 def _leaves(value: Any) -> Iterable[Any]:
-    """The leaves of ``value``, lazily: pytree walks nested containers."""
+    """The leaves of ``value``: plain containers by a loop, others by pytree."""
     if not _nested(value):
         return (value,)
     kind = type(value)
     items = value.values() if kind is dict else value if kind is tuple or kind is list else None
     if items is not None and not any(map(_nested, items)):
-        return items  # a plain tuple, list or dict of leaves (most call arguments): no tree to walk
+        return items  # a plain tuple, list or dict of leaves (most call arguments)
+    leaves: list[Any] = []
+    if _plain_leaves(value, leaves):
+        return leaves
     return pytree.tree_iter(value, is_leaf=_is_size)
+
+
+def _plain_leaves(value: Any, leaves: list[Any]) -> bool:
+    """Append the leaves of ``value`` to ``leaves`` in pytree's order, when it
+    nests only plain tuples, lists and dicts (fx's immutable ones too): the
+    walk's arguments (``torch.cat``'s list of tensors), several times faster
+    than pytree. False, leaves unfinished, at any other container."""
+    kind = type(value)
+    if kind in _PLAIN_SEQUENCES:
+        items = value
+    elif kind in _PLAIN_DICTS:
+        items = value.values()
+    elif _nested(value):
+        return False  # a namedtuple, an OrderedDict, a return type: pytree knows it
+    else:
+        leaves.append(value)
+        return True
+    for item in items:
+        if not _plain_leaves(item, leaves):
+            return False
+    return True
 
 
 def tensor_infos(value: Any) -> tuple[TensorInfo, ...]:

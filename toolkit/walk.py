@@ -69,6 +69,26 @@ class Walker(fx.Interpreter):
     def records(self) -> list[LayerRecord]:
         return self.builder.records
 
+    def run(self, *args: Any, initial_env: dict[fx.Node, Any] | None = None,
+            enable_io_processing: bool = True) -> Any:
+        """Walk every node once, in order; returns the output node's value.
+
+        fx's loop, without what a shape walk does not use (a progress bar
+        updated per node, the rewriting of errors: ours name the node in
+        one line)."""
+        self.env = initial_env if initial_env is not None else {}
+        if enable_io_processing:
+            args = self.graph.process_inputs(*args)
+        self.args_iter = iter(args)
+        env, run_node = self.env, self.run_node
+        for node in self.graph.nodes:
+            if node not in env:
+                env[node] = run_node(node)
+            if node.op == "output":
+                value = env[node]
+                return self.graph.process_outputs(value) if enable_io_processing else value
+        return None
+
     # fx.Interpreter hook: everything goes through here
     def run_node(self, n: fx.Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -126,7 +146,7 @@ class Walker(fx.Interpreter):
         if entry is not None and entry.free:
             return Outcome.free(entry.plugin)
         if entry is not None:
-            return Outcome.counted(entry, run_counter(entry, call, self.where(n)))
+            return Outcome.counted(entry, run_counter(entry, call, lambda: self.where(n)))
         if aten is None:
             return Outcome(UNCOUNTED, reason="no counter")
         return aten.tally.outcome()
@@ -158,7 +178,8 @@ class Walker(fx.Interpreter):
             raise TraceError(f"node {n.name} ({target_name(target)}) failed on constant "
                              f"arguments: {error}") from error
         value = to_info(value)
-        site = Site(n.name, self.record_name(n), self._owner(n), kind, default_op(target), target_name(target),
+        owner = self._owner(n)
+        site = Site(n.name, self.record_name(n, owner), owner, kind, default_op(target), target_name(target),
                     self._edges(n))
         self._keep(n, site, Outcome.free(), out=value)
         return value
@@ -193,11 +214,13 @@ class Walker(fx.Interpreter):
             return path if n.op != "call_module" else path.rpartition(".")[0]
         return n.target.rpartition(".")[0] if n.op == "call_module" else ""
 
-    def record_name(self, n: fx.Node) -> str:
-        """The record name of a node: its module path, or ``owner.node``."""
+    def record_name(self, n: fx.Node, owner: str | None = None) -> str:
+        """The record name of a node: its module path, or ``owner.node``
+        (``owner``: the node's :meth:`_owner`, when already known)."""
         if n.op == "call_module":
             return n.target
-        owner = self._owner(n)
+        if owner is None:
+            owner = self._owner(n)
         return f"{owner}.{n.name}" if owner else n.name
 
     def where(self, n: fx.Node) -> str:
@@ -214,7 +237,8 @@ class Walker(fx.Interpreter):
             self._seen_modules.add(id(module))
             owned = self.builder.claim(parameters_of(module))
         op = entry.op if entry is not None else default_op(call.target)
-        site = Site(n.name, self.record_name(n), self._owner(n), call.kind, op, target_name(call.target),
+        owner = self._owner(n)
+        site = Site(n.name, self.record_name(n, owner), owner, call.kind, op, target_name(call.target),
                     self._edges(n), "fx" if entry is not None else "aten")
         self._keep(n, site, outcome, inputs=call.args + tuple(call.kwargs.values()), out=call.out,
                    module=module, owned=owned, weight=weight_of(module, self.settings.weight_names),
