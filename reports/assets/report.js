@@ -1,6 +1,6 @@
 /* micronet HTML report: sorting, filtering, module folding and CSV export of
-   the layer tables, jumping from a chart or graph mark to its row, and the
-   graph view switch. Vanilla JS, no network; inlined into every page. */
+   the layer tables, and jumping from a chart or graph mark to its row.
+   Vanilla JS, no network; inlined into every page. */
 (function () {
   "use strict";
   var tables = {};
@@ -201,19 +201,6 @@
     document.addEventListener("click", function (e) {
       var mark = e.target.closest && e.target.closest("svg [data-table][data-i]");
       if (mark && tables[mark.dataset.table]) tables[mark.dataset.table].reveal(Number(mark.dataset.i));
-      var button = e.target.closest && e.target.closest(".graph-bar button[data-view]");
-      if (button) {
-        // keep the button where it is on screen: panes differ in height, the page must not jump
-        var card = button.closest(".card"), top = button.getBoundingClientRect().top;
-        card.querySelectorAll(".graph-bar button").forEach(function (b) {
-          b.setAttribute("aria-pressed", String(b === button));
-        });
-        card.querySelectorAll(".graph-pane").forEach(function (pane) {
-          pane.hidden = pane.dataset.view !== button.dataset.view;
-        });
-        var moved = button.getBoundingClientRect().top - top;
-        if (moved) window.scrollBy(0, moved);
-      }
     });
   }
 
