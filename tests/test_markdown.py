@@ -55,6 +55,18 @@ def test_score_card_and_top_layers_have_the_hand_counted_figures():
     assert layers[2] == ["2", "2", "linear", "8", "4", "9", "6", "32", "34.8%"]
 
 
+def test_quality_row_says_the_bar_of_the_track_in_its_metric():
+    from dataclasses import replace
+
+    result = micronet.audit(mlp(), (1, 4))
+    assert dict(tables(render_markdown(result))[0][1:])["quality"] == "not measured (bar: top-1 &gt;= 80%)"
+    measured = dict(tables(render_markdown(replace(result, accuracy=81.25)))[0][1:])
+    assert measured["quality"] == "top-1 81.25% &gt;= 80% (meets the bar)"
+    lm = micronet.audit(mlp(), (1, 4), track="wikitext103")
+    assert dict(tables(render_markdown(replace(lm, accuracy=36.5)))[0][1:])["quality"] == \
+        "perplexity 36.50 &gt; 35 (misses the bar)"
+
+
 def test_names_with_pipes_and_markup_stay_in_their_cell():
     model = nn.Sequential(OrderedDict([("a|b<i>", nn.Linear(4, 2))]))
     card, layers = tables(render_markdown(micronet.audit(model, (1, 4))))

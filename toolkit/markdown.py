@@ -45,9 +45,9 @@ def _card(result) -> list[list[str]]:
     score, totals, track = result.score, result.totals, result.track
     freebie = "applied (32-bit params and multiplies counted at 16 bits)" if score.freebie else "not applied"
     if result.accuracy is None:
-        quality = f"not measured (bar: {track.quality_bar:g})"
+        quality = f"not measured (bar: {md(track.bar_text())})"
     else:
-        quality = f"{result.accuracy:.2f} ({'meets' if result.meets_bar else 'below'} the bar {track.quality_bar:g})"
+        quality = f"{md(track.compare_text(result.accuracy))} ({'meets' if result.meets_bar else 'misses'} the bar)"
     return [
         ["model", f"{md(result.model)} (input {md(result.input_text)})"],
         ["track", md(track.name)],
