@@ -57,11 +57,17 @@ def _split_bar(score) -> str:
 
 def _quality(track, accuracy: float | None) -> str:
     bar = f"{track.bar_text(unicode=True)} on {esc(track.dataset)}"
+    label = "perplexity" if track.metric == "perplexity" else "accuracy"
     if accuracy is None:
-        return f'{bar} · accuracy <span class="muted">not measured</span>'
+        return f'{bar} · {label} <span class="muted">not measured</span>'
     verdict = ('<span class="pill good">meets the bar</span>' if track.meets_bar(accuracy)
                else '<span class="pill bad">below the bar</span>')
-    return f"{bar} · accuracy <b>{accuracy:.2f}%</b> {verdict}"
+    return f"{bar} · {label} <b>{_quality_figure(track, accuracy)}</b> {verdict}"
+
+
+def _quality_figure(track, value: float) -> str:
+    """A measured quality figure in the track's metric: ``81.20%`` or ``36.50`` (perplexity)."""
+    return f"{value:.2f}" if track.metric == "perplexity" else f"{value:.2f}%"
 
 
 def _ranking(track, total: float) -> tuple[str, str]:
@@ -403,12 +409,14 @@ def _value_html(key: str, value, depth: int = 0) -> str:
 
 def _accuracy_line(result) -> str:
     """Top-1 against the track's bar, for a before / after column."""
+    track = result.track
+    metric = "perplexity" if track.metric == "perplexity" else "top-1"
     if result.accuracy is None:
-        return '<div class="acc muted">top-1 not measured</div>'
+        return f'<div class="acc muted">{metric} not measured</div>'
     verdict = "good" if result.meets_bar else "bad"
     word = "meets" if result.meets_bar else "below"
-    return (f'<div class="acc">top-1 <span class="pill {verdict}">{result.accuracy:.2f}%</span> '
-            f'<span class="muted">{word} the {result.track.quality_bar:g}% bar</span></div>')
+    return (f'<div class="acc">{metric} <span class="pill {verdict}">{_quality_figure(track, result.accuracy)}'
+            f'</span> <span class="muted">{word} the bar: {esc(track.bar_text(unicode=True))}</span></div>')
 
 
 def _score_change(before, after) -> str:

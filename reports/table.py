@@ -72,7 +72,12 @@ def render_table(result, *, show_free: bool = False, top: int | None = None, max
 
 
 def _accuracy_line(result) -> str:
-    accuracy = getattr(result, "accuracy", None)
+    accuracy, track = getattr(result, "accuracy", None), result.track
+    if track.metric == "perplexity":  # micronet measures top-1 only: a perplexity comes from the caller
+        if accuracy is None:
+            return f"quality    perplexity not measured (micronet measures top-1 only; the bar is {track.bar_text()})"
+        verdict = "meets the bar" if result.meets_bar else "misses the bar: the score does not count"
+        return f"quality    {track.compare_text(accuracy)} on {track.dataset}: {verdict}"
     if accuracy is None:
         return f"accuracy   not measured (--data DATASET measures top-1; the bar is {result.track.quality_bar:g}%)"
     verdict = "meets the bar" if result.meets_bar else "BELOW the bar: the score does not count"

@@ -128,3 +128,20 @@ def test_finetune_refuses_to_stop_at_a_perplexity_bar_it_cannot_measure():
     with pytest.raises(UsageError, match=r"until_bar: the wikitext103 track's bar is perplexity <= 35, and "
                                          r"finetune measures top-1"):
         _target({"until_accuracy": 0, "until_bar": True}, context)
+
+
+def test_terminal_and_page_say_perplexity_on_the_language_track():
+    """On a perplexity track every quality line speaks perplexity, never top-1 or percent."""
+    from dataclasses import replace
+
+    from micronet.reports.html import render_audit_html
+    from micronet.reports.table import render_table as format_table
+
+    result = audit("micronet:wikitext103_lstm", track="wikitext103")
+    text = format_table(result)
+    assert "quality    perplexity not measured (micronet measures top-1 only; the bar is perplexity <= 35)" in text
+    measured = replace(result, accuracy=34.2)
+    assert "quality    perplexity 34.20 <= 35 on wikitext103: meets the bar" in format_table(measured)
+    page = render_audit_html(measured)
+    assert "perplexity ≤ 35 on wikitext103 · perplexity <b>34.20</b>" in page
+    assert "34.20%" not in page

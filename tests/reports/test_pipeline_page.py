@@ -45,7 +45,7 @@ def test_the_pipeline_page_puts_accuracy_against_the_bar_next_to_each_score(spar
     assert first.accuracy is not None and final.accuracy is not None
     for result in (first, final):
         verdict = "meets" if result.accuracy >= 97 else "below"
-        assert f"{result.accuracy:.2f}%</span> <span class=\"muted\">{verdict} the 97% bar" in page
+        assert f"{result.accuracy:.2f}%</span> <span class=\"muted\">{verdict} the bar: top-1 ≥ 97%" in page
     assert '<svg class="chart steps"' in page and page.count('class="acc-pt"') == 2
     assert '<svg class="chart scatter"' in page and "bar 97%" in page
 
