@@ -4,7 +4,9 @@ layout dagre makes in headless Chromium checked on torchvision's densenet121
 at every fold level (no two boxes overlap, every edge runs downward, frames
 hold their boxes, a folded module counts its nodes), at 1400x900 and 390x844
 (a click on a node selects its table row, no console error, nothing wider
-than the screen); screenshots are kept as artefacts (the test prints where)."""
+than the screen); screenshots are kept as artefacts (the test prints where).
+Headless Chromium never makes a window narrower than 500 px, so each size is
+an iframe of exactly that size (its own viewport), as in test_html_browser.py."""
 import html
 import json
 import re
@@ -218,6 +220,7 @@ window.addEventListener("load", function () {
     }
     var box = document.querySelector("#graph .gd").getBoundingClientRect();
     out.width = { gd: box.right, viewport: window.innerWidth, page: document.documentElement.scrollWidth };
+    out.viewport = [window.innerWidth, window.innerHeight];
   } catch (e) {
     out.error = String(e && e.stack || e);
   }
@@ -233,6 +236,25 @@ window.addEventListener("load", function () {
 #: For the screenshots: only the graph section, at its default level.
 SHOT_STYLE = "<style>main > section:not(#graph) { display: none; }</style>"
 
+#: The probed page in an iframe of exactly the size asked for: headless
+#: Chromium will not make a window narrower than 500 px, so a 390 px phone is
+#: a 390 px frame (its own viewport: media queries, innerWidth and scrollWidth
+#: are the frame's). Once the frame has loaded (its probe ran on its own load
+#: event, before this one), the probe's results are copied out to this
+#: document, which ``--dump-dom`` prints.
+FRAME = r"""<!doctype html><html><body style="margin:0">
+<iframe id="f" src="%(page)s" style="display:block;width:%(w)dpx;height:%(h)dpx;border:0"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", function () {
+  var pre = document.createElement("pre"), found;
+  try { found = this.contentDocument.getElementById("test-results"); } catch (e) { found = null; }
+  pre.id = "test-results";
+  pre.textContent = found ? found.textContent : JSON.stringify({ error: "the frame's probe wrote nothing" });
+  document.body.appendChild(pre);
+});
+</script></body></html>
+"""
+
 
 def chromium(tmp_path, *args):
     proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
@@ -241,13 +263,29 @@ def chromium(tmp_path, *args):
     return proc.stdout
 
 
-def probe(tmp_path, page: str, size: str) -> dict:
-    path = tmp_path / f"probed-{size}.html"
+def probe(tmp_path, page: str, width: int, height: int) -> dict:
+    """What PROBE saw of ``page`` loaded in a ``width`` x ``height`` (px) iframe."""
+    path = tmp_path / f"probed-{width}.html"
     path.write_text(page.replace("<head>", "<head>" + CATCH, 1).replace("</body>", PROBE + "</body>"))
-    dom = chromium(tmp_path, f"--window-size={size}", "--dump-dom", path.as_uri())
+    frame = tmp_path / f"frame-{width}.html"
+    frame.write_text(FRAME % {"page": path.name, "w": width, "h": height})
+    dom = chromium(tmp_path, "--allow-file-access-from-files", f"--window-size={max(width, 500)},{height}",
+                   "--dump-dom", frame.as_uri())
     found = re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S)
     assert found, dom[-2000:]
     return json.loads(html.unescape(found.group(1)))
+
+
+def screenshot(tmp_path, page: str, width: int, height: int):
+    """A PNG of ``page`` (only its graph section) in a ``width`` px frame,
+    2400 px tall as test_html_browser.py takes its phone shot."""
+    path = tmp_path / f"shot-{width}.html"
+    path.write_text(page.replace("</head>", SHOT_STYLE + "</head>", 1))
+    frame = tmp_path / f"shot-frame-{width}.html"
+    frame.write_text(FRAME.split("<script>")[0] % {"page": path.name, "w": width, "h": 2400} + "</body></html>")
+    shot = tmp_path / f"densenet121-graph-{width}x{height}.png"
+    chromium(tmp_path, f"--window-size={max(width, 500)},2400", f"--screenshot={shot}", frame.as_uri())
+    return shot
 
 
 @pytest.fixture(scope="module")
@@ -276,9 +314,10 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
     blocks = {m[0]: m[2] for m in data["modules"] if ".denseblock" in m[0] and m[0].count(".") == 1}
     assert blocks == {"features.denseblock1": 6 * 6, "features.denseblock2": 12 * 6,
                       "features.denseblock3": 24 * 6, "features.denseblock4": 16 * 6}  # 6 counted nodes a layer
-    for size in ("1400,900", "390,844"):
-        seen = probe(tmp_path, page, size)
+    for width, height in ((1400, 900), (390, 844)):
+        seen = probe(tmp_path, page, width, height)
         assert "error" not in seen, seen["error"]
+        assert seen["viewport"] == [width, height]  # the frame's viewport: a true phone width
         assert seen["errors"] == [], seen["errors"]
         for level in seen["levels"]:
             assert level["drawn"] == level["laidOut"] == level["expected"], level["label"]
@@ -297,11 +336,9 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
         assert click == {"i": click["i"], "flash": True, "shown": True, "inView": True, "selected": True}
         assert result.rows()[click["i"]]["name"] == "features.conv0"
         assert seen["fold"]["opened"] > seen["fold"]["before"] == seen["fold"]["folded"] == 15
-        assert seen["width"]["gd"] <= seen["width"]["viewport"]
-        shot_page = tmp_path / f"shot-{size}.html"
-        shot_page.write_text(page.replace("</head>", SHOT_STYLE + "</head>", 1))
-        shot = tmp_path / f"densenet121-graph-{size.replace(',', 'x')}.png"
-        chromium(tmp_path, f"--window-size={size}", f"--screenshot={shot}", shot_page.as_uri())
+        assert seen["width"]["gd"] <= seen["width"]["viewport"] == width
+        assert seen["width"]["page"] <= width  # the page never scrolls sideways
+        shot = screenshot(tmp_path, page, width, height)
         assert shot.stat().st_size > 20_000  # a drawn diagram, not a blank page
         print(f"screenshot: {shot}")
 
