@@ -195,7 +195,7 @@ def _category(dtype: torch.dtype) -> int:
 
 
 def _promote_pair(a: torch.dtype | None, b: torch.dtype | None) -> torch.dtype | None:
-    if a is None:
+    if a is None or a is b:  # most operands share a dtype: no call into torch
         return b
     if b is None:
         return a

@@ -379,8 +379,9 @@ def shape_cat(call: OpCall) -> TensorInfo:
         return TensorInfo((0,), dtype)
     first = kept[0]
     dim = wrap_dim(dim, first.ndim)
+    before, after = first.shape[:dim], first.shape[dim + 1:]
     for t in kept[1:]:
-        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != dim):
+        if t.ndim != first.ndim or t.shape[:dim] != before or t.shape[dim + 1:] != after:
             raise unsupported("cat of mismatched shapes")
     shape = list(first.shape)
     shape[dim] = sum(t.shape[dim] for t in kept)

@@ -224,7 +224,7 @@ def audit(
         raise UsageError("give input_shape (one input) or inputs (several), not both",
                          hint="put every input in inputs=, e.g. inputs=((1, 3, 32, 32), (1, 10))")
     specs = normalise(inputs) if inputs is not None else None
-    from .resolve import resolve_model, set_eval
+    from .resolve import resolve_model
 
     registries = registries or default_registries()
     track_obj: Track = _lookup(registries.tracks, track, "track")
@@ -259,13 +259,12 @@ def audit(
     shape = model_inputs[0].shape
     settings = WalkSettings(precision=precision, strict=strict,
                             weight_names={w.module_class: w.weight for w in registries.weighted_layers.values()})
-    try:
-        if resolved.exported is None:
-            set_eval(module)
+    try:  # resolve_model put the model in eval mode
         records, cap = _capture_and_walk(module, resolved.exported, registries, model_inputs, settings, given)
     finally:  # the caller's model comes back as it was handed in
         for child, training in modes.items():
-            child.training = training
+            if child.training != training:
+                child.training = training
     messages = _warnings(records, precision, cap)
     if resolved.exported is None and any(modes.values()):
         messages.append("the model was in training mode: it was priced as in inference "

@@ -166,13 +166,16 @@ class RecordBuilder:
                                hint="register a counter for it (see docs/writing-plugins.md) "
                                "or run without --strict")
         owned, infos = list(owned), tensor_infos(inputs)
+        params = nonzero = 0
+        for p in owned:  # most records own nothing (only a layer's first call owns its parameters)
+            params += p.numel()
+            nonzero += self.nonzero(p)
         weight_params, weight_nonzero, block = self._sparsity(weight, outcome.counts)
         weight_bits, input_bits, accumulator_bits = self._bits(site.name, module, infos, weight, owned)
         record = LayerRecord(
             name=site.name, node=site.node, op=site.op, status=outcome.status, target=site.target,
             module_path=site.module_path, input_shapes=tuple(i.shape for i in infos), output_shapes=shapes(out),
-            counts=outcome.counts, params=sum(p.numel() for p in owned),
-            nonzero_params=sum(self.nonzero(p) for p in owned), weight_params=weight_params,
+            counts=outcome.counts, params=params, nonzero_params=nonzero, weight_params=weight_params,
             weight_nonzero=weight_nonzero, weight_block=block,
             owns_weight=None if weight is None else _owns(owned, weight), weight_bits=weight_bits, input_bits=input_bits,
             accumulator_bits=accumulator_bits, declared_storage_bits=declared_storage_bits(module),
@@ -238,6 +241,7 @@ _ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "di
           "in_features", "out_features", "num_features", "eps", "output_size", "embed_dim",
           "num_heads", "normalized_shape", "num_groups", "num_embeddings", "embedding_dim",
           "scale_factor", "mode", "p", "inplace", "ceil_mode")
+_ATTR_SET = frozenset(_ATTRS)
 
 
 def attributes(module: nn.Module | None) -> dict[str, Any]:
@@ -246,8 +250,9 @@ def attributes(module: nn.Module | None) -> dict[str, Any]:
         return {}
     # hyper-parameters are plain instance attributes: read __dict__, not nn.Module.__getattr__
     fields = vars(module)
+    present = _ATTR_SET.intersection(fields)  # usually none or a few of them
     attrs = {k: fields[k] for k in _ATTRS
-             if k in fields and isinstance(fields[k], (int, float, str, bool, tuple, type(None)))}
+             if k in present and isinstance(fields[k], (int, float, str, bool, tuple, type(None)))} if present else {}
     bias = module._parameters.get("bias", fields.get("bias"))
     attrs["bias"] = bias is not None
     return attrs
