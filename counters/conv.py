@@ -99,8 +99,9 @@ def _spec(x, weight, bias, stride, padding, dilation, groups, transposed=False,
 def module_spec(call: OpCall) -> ConvSpec:
     """Spec of an ``nn.ConvNd`` / ``nn.ConvTransposeNd`` call ``(input[, output_size])``."""
     m = call.module
-    weight = TensorInfo(tuple(m.weight.shape), m.weight.dtype)
-    bias = TensorInfo(tuple(m.bias.shape)) if m.bias is not None else None
+    weight, bias = m.weight, m.bias  # each read once: nn.Module.__getattr__ is slow
+    weight = TensorInfo(tuple(weight.shape), weight.dtype)
+    bias = TensorInfo(tuple(bias.shape)) if bias is not None else None
     spec = _spec(call.x, weight, bias, m.stride, m.padding, m.dilation, m.groups,
                  m.transposed, m.output_padding)
     output_size = call.arg(1, "output_size", None) if m.transposed else None

@@ -273,7 +273,7 @@ def audit(
     prepared = book.prepare(records)
     scoring = book.evaluate(prepared, track_obj, options, True)
     reached = sum(r.params for r in records)
-    total_params = sum(p.numel() for p in module.parameters())
+    total_params = _parameter_count(modes if module is model and modes else module.modules())
     result = Result(resolved.name, shape, tuple(records), scoring, book, track_obj, options, cap.via,
                     max(total_params - reached, 0), tuple(messages), None, prepared, model_inputs)
     if data is not None:
@@ -316,6 +316,13 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
         return walk_exported(cap, registries.counters, settings, module), cap
     finally:
         forget_constants(module, own_constants)  # the user's model leaves the audit as it came
+
+
+def _parameter_count(modules: Iterable[nn.Module]) -> int:
+    """Elements of the modules' own parameters, a shared one once: ``sum(p.numel()
+    for p in model.parameters())`` over ``model.modules()``, without walking the tree again."""
+    sizes = {id(p): p.numel() for m in modules for p in m._parameters.values() if p is not None}
+    return sum(sizes.values())
 
 
 def _first_parameter(module: nn.Module) -> str:

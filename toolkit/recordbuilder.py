@@ -30,7 +30,7 @@ from .registry import Entry, OpCall
 from .sparsity import count_nonzero, measure
 from .values import shapes, tensor_infos
 
-__all__ = ["WalkSettings", "Outcome", "Site", "RecordBuilder", "rule_of", "run_counter", "weight_of",
+__all__ = ["WalkSettings", "Outcome", "Site", "RecordBuilder", "rule_of", "run_counter", "weight_of", "weight_named",
            "parameters_of", "module_classes", "attributes", "FREE_RULE"]
 
 #: The ``rule`` of a record that costs nothing by a registered free op (or is a
@@ -210,6 +210,11 @@ def weight_of(module: nn.Module | None, names: Mapping[type, str] | None = None)
     if module is None:
         return None
     name = next((names[c] for c in type(module).__mro__ if c in names), "weight") if names else "weight"
+    return weight_named(module, name)
+
+
+def weight_named(module: nn.Module, name: str) -> torch.Tensor | None:
+    """The module's tensor ``name`` (parameter, buffer or property), or None."""
     weight = module._parameters.get(name)  # fast path; buffers and properties below
     if weight is None:
         weight = getattr(module, name, None)

@@ -98,6 +98,8 @@ def _plain_leaves(value: Any, leaves: list[Any]) -> bool:
 
 def tensor_infos(value: Any) -> tuple[TensorInfo, ...]:
     """Every TensorInfo in ``value``, in pytree (argument) order."""
+    if type(value) is TensorInfo:  # most outputs
+        return (value,)
     return tuple(leaf for leaf in _leaves(value) if isinstance(leaf, TensorInfo))
 
 
@@ -108,4 +110,6 @@ def has_tensor(value: Any) -> bool:
 
 def shapes(value: Any) -> tuple[tuple[int, ...], ...]:
     """The shapes of every TensorInfo in ``value``, in order."""
+    if type(value) is TensorInfo:  # most outputs
+        return (value.shape,)
     return tuple(info.shape for info in tensor_infos(value))

@@ -21,7 +21,7 @@ What the walker learns is also left on the nodes, under documented keys:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -32,7 +32,7 @@ from .capture import Capture
 from .errors import CounterError, TraceError, UsageError
 from .metaexec import execute
 from .recordbuilder import (Outcome, RecordBuilder, Site, WalkSettings, module_classes, parameters_of,
-                            run_counter, weight_of)
+                            run_counter, weight_named)
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .registry import CounterRegistry, Entry, Method, OpCall, default_op, target_name
 from .sparsity import count_nonzero_all
@@ -62,6 +62,8 @@ class Walker(fx.Interpreter):
         self.settings = settings
         self.builder = RecordBuilder(settings, nonzero)
         self._seen_modules: set[int] = set()
+        self._names: dict[Any, tuple[str, str]] = {}  # target -> (target_name, default_op), this walk's
+        self._weights: dict[type, str] = {}  # module class -> its weight's name, this walk's
         self._meta_state: dict[int, dict[str, torch.Tensor]] = {}
         self.named_inputs: dict[str, TensorInfo] = {}  # placeholder target -> input, read before positional ones
 
@@ -236,13 +238,36 @@ class Walker(fx.Interpreter):
         if module is not None and id(module) not in self._seen_modules:  # a shared module's params count once
             self._seen_modules.add(id(module))
             owned = self.builder.claim(parameters_of(module))
-        op = entry.op if entry is not None else default_op(call.target)
+        name, op = self._target_names(call.target)
+        op = entry.op if entry is not None else op
         owner = self._owner(n)
-        site = Site(n.name, self.record_name(n, owner), owner, call.kind, op, target_name(call.target),
+        site = Site(n.name, self.record_name(n, owner), owner, call.kind, op, name,
                     self._edges(n), "fx" if entry is not None else "aten")
-        self._keep(n, site, outcome, inputs=call.args + tuple(call.kwargs.values()), out=call.out,
-                   module=module, owned=owned, weight=weight_of(module, self.settings.weight_names),
-                   classes=module_classes(type(module)) if module is not None else ())
+        n.meta[META_RECORD] = self.builder.add(
+            site, outcome, inputs=call.args + tuple(call.kwargs.values()) if call.kwargs else call.args,
+            out=call.out, module=module, owned=owned, weight=self._weight(module),
+            classes=module_classes(type(module)) if module is not None else ())
+
+    def _target_names(self, target: Any) -> tuple[str, str]:
+        """``target_name`` and ``default_op`` of a target, worked out once per walk."""
+        try:
+            names = self._names.get(target)
+        except TypeError:  # an unhashable target
+            return target_name(target), default_op(target)
+        if names is None:
+            names = self._names[target] = (target_name(target), default_op(target))
+        return names
+
+    def _weight(self, module: nn.Module | None) -> torch.Tensor | None:
+        """:func:`weight_of` the module, its class's weight name looked up once per walk."""
+        if module is None:
+            return None
+        cls = type(module)
+        name = self._weights.get(cls)
+        if name is None:
+            names = self.settings.weight_names
+            name = self._weights[cls] = next((names[c] for c in cls.__mro__ if c in names), "weight")
+        return weight_named(module, name)
 
     def _keep(self, n: fx.Node, site: Site, outcome: Outcome, **facts: Any) -> None:
         n.meta[META_RECORD] = self.builder.add(site, outcome, **facts)
@@ -255,7 +280,7 @@ def walk(cap: Capture, registry: CounterRegistry,
 
     ``input_info``: the one input, the inputs in placeholder order, or
     ``{parameter name: input}`` (a placeholder not named takes its default)."""
-    nonzero = count_nonzero_all(cap.root.parameters())  # all weights read up front, in parallel
+    nonzero = count_nonzero_all(_parameters(cap))  # all weights read up front, in parallel
     walker = Walker(cap, registry, settings or WalkSettings(), nonzero)
     if isinstance(input_info, Mapping):
         walker.named_inputs = dict(input_info)
@@ -265,6 +290,15 @@ def walk(cap: Capture, registry: CounterRegistry,
     else:
         walker.run(*input_info)
     return walker.records
+
+
+def _parameters(cap: Capture) -> Iterable[torch.Tensor]:
+    """Every parameter of the captured model (a shared one repeated): a flat
+    pass over the modules the capture listed, cheaper than ``parameters()``'s
+    nested generators."""
+    if not cap.modules:
+        return cap.root.parameters()
+    return [p for module in cap.modules.values() for p in module._parameters.values() if p is not None]
 
 
 def _plain(value: Any) -> Any:
