@@ -246,7 +246,6 @@ _ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "di
           "in_features", "out_features", "num_features", "eps", "output_size", "embed_dim",
           "num_heads", "normalized_shape", "num_groups", "num_embeddings", "embedding_dim",
           "scale_factor", "mode", "p", "inplace", "ceil_mode")
-_ATTR_SET = frozenset(_ATTRS)
 
 
 def attributes(module: nn.Module | None) -> dict[str, Any]:
@@ -255,9 +254,8 @@ def attributes(module: nn.Module | None) -> dict[str, Any]:
         return {}
     # hyper-parameters are plain instance attributes: read __dict__, not nn.Module.__getattr__
     fields = vars(module)
-    present = _ATTR_SET.intersection(fields)  # usually none or a few of them
     attrs = {k: fields[k] for k in _ATTRS
-             if k in present and isinstance(fields[k], (int, float, str, bool, tuple, type(None)))} if present else {}
+             if k in fields and isinstance(fields[k], (int, float, str, bool, tuple, type(None)))}
     bias = module._parameters.get("bias", fields.get("bias"))
     attrs["bias"] = bias is not None
     return attrs

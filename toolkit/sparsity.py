@@ -159,8 +159,8 @@ def _share_nonzero(share: list) -> list[int]:
 
 def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
     """A zero-copy NumPy view of a CPU tensor's data (None when there is none)."""
-    if tensor.device.type != "cpu" or tensor.dtype not in _NUMPY_DTYPES or not tensor.is_contiguous():
-        return None  # meta tensors have device type "meta"
+    if not tensor.is_cpu or tensor.dtype not in _NUMPY_DTYPES or not tensor.is_contiguous():
+        return None  # meta tensors are not on the CPU
     return tensor.detach().numpy()
 
 
