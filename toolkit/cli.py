@@ -15,6 +15,7 @@ import traceback
 import warnings
 from typing import Sequence
 
+from .cli_common import audit_inputs, registries_of
 from .cli_diff import add_budget_options, add_diff_command, check_budget_options, finish_audit
 from .errors import MicronetError
 from .manager import Registries, hookimpl
@@ -112,11 +113,11 @@ def run_audit(args: argparse.Namespace) -> int:
         check_output_file(getattr(args, option), f"--{option}")
     bounds = check_budget_options(args)  # budgets and --markdown: a bad number fails before any work
     levels = parse_what_if(args.what_if) if args.what_if else None
-    registries = _registries(args)
+    registries = registries_of(args)
     _mention_failed_plugins(registries)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
-        input_shape, inputs = _audit_inputs(args)
+        input_shape, inputs = audit_inputs(args)
         per_token = None
         if args.per_token:  # the inputs are T token ids, then one: --input/--inputs/--data are refused there
             from .per_token import audit_per_token
@@ -160,23 +161,6 @@ def run_audit(args: argparse.Namespace) -> int:
     return finish_audit(result, args, bounds)  # --markdown, and 1 when a budget is broken
 
 
-def _audit_inputs(args: argparse.Namespace):
-    """``(input_shape, inputs)`` for ``audit()`` from ``--input`` / ``--inputs``:
-    one plain ``--input SHAPE`` stays an input shape, as it always was."""
-    from .errors import UsageError
-    from .inputs import load_inputs, parse_input
-
-    if args.inputs and args.input:
-        raise UsageError("give --input or --inputs, not both", hint="put every input in the --inputs function")
-    if args.inputs:
-        return None, load_inputs(args.inputs, trust=args.trust)
-    if not args.input:
-        return None, None
-    if len(args.input) == 1 and "=" not in args.input[0] and ":" not in args.input[0]:
-        return args.input[0], None
-    return None, tuple(parse_input(text) for text in args.input)
-
-
 class _KeepHistory:
     """An observer plugin that keeps the History handed to
     ``micronet_pipeline_finished`` (which runs before a failing step's error
@@ -217,7 +201,7 @@ def _compress_silently(args: argparse.Namespace, world) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rank 0 shows the same warnings
-            compress(_recipe(args), out=args.out, registries=_registries(args), trust=args.trust)
+            compress(_recipe(args), out=args.out, registries=registries_of(args), trust=args.trust)
     except MicronetError as error:
         if getattr(error, REPORTED, False):
             return error.exit_code
@@ -235,7 +219,7 @@ def _compress_and_report(args: argparse.Namespace) -> int:
 
     check_output_file(args.html, "--html")  # --out is checked and locked by compress, before any work
     log = (lambda message: None) if args.quiet else (lambda message: print(printable(message), flush=True))
-    registries = _registries(args)
+    registries = registries_of(args)
     _mention_failed_plugins(registries)
     keeper = _KeepHistory()
     registries.pm.register(keeper)
@@ -299,12 +283,6 @@ def _print_step_details(history, args: argparse.Namespace) -> None:
         print()
 
 
-def _registries(args: argparse.Namespace) -> Registries:
-    """The command's registries: those ``main`` was given, else built now
-    from the installed plugins (once per command)."""
-    return getattr(args, "registries", None) or Registries.from_manager()
-
-
 def _verdict(final) -> str:
     """The last line: whether the final model still qualifies for its track
     (top-1 at least the bar, or a perplexity at most the bar)."""
@@ -334,7 +312,7 @@ def _write_pipeline_page(history, path: str, registries) -> None:
 def run_plugins(args: argparse.Namespace) -> int:
     from .manager import describe_plugins
 
-    registries = _registries(args)
+    registries = registries_of(args)
     for info in describe_plugins(registries.pm):
         version = f" {info.version}" if info.version else ""
         print(f"{info.name}{version}  [{info.origin}]")

@@ -88,7 +88,7 @@ def run_diff(args: argparse.Namespace) -> int:
     import warnings
 
     from .audit import UncountedWarning
-    from .cli import _audit_inputs, _registries
+    from .cli_common import audit_inputs, registries_of
     from .diff import diff_audits, load_audit, parse_delta
     from .outdir import check_output_file
     from .reports.json_report import clean
@@ -96,7 +96,7 @@ def run_diff(args: argparse.Namespace) -> int:
     limit = parse_delta(args.fail_above_delta) if args.fail_above_delta is not None else None
     for option in ("json", "html"):
         check_output_file(getattr(args, option), f"--{option}")
-    input_shape, inputs = _audit_inputs(args)
+    input_shape, inputs = audit_inputs(args)
     options = dict(input_shape=input_shape, inputs=inputs, track=args.track, rulebook=args.rulebook,
                    trust=args.trust, bits=args.bits, act_bits=args.act_bits,
                    accumulator_bits=args.accumulator_bits, freebie=args.freebie, input_dtype=args.input_dtype)
@@ -106,7 +106,7 @@ def run_diff(args: argparse.Namespace) -> int:
         documents = []
         for source in (args.before, args.after):
             if not str(source).partition("#")[0].endswith(".json") and registries is None:
-                registries = _registries(args)
+                registries = registries_of(args)
             documents.append(load_audit(source, registries=registries, **options))
     diff = diff_audits(*documents)
     print(diff.text(args.top))
