@@ -111,6 +111,8 @@ def _from_module(model: nn.Module) -> ResolvedModel:
 def set_eval(model: nn.Module) -> None:
     """``model.eval()``, where it can be called: the module of a torch.export
     archive refuses it (its mode was fixed when it was exported)."""
+    if not any(m.training for m in model.modules()):
+        return  # already in eval mode throughout: eval() would only walk the tree again
     try:
         model.eval()
     except NotImplementedError:  # torch.export's module(): its mode was fixed at export

@@ -39,8 +39,12 @@ def describe(error: BaseException) -> str:
 
 def is_meta(model: nn.Module) -> bool:
     """Whether the model's tensors live on the meta device (no data)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return bool(tensors) and any(t.is_meta for t in tensors)
+    # one pass over the module tree, stopping at the first meta tensor (the audit asks for every model)
+    for module in model.modules():
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is not None and tensor.is_meta:
+                return True
+    return False
 
 
 def torch_load(path: Path, *, trust: bool) -> object:
