@@ -9,6 +9,7 @@ models' configured limits. The file ends with closed forms of the torchvision op
 (roi_align, nms: micronet.counters.vision_ops).
 """
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -275,6 +276,90 @@ def test_detector_audit_cli():
 def test_detector_refuses_a_non_image_input(registries):
     with pytest.raises(UsageError, match="batch of RGB images"):
         micronet.audit("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", (1, 320, 320), registries=registries)
+
+
+def _detector_list(name, images, registries):
+    """A list of images, as the detector's forward takes it (``model([img1, img2])``):
+    captured and walked from the model's own input form."""
+    from micronet.capture import capture
+    from micronet.records import UNCOUNTED, TensorInfo
+    from micronet.resolve import resolve_model
+    from micronet.walk import walk
+
+    model = resolve_model(f"torchvision:{name}").model
+    cap = capture(model, registries.counters, lambda: (images,))
+    result = walk(cap, registries.counters, TensorInfo(cap.root.plan.stacked))
+    assert [r.name for r in result if r.status == UNCOUNTED] == []
+    assert sum(r.params for r in result) == sum(p.numel() for p in model.parameters())
+    records = {r.name: r for r in reversed(result)}  # a shared head: its first call's record
+    return model, cap, SimpleNamespace(records=tuple(result)), records
+
+
+def test_detector_list_of_images_of_two_sizes(registries):
+    """Two images of different sizes: each normalised and resized to its own
+    size (per image), the backbone and heads on the padded batch."""
+    images = [torch.zeros(3, 320, 320), torch.zeros(3, 240, 400)]
+    model, cap, result, records = _detector_list("fasterrcnn_mobilenet_v3_large_320_fpn", images, registries)
+    # min_size 320, max_size 640: 320x320 keeps scale 1; 240x400 scales by min(320/240, 640/400) = 4/3
+    # to 320 x floor(400 x 4/3) = 320x533; the batch pads to the largest, width rounded up to
+    # size_divisible 32: 320x544. torchvision's own transform, run on real tensors, agrees:
+    image_list, _ = model.transform([torch.rand(3, 320, 320), torch.rand(3, 240, 400)])
+    assert image_list.image_sizes == [(320, 320), (320, 533)]
+    assert tuple(image_list.tensors.shape) == (2, 3, 320, 544)
+    # the graph's input: both images in one zero batch of the largest height and width
+    assert cap.root.plan.stacked == (2, 3, 320, 400)
+    # per image: normalisation (1 sub + 1 div a value) at the image's own size ...
+    assert (records["transform.sub"].counts.adds, records["transform.truediv"].counts.mults) == (3 * 320 * 320,) * 2
+    assert (records["transform.sub_1"].counts.adds, records["transform.truediv_1"].counts.mults) == \
+        (3 * 240 * 400,) * 2
+    # ... the bilinear resize to its own size (4 mults + 3 adds an output value) ...
+    assert records["transform.interpolate"].output_shapes == ((1, 3, 320, 320),)
+    assert records["transform.interpolate_1"].input_shapes[0] == (1, 3, 240, 400)
+    assert records["transform.interpolate_1"].output_shapes == ((1, 3, 320, 533),)
+    assert (records["transform.interpolate_1"].counts.mults,
+            records["transform.interpolate_1"].counts.adds) == (4 * 3 * 320 * 533, 3 * 3 * 320 * 533)
+    # ... then padded to 320x544 (free) and batched
+    assert records["transform.cat"].output_shapes == ((2, 3, 320, 544),)
+    assert records["transform.cat"].counts.mults == records["transform.cat"].counts.adds == 0
+    # batched: the backbone stem, Conv2d(3, 16, 3, stride 2, padding 1), on the padded batch to 160x272
+    assert _macs(records, "backbone.body.0.0", "conv2d") == 2 * 16 * 3 * 9 * 160 * 272
+    # FPN maps 10x17, 10x17 and 5x9 ("pool"), 15 anchors a location: 2550 + 2550 + 675 an image
+    topks = _by_op(result, "rpn.filter_proposals", "topk")
+    assert [(r.input_shapes[0], r.output_shapes[0]) for r in topks] == [
+        ((2, 2550), (2, 150)), ((2, 2550), (2, 150)), ((2, 675), (2, 150))]
+    assert len(_by_op(result, "rpn.filter_proposals", "nms")) == 2  # one an image
+    # post-process: each image's 100 boxes scaled back from its resized to its input size
+    ratio = cap.root.transform.postprocess.ratio
+    assert torch.allclose(ratio, torch.tensor([[[1.0, 1.0, 1.0, 1.0]], [[400 / 533, 240 / 320, 400 / 533, 240 / 320]]]))
+    (resize,) = _by_op(result, "transform.postprocess", "mul")
+    assert resize.counts.mults == 2 * 100 * 4
+    assert cap.note.startswith("detector scored at 320x544 (the batch its transform pads images 320x320, "
+                               "240x400 to, resized to 320x320, 320x533)")
+
+
+def test_detector_list_of_one_size_is_the_batch(registries):
+    """A list of images of one size is the batch of them: the same graph, the same figures."""
+    from micronet.detection import capture_detector
+
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    listed = capture_detector(model, registries.counters, [(3, 200, 300), (3, 200, 300)])
+    batch = capture_detector(model, registries.counters, (2, 3, 200, 300))
+    assert listed.root.plan.stacked == batch.root.plan.stacked == (2, 3, 200, 300)
+    assert [n.name for n in listed.graph.nodes] == [n.name for n in batch.graph.nodes]
+
+
+@pytest.mark.parametrize("images, what", [
+    ([(3, 320, 320), (320, 240)], r"\(320, 240\) is not an image shape \(3, H, W\)"),
+    ([(3, 320, 320), (1, 320, 320)], r"\(1, 320, 320\) is not an image shape"),
+    ([], "no image given"),
+])
+def test_detector_refuses_a_malformed_list_in_one_line(images, what, registries):
+    from micronet.detection import capture_detector
+
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    with pytest.raises(UsageError, match=what) as error:
+        capture_detector(model, registries.counters, images)
+    assert "\n" not in str(error.value)
 
 
 # ------------------------------------------- torchvision ops (counters/vision_ops.py)

@@ -381,8 +381,8 @@ def capture(model: nn.Module, registry: CounterRegistry,
     from .detection import capture_detector, is_detector
 
     if is_detector(model):  # a list of images in, a data-dependent number of boxes out: its bounded graph
-        first = example() if callable(example) else example
-        return capture_detector(model, registry, tuple(first[0].shape))
+        first = example() if callable(example) else example  # a batch, or a list of images
+        return capture_detector(model, registry, first[0])
     try:
         return trace_fx(model, registry, given)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...

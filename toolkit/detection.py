@@ -69,7 +69,18 @@ every class's mask, and the paste into the image priced at the bound of
 :class:`PasteMasks`. Keypoint R-CNN is refused with a one-line error.
 
 The input is a batch ``[N, 3, H, W]`` (``--input 1x3x320x320``): N images of
-one size, each transformed as the model would.
+one size, each transformed as the model would; or, as the detector's forward
+takes it, a list of images ``[3, H_i, W_i]`` of any sizes
+(:func:`capture_detector` with ``[(3, 320, 320), (3, 240, 400)]`` or a list
+of tensors). Then what the model does per image is counted per image, at
+that image's size: the normalisation, the resize to its own transformed size
+(``transform.sub``, ``transform.sub_1``, ``transform.interpolate_1``...), its
+proposals' and detections' clipping, the scaling of its boxes back to its
+input size; the batch is padded to the largest resized image (rounded up to
+``size_divisible``; free) and the backbone, FPN and heads run on it, as in
+torchvision. The graph's one input is ``plan.stacked``: the images in the
+top-left corner of one zero batch of the largest height and width (slicing
+each out is free). A list of images of one size is the batch of them.
 """
 from __future__ import annotations
 
@@ -107,25 +118,40 @@ def is_detector(model: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class DetectorPlan:
-    """The sizes a detector's Python code works with, for one input batch.
+    """The sizes a detector's Python code works with, for one input.
 
-    ``batch``: N; ``input_size``: (H, W) given; ``resized``: (h, w) each
-    image is resized to by the model's transform; ``padded``: (h, w) of the
-    batch it scores (after padding to ``size_divisible``); ``features``:
-    (H, W) of each feature map; ``anchors``: anchors per location, per map."""
+    ``batch``: N images; ``input_sizes``: (H, W) of each image given;
+    ``resized_sizes``: (h, w) each image is resized to by the model's
+    transform; ``padded``: (h, w) of the batch it scores (the largest resized
+    image, padded to ``size_divisible``); ``features``: (H, W) of each
+    feature map; ``anchors``: anchors per location, per map; ``listed``:
+    whether the input is a list of images (else one ``[N, 3, H, W]`` batch)."""
 
     batch: int
-    input_size: tuple[int, int]
-    resized: tuple[int, int]
+    input_sizes: tuple[tuple[int, int], ...]
+    resized_sizes: tuple[tuple[int, int], ...]
     padded: tuple[int, int]
     features: tuple[tuple[int, int], ...]
     anchors: tuple[int, ...]
     names: tuple[str, ...] = ()
+    listed: bool = False
 
     @property
     def per_level(self) -> tuple[int, ...]:
         """Anchors of each feature map (H x W x anchors per location)."""
         return tuple(h * w * a for (h, w), a in zip(self.features, self.anchors))
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every image has one input size: then the per-image steps run
+        batched (a list of images of one size is the batch of them)."""
+        return len(set(self.input_sizes)) == 1
+
+    @property
+    def stacked(self) -> tuple[int, int, int, int]:
+        """The graph's input ``[N, 3, H, W]``: the batch, or a list's images in the
+        top-left corner of one zero batch of the largest height and width."""
+        return (self.batch, 3, max(h for h, _ in self.input_sizes), max(w for _, w in self.input_sizes))
 
 
 # ------------------------------------------------------------------ plan
@@ -135,23 +161,48 @@ def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
             for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
 
 
-def _plan(model: nn.Module, shape: tuple[int, ...]) -> DetectorPlan:
-    if len(shape) != 4 or shape[1] != 3:
-        raise UsageError(f"a detector takes a batch of RGB images [N, 3, H, W]; got input {'x'.join(map(str, shape))}",
-                         hint="pass --input Nx3xHxW, e.g. --input 1x3x320x320")
-    n, _, h, w = shape
+def image_shapes(images: Any) -> tuple[tuple[tuple[int, int], ...], bool]:
+    """The (H, W) of each image of a detector's input, and whether it is a
+    list: ``images`` is a batch shape ``(N, 3, H, W)`` or a sequence of image
+    shapes ``(3, H, W)`` (tensors are read for their shapes only). A
+    malformed input is a one-line :class:`UsageError`."""
+    if isinstance(images, torch.Tensor):
+        images = tuple(images.shape)
+    if isinstance(images, (tuple, list, torch.Size)) and images and \
+            all(isinstance(s, int) and not isinstance(s, bool) for s in images):
+        if len(images) != 4 or images[1] != 3 or min(images) < 1:
+            raise UsageError(f"a detector takes a batch of RGB images [N, 3, H, W] or a list of images "
+                             f"[3, H, W]; got input {'x'.join(map(str, images))}",
+                             hint="pass --input Nx3xHxW (e.g. 1x3x320x320), or a list of images: "
+                             "--input images=3x320x320,3x240x400")
+        return ((images[2], images[3]),) * images[0], False
+    shapes = [tuple(i.shape) if isinstance(i, torch.Tensor) else i for i in images] \
+        if isinstance(images, (tuple, list)) else []
+    bad = [s for s in shapes if not (isinstance(s, (tuple, list, torch.Size)) and len(s) == 3 and s[0] == 3 and
+                                     all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s))]
+    if not shapes or bad:
+        what = f"{bad[0]!r} is not an image shape (3, H, W)" if bad else "no image given"
+        raise UsageError(f"a detector's list of images: {what}",
+                         hint="give each image as (3, H, W), e.g. inputs=[[(3, 320, 320), (3, 240, 400)]] "
+                         "or --input images=3x320x320,3x240x400")
+    return tuple((s[1], s[2]) for s in shapes), True
+
+
+def _plan(model: nn.Module, images: Any) -> DetectorPlan:
+    sizes, listed = image_shapes(images)
     with torch.no_grad():
-        images = [torch.empty(3, h, w, device="meta") for _ in range(n)]
-        image_list, _ = copy.deepcopy(model.transform)(images)
+        meta = [torch.empty(3, h, w, device="meta") for h, w in sizes]
+        image_list, _ = copy.deepcopy(model.transform)(meta)
         x = image_list.tensors
         features = torch.func.functional_call(model.backbone, _meta_state(model.backbone), (x,))
     if isinstance(features, torch.Tensor):
         features = {"0": features}
-    sizes = tuple(tuple(f.shape[-2:]) for f in features.values())
+    feature_sizes = tuple(tuple(f.shape[-2:]) for f in features.values())
     generator = model.anchor_generator if hasattr(model, "anchor_generator") else model.rpn.anchor_generator
     per_location = tuple(generator.num_anchors_per_location())
-    return DetectorPlan(n, (h, w), tuple(image_list.image_sizes[0]), tuple(x.shape[-2:]), sizes, per_location,
-                        tuple(features))
+    resized = tuple(tuple(s) for s in image_list.image_sizes)
+    return DetectorPlan(len(sizes), sizes, resized, tuple(x.shape[-2:]), feature_sizes, per_location,
+                        tuple(features), listed)
 
 
 # ------------------------------------------------------ stages kept whole
@@ -168,7 +219,7 @@ class Anchors(_Whole):
     def __init__(self, generator: nn.Module, plan: DetectorPlan):
         super().__init__()
         self.generator = copy.deepcopy(generator)
-        self.sizes = [tuple(plan.resized)] * plan.batch
+        self.sizes = [tuple(size) for size in plan.resized_sizes]
 
     def forward(self, images: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         from torchvision.models.detection.image_list import ImageList
@@ -228,32 +279,42 @@ def batched_nms_bound(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Ten
 
 class Transform(nn.Module):
     """``GeneralizedRCNNTransform`` at the planned sizes: normalise, resize
-    (bilinear, as torchvision), pad to the batch size (free)."""
+    (bilinear, as torchvision), pad to the batch size (free). Images of one
+    size run as one batch; a list of sizes runs per image, as torchvision
+    does: each image (the top-left ``3 x H x W`` of the input) normalised and
+    resized to its own size, padded to the batch's and concatenated (free)."""
 
     def __init__(self, transform: nn.Module, plan: DetectorPlan):
         super().__init__()
         self.register_buffer("mean", torch.tensor(transform.image_mean)[:, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(transform.image_std)[:, None, None], persistent=False)
-        self.resized, self.padded = plan.resized, plan.padded
+        self.sizes, self.resized, self.padded = plan.input_sizes, plan.resized_sizes, plan.padded
+        self.uniform = plan.uniform
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.mean) / self.std
-        x = F.interpolate(x, size=self.resized, mode="bilinear", align_corners=False)
-        (h, w), (ph, pw) = self.resized, self.padded
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h))
-        return x
+        if self.uniform:
+            return self._pad(F.interpolate((images - self.mean) / self.std, size=self.resized[0], mode="bilinear",
+                                           align_corners=False), self.resized[0])
+        batch = []
+        for i, ((h, w), size) in enumerate(zip(self.sizes, self.resized)):
+            x = (images[i:i + 1, :, :h, :w] - self.mean) / self.std
+            batch.append(self._pad(F.interpolate(x, size=size, mode="bilinear", align_corners=False), size))
+        return torch.cat(batch)
+
+    def _pad(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        (h, w), (ph, pw) = size, self.padded
+        return x if (ph, pw) == (h, w) else F.pad(x, (0, pw - w, 0, ph - h))
 
 
 class ResizeBack(nn.Module):
-    """``transform.postprocess``: boxes scaled from the resized to the input
-    size (``resize_boxes``: 4 mults a box)."""
+    """``transform.postprocess``: each image's boxes scaled from its resized
+    to its input size (``resize_boxes``: 4 mults a box)."""
 
     def __init__(self, plan: DetectorPlan):
         super().__init__()
-        (h, w), (oh, ow) = plan.resized, plan.input_size
-        ratio = torch.tensor([ow / w, oh / h, ow / w, oh / h])
-        self.register_buffer("ratio", ratio, persistent=False)
+        ratio = torch.tensor([[[ow / w, oh / h, ow / w, oh / h]]
+                              for (h, w), (oh, ow) in zip(plan.resized_sizes, plan.input_sizes)])
+        self.register_buffer("ratio", ratio, persistent=False)  # [N, 1, 4]
 
     def forward(self, boxes: torch.Tensor) -> torch.Tensor:
         return boxes * self.ratio
@@ -291,7 +352,7 @@ class ProposalFilter(nn.Module):
         lvl = torch.cat(levels)
         kept = []
         for i in range(n):
-            boxes = clip_boxes(proposals[i], self.plan.resized)
+            boxes = clip_boxes(proposals[i], self.plan.resized_sizes[i])
             small_box_test(boxes, self.min_size)
             scores[i] >= self.score_thresh
             keep = batched_nms_bound(boxes, scores[i], lvl, self.nms_thresh)[:self.post]
@@ -309,7 +370,7 @@ class RoIPool(nn.Module):
         self.index = [plan.names.index(name) for name in pool.featmap_names if name in plan.names]
         self.output_size, self.sampling_ratio = tuple(pool.output_size), pool.sampling_ratio
         self.canonical_scale, self.canonical_level = pool.canonical_scale, pool.canonical_level
-        height = plan.padded[0]
+        height = max(h for h, _ in plan.resized_sizes)  # torchvision: the largest image's height
         scales = [2.0 ** round(math.log2(plan.features[i][0] / height)) for i in self.index]
         self.scale = scales[0]
         self.k_min, self.k_max = -math.log2(scales[0]), -math.log2(scales[-1])
@@ -346,7 +407,7 @@ class BoxDetections(nn.Module):
         labels = torch.arange(classes).view(1, -1).expand(p, classes)[:, 1:].reshape(-1)
         out_boxes, out_scores, out_labels = [], [], []
         for i in range(n):
-            b = clip_boxes(boxes[i], self.plan.resized)[:, 1:].reshape(-1, 4)
+            b = clip_boxes(boxes[i], self.plan.resized_sizes[i])[:, 1:].reshape(-1, 4)
             s = scores[i][:, 1:].reshape(-1)
             s > self.score_thresh
             small_box_test(b, 1e-2)
@@ -384,7 +445,7 @@ class RCNNGraph(nn.Module):
                                 ("mask_head", heads.mask_head), ("mask_predictor", heads.mask_predictor),
                                 ("maskrcnn_inference", MaskInference())):
                 self.roi_heads.add_module(name, child)
-            self.transform.add_module("paste_masks_in_image", PasteMasks(plan, side))
+            self.transform.add_module("paste_masks_in_image", PasteMasks(plan, side, kept))
 
     def forward(self, images: torch.Tensor):
         from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -425,22 +486,29 @@ class PasteMasks(nn.Module):
     """``paste_masks_in_image`` within its bound: each ``side x side`` mask,
     padded by one pixel, is resized (bilinear) to its box expanded by
     ``(side + 2) / side``; a box inside the image is at most the expanded
-    image, ``floor(H (side + 2) / side) + 1`` by the same for W, which is
-    what each mask is priced at; pasting it into the image is a copy (free)."""
+    image, ``floor(H (side + 2) / side) + 1`` by the same for W (each image's
+    own H, W), which is what each mask is priced at; pasting it into the
+    image is a copy (free). The masks of a list of sizes are pasted per image."""
 
-    def __init__(self, plan: DetectorPlan, side: int):
+    def __init__(self, plan: DetectorPlan, side: int, per_image: int):
         super().__init__()
-        self.scale = (side + 2) / side
-        self.size = plan.input_size
-        self.bound = tuple(math.floor(d * self.scale) + 1 for d in plan.input_size)
+        self.scale, self.per_image = (side + 2) / side, per_image
+        self.sizes, self.uniform = plan.input_sizes, plan.uniform
+        self.bounds = [tuple(math.floor(d * self.scale) + 1 for d in size) for size in plan.input_sizes]
 
-    def forward(self, masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def forward(self, masks: torch.Tensor, boxes: torch.Tensor):
         boxes = boxes.reshape(-1, 4)
         half_w, half_h = (boxes[:, 2] - boxes[:, 0]) * 0.5 * self.scale, (boxes[:, 3] - boxes[:, 1]) * 0.5 * self.scale
         x_c, y_c = (boxes[:, 2] + boxes[:, 0]) * 0.5, (boxes[:, 3] + boxes[:, 1]) * 0.5
         torch.stack((x_c - half_w, y_c - half_h, x_c + half_w, y_c + half_h), dim=1)  # expand_boxes
-        pasted = F.interpolate(F.pad(masks, (1, 1, 1, 1)), size=self.bound, mode="bilinear", align_corners=False)
-        return pasted[..., :self.size[0], :self.size[1]]
+        padded = F.pad(masks, (1, 1, 1, 1))
+        if self.uniform:
+            pasted = F.interpolate(padded, size=self.bounds[0], mode="bilinear", align_corners=False)
+            return pasted[..., :self.sizes[0][0], :self.sizes[0][1]]
+        k = self.per_image
+        return tuple(F.interpolate(padded[i * k:(i + 1) * k], size=bound, mode="bilinear",
+                                   align_corners=False)[..., :h, :w]
+                     for i, (bound, (h, w)) in enumerate(zip(self.bounds, self.sizes)))
 
 
 def _as_list(features: Any) -> list[torch.Tensor]:
@@ -486,7 +554,7 @@ class DenseDetections(nn.Module):
                 anchor_idx = torch.div(idx, classes, rounding_mode="floor")
                 labels.append(idx % classes)
                 b = self.box_coder(deltas[i, level][anchor_idx], anchors[i, level][anchor_idx])
-                boxes.append(clip_boxes(b, self.plan.resized))
+                boxes.append(clip_boxes(b, self.plan.resized_sizes[i]))
                 scores.append(s)
                 offset += count
             self._keep(torch.cat(boxes), torch.cat(scores), torch.cat(labels), out_boxes, out_scores, out_labels)
@@ -497,7 +565,8 @@ class DenseDetections(nn.Module):
         classes, count = self.classes, sum(self.plan.per_level)
         out_boxes, out_scores, out_labels = [], [], []
         for i in range(self.plan.batch):
-            boxes = clip_boxes(self.box_coder(outputs["bbox_regression"][i], anchors[i]), self.plan.resized)
+            boxes = clip_boxes(self.box_coder(outputs["bbox_regression"][i], anchors[i]),
+                               self.plan.resized_sizes[i])
             kept_boxes, kept_scores, kept_labels = [], [], []
             for label in range(1, classes):
                 s = scores[i][:, label]
@@ -548,11 +617,13 @@ class DetectionTracer(MicronetTracer):
         return isinstance(m, _Whole) or super().is_leaf_module(m, module_qualified_name)
 
 
-def bounded_graph(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-    """The bounded graph module of a torchvision detector for input ``shape``
-    (``[N, 3, H, W]``); its children are the detector's own submodules."""
+def bounded_graph(model: nn.Module, images: Any) -> nn.Module:
+    """The bounded graph module of a torchvision detector for ``images``: a
+    batch shape ``(N, 3, H, W)`` or a list of image shapes ``(3, H, W)`` (see
+    :func:`image_shapes`); its children are the detector's own submodules.
+    Its one input is ``graph.plan.stacked``."""
     det = _detection_module()
-    plan = _plan(model, tuple(shape))
+    plan = _plan(model, images)
     if isinstance(model, det.retinanet.RetinaNet):
         return DenseGraph(model, plan, "retinanet")
     if isinstance(model, det.fcos.FCOS):
@@ -562,13 +633,25 @@ def bounded_graph(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
     return RCNNGraph(model, plan)
 
 
-def capture_detector(model: nn.Module, registry: CounterRegistry, shape: tuple[int, ...]) -> Capture:
+def _sizes(sizes: Any) -> str:
+    return ", ".join(f"{h}x{w}" for h, w in sizes)
+
+
+def capture_detector(model: nn.Module, registry: CounterRegistry, images: Any) -> Capture:
     """Capture a torchvision detector as its bounded graph (see the module's
-    docstring), traced with fx; ``shape`` is the input batch ``[N, 3, H, W]``."""
-    graph_module = bounded_graph(model, shape)
+    docstring), traced with fx. ``images``: the input batch's shape
+    ``(N, 3, H, W)``, or a list of image shapes ``(3, H, W)`` or image tensors
+    (what the detector's forward takes; sizes in pixels). The graph's input
+    (what the walk is given) is ``capture.root.plan.stacked``."""
+    graph_module = bounded_graph(model, images)
     graph = DetectionTracer(registry).trace(graph_module)
     plan = graph_module.plan
-    note = (f"detector scored at {plan.padded[0]}x{plan.padded[1]} (its transform's size for "
-            f"{plan.input_size[0]}x{plan.input_size[1]}); top-k, score thresholds and NMS counted at upper "
+    scored = f"detector scored at {plan.padded[0]}x{plan.padded[1]}"
+    if plan.uniform:
+        scored += f" (its transform's size for {_sizes(plan.input_sizes[:1])})"
+    else:
+        scored += (f" (the batch its transform pads images {_sizes(plan.input_sizes)} to, resized to "
+                   f"{_sizes(plan.resized_sizes)})")
+    note = (f"{scored}; top-k, score thresholds and NMS counted at upper "
             "bounds from its configured limits, no box suppressed (docs/detection.md)")
     return Capture(graph, graph_module, "fx", modules=dict(graph_module.named_modules()), note=note)
