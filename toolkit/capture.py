@@ -382,6 +382,8 @@ def capture(model: nn.Module, registry: CounterRegistry,
 
     if is_detector(model):  # a list of images in, a data-dependent number of boxes out: its bounded graph
         first = example() if callable(example) else example  # a batch, or a list of images
+        if not first:  # given by name (images=...)
+            first = tuple((example_kwargs() if callable(example_kwargs) else example_kwargs or {}).values())
         return capture_detector(model, registry, first[0])
     try:
         return trace_fx(model, registry, given)
