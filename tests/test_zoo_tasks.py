@@ -117,10 +117,10 @@ def test_swin3d_t_audits_whole(registries):
 # bounds their configured limits allow. Figures below are hand-computed from
 # torchvision's configurations (docs/detection.md).
 
-def _detector(name, shape, registries):
+def _detector(name, shape, registries, inputs=None):
     from micronet.resolve import resolve_model
 
-    result = micronet.audit(f"torchvision:{name}", shape, registries=registries)
+    result = micronet.audit(f"torchvision:{name}", shape, registries=registries, inputs=inputs)
     assert result.uncounted == (), [(r.name, r.reason) for r in result.uncounted]
     assert result.captured_via == "fx"
     model = resolve_model(f"torchvision:{name}").model
@@ -360,6 +360,45 @@ def test_detector_refuses_a_malformed_list_in_one_line(images, what, registries)
     with pytest.raises(UsageError, match=what) as error:
         capture_detector(model, registries.counters, images)
     assert "\n" not in str(error.value)
+
+
+def test_detector_audit_takes_a_list_of_images(registries):
+    """``micronet.audit`` with the forward's own input form: one input, a list of image shapes."""
+    result, records = _detector("fasterrcnn_mobilenet_v3_large_320_fpn", None, registries,
+                                inputs=[[(3, 320, 320), (3, 240, 400)]])
+    assert result.inputs[0].images == ((3, 320, 320), (3, 240, 400))
+    named = micronet.audit("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", registries=registries,
+                           inputs={"images": "3x320x320,3x240x400"})
+    assert named.totals == result.totals
+    assert result.input_shape == (2, 3, 320, 400)  # the images stacked in the largest height and width
+    assert result.input_text == "images [3x320x320, 3x240x400]"  # the header says the list, not the stack
+    # 240x400 resized to 320 x floor(400 x 4/3) = 320x533; the batch padded to 320x544 for the backbone
+    assert records["transform.interpolate_1"].output_shapes == ((1, 3, 320, 533),)
+    assert records["transform.sub_1"].counts.adds == 3 * 240 * 400
+    assert _macs(records, "backbone.body.0.0", "conv2d") == 2 * 16 * 3 * 9 * 160 * 272
+
+
+def test_detector_audit_cli_list_of_images():
+    from micronet.cli import main
+
+    assert main(["audit", "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn",
+                 "--input", "images=3x320x320,3x240x400", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("inputs, what", [
+    ([[(3, 320, 320), (320, 240)]], r"input \[3x320x320, 320x240\]: a list of images needs shapes \(C, H, W\)"),
+    ([[]], r"input \[\]: an empty list of images"),
+    ({"images": "3x320x320,3x240"}, r"input \[3x320x320, 3x240\]: a list of images needs"),
+])
+def test_audit_refuses_a_malformed_list_of_images_in_one_line(inputs, what, registries):
+    with pytest.raises(UsageError, match=what) as error:
+        micronet.audit("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", inputs=inputs, registries=registries)
+    assert "\n" not in str(error.value)
+
+
+def test_a_list_of_images_is_for_detectors_only(registries):
+    with pytest.raises(UsageError, match="only torchvision's detectors take one"):
+        micronet.audit("torchvision:resnet18", inputs=[[(3, 32, 32), (3, 16, 16)]], registries=registries)
 
 
 # ------------------------------------------- torchvision ops (counters/vision_ops.py)

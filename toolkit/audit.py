@@ -55,7 +55,8 @@ class Result:
         ``x 1x4, y 1x8 int64`` for several or another dtype."""
         from .inputs import describe
 
-        if len(self.inputs) == 1 and self.inputs[0].dtype == torch.float32 or not self.inputs:
+        if not self.inputs or len(self.inputs) == 1 and self.inputs[0].dtype == torch.float32 \
+                and not self.inputs[0].images:
             return "x".join(map(str, self.input_shape))
         return describe(self.inputs)
 
@@ -248,7 +249,7 @@ def audit(
         specs = (InputSpec(None, shape),)
     if len(specs) == 1 and specs[0].name is None:
         # one tensor, as always, for the forward's first parameter (capture says if it needs more)
-        first = ModelInput(_first_parameter(module), specs[0].shape, specs[0].dtype or dtype)
+        first = ModelInput(_first_parameter(module), specs[0].shape, specs[0].dtype or dtype, images=specs[0].images)
         model_inputs, given = (first,), None
     elif resolved.exported is None:
         model_inputs = bind(module, specs, dtype)
@@ -303,8 +304,19 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
             leading = list(inputs)
         rest = [m for m in inputs if m not in leading]
 
-        def zeros(m: ModelInput) -> torch.Tensor:
+        def zeros(m: ModelInput) -> torch.Tensor | list[torch.Tensor]:
+            if m.images:  # a list of images (a detector's input): the list, as its forward takes it
+                return [torch.zeros(shape, dtype=m.dtype, device=model_device(module)) for shape in m.images]
             return torch.zeros(m.shape, dtype=m.dtype, device=model_device(module))
+
+        listed = [m.name for m in inputs if m.images]
+        if listed:
+            from .detection import is_detector
+
+            if not is_detector(module):
+                raise UsageError(f"input {listed[0]!r} is a list of images: only torchvision's detectors take one "
+                                 f"as an input, not {type(module).__name__}",
+                                 hint="give it one tensor shape, e.g. --input 1x3x224x224")
 
         cap = capture(module, registries.counters, lambda: tuple(zeros(m) for m in leading),
                       lambda: {m.name: zeros(m) for m in rest}, given)

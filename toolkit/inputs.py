@@ -13,6 +13,13 @@ written as:
   are read) or a ``(shape, dtype)`` pair (dtype a ``torch.dtype`` or a name of
   :data:`INPUT_DTYPES`).
 
+A list of images (what torchvision's detectors take: ``model([img1, img2])``)
+is one input: in the API a list of shapes or tensors inside ``inputs=``
+(``inputs=[[(3, 320, 320), (3, 240, 400)]]``), on the command line shapes
+joined by commas (``--input images=3x320x320,3x240x400``). Its
+:class:`InputSpec` keeps each image's shape in ``images``; its ``shape`` is
+their stack ``(N, C, max H, max W)``.
+
 :func:`normalise` turns any of these into :class:`InputSpec` records,
 :func:`bind` maps them onto the forward's parameters (positional in order,
 keywords by name) as :class:`ModelInput` records. Parsing imports and runs
@@ -51,23 +58,30 @@ class InputSpec:
     name: str | None
     shape: tuple[int, ...]
     dtype: torch.dtype | None = None
+    images: tuple[tuple[int, ...], ...] = ()  # a list of images: each one's shape (``shape``: their stack)
 
 
 @dataclass(frozen=True)
 class ModelInput:
     """One input bound to a forward parameter: ``name`` is the parameter's,
     ``keyword`` whether it was given by name, ``index`` its position in the
-    forward's signature (``self`` excluded)."""
+    forward's signature (``self`` excluded); ``images``: for a list of
+    images, each one's shape (``shape`` is then their stack)."""
 
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype
     keyword: bool = False
     index: int = 0
+    images: tuple[tuple[int, ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"name", "shape", "dtype"}`` for the JSON document (dtype as ``"int64"``)."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": dtype_name(self.dtype)}
+        """``{"name", "shape", "dtype"}`` for the JSON document (dtype as ``"int64"``;
+        ``"images"``, each image's shape, for a list of images)."""
+        data = {"name": self.name, "shape": list(self.shape), "dtype": dtype_name(self.dtype)}
+        if self.images:
+            data["images"] = [list(shape) for shape in self.images]
+        return data
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -80,13 +94,18 @@ def describe(inputs: Sequence[ModelInput]) -> str:
     parts = []
     for item in inputs:
         dtype = "" if item.dtype == torch.float32 else f" {dtype_name(item.dtype)}"
-        parts.append(f"{item.name} {'x'.join(map(str, item.shape))}{dtype}")
+        shape = ", ".join("x".join(map(str, s)) for s in ([item.shape] if not item.images else item.images))
+        parts.append(f"{item.name} {'[' + shape + ']' if item.images else shape}{dtype}")
     return ", ".join(parts)
 
 
 def parse_input_shape(value: str | Sequence[int]) -> tuple[int, ...]:
     """``'1x3x32x32'`` or ``(1, 3, 32, 32)`` -> a tuple of positive ints."""
     if isinstance(value, str):
+        if len(value.split(",")) > 1 and all("x" in p.lower() for p in value.split(",") if p.strip()):
+            raise UsageError(f"input shape {value!r} is a list of shapes: a list of images is an input "
+                             "of its own, by the forward's parameter name",
+                             hint="e.g. --input images=3x320x320,3x240x400 (a detector's list of images)")
         parts = value.lower().replace(",", "x").replace("*", "x").split("x")
         try:
             shape = tuple(int(p) for p in parts if p.strip())
@@ -128,7 +147,29 @@ def parse_input(text: str) -> InputSpec:
     shape, sep, dtype = rest.partition(":")
     if sep and not dtype.strip():
         raise UsageError(f"--input {text!r}: nothing after ':'", hint=_HINT)
-    return InputSpec(name, parse_input_shape(shape), parse_dtype(dtype) if sep else None)
+    dtype = parse_dtype(dtype) if sep else None
+    parts = shape.split(",")
+    if len(parts) > 1 and all("x" in p.lower() for p in parts if p.strip()):  # a list of images
+        return image_list(name, [parse_input_shape(p) for p in parts if p.strip()], dtype)
+    return InputSpec(name, parse_input_shape(shape), dtype)
+
+
+def image_list(name: str | None, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype | None = None) -> InputSpec:
+    """A list of images (each a shape of one rank, equal but for the last two
+    sizes) as one :class:`InputSpec`: ``images`` their shapes, ``shape``
+    their stack ``(N, C, max H, max W)``."""
+    shapes = [tuple(s) for s in shapes]
+    hint = "e.g. inputs=[[(3, 320, 320), (3, 240, 400)]] or --input images=3x320x320,3x240x400"
+    written = f"{name + ' ' if name else ''}[{', '.join('x'.join(map(str, s)) for s in shapes)}]"
+    if not shapes:
+        raise UsageError(f"input {written}: an empty list of images", hint=hint)
+    first = shapes[0]
+    odd = [s for s in shapes if len(s) != len(first) or len(s) < 3 or s[:-2] != first[:-2]]
+    if odd:
+        raise UsageError(f"input {written}: a list of images needs shapes (C, H, W) of one C; "
+                         f"{'x'.join(map(str, odd[0]))} is not", hint=hint)
+    stack = (len(shapes), *first[:-2], max(s[-2] for s in shapes), max(s[-1] for s in shapes))
+    return InputSpec(name, stack, dtype, tuple(shapes))
 
 
 def _is_shape(value: Any) -> bool:
@@ -156,11 +197,15 @@ def _item(value: Any, name: str | None) -> InputSpec:
         if spec.name is not None and name is not None and spec.name != name:
             raise UsageError(f"input {name!r} is written {value!r}, naming {spec.name!r}",
                              hint="drop the NAME= part inside a dict of inputs")
-        return InputSpec(name or spec.name, spec.shape, spec.dtype)
+        return InputSpec(name or spec.name, spec.shape, spec.dtype, spec.images)
     if _is_pair(value):
         return InputSpec(name, parse_input_shape(value[0]), parse_dtype(value[1]))
     if _is_shape(value):
         return InputSpec(name, parse_input_shape(value))
+    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) or _is_shape(v) for v in value):
+        specs = [_item(v, None) for v in value]  # a list of images: shapes or tensors
+        dtypes = {s.dtype for s in specs}
+        return image_list(name, [s.shape for s in specs], dtypes.pop() if len(dtypes) == 1 else None)
     raise UsageError(f"input {name + ' ' if name else ''}{value!r} is not a shape, a tensor or a "
                      "(shape, dtype) pair", hint="e.g. inputs=((1, 3, 32, 32), ((1, 128), 'int64'))")
 
@@ -204,7 +249,8 @@ def bind(model: nn.Module, specs: Sequence[InputSpec], default_dtype: torch.dtyp
     params = _signature(model)
     owner = f"{type(model).__name__}.forward"
     if not params:  # no readable signature: take the inputs as given, positionally
-        return tuple(ModelInput(s.name or f"input{i}", s.shape, s.dtype or default_dtype, s.name is not None, i)
+        return tuple(ModelInput(s.name or f"input{i}", s.shape, s.dtype or default_dtype, s.name is not None, i,
+                                s.images)
                      for i, s in enumerate(specs))
     index = {p.name: i for i, p in enumerate(params)}
     positional = [p for p in params if p.kind in _POSITIONAL]
@@ -215,7 +261,8 @@ def bind(model: nn.Module, specs: Sequence[InputSpec], default_dtype: torch.dtyp
                          f"{len(positional)} ({', '.join(p.name for p in positional) or 'none'})",
                          hint="give fewer --input, or name them (--input NAME=SHAPE)")
     for spec, param in zip(plain, positional):
-        bound[param.name] = ModelInput(param.name, spec.shape, spec.dtype or default_dtype, False, index[param.name])
+        bound[param.name] = ModelInput(param.name, spec.shape, spec.dtype or default_dtype, False, index[param.name],
+                                       spec.images)
     named = {p.name for p in params if p.kind in _NAMED}
     for spec in specs:
         if spec.name is None:
@@ -227,7 +274,8 @@ def bind(model: nn.Module, specs: Sequence[InputSpec], default_dtype: torch.dtyp
         if spec.name in bound:
             raise UsageError(f"input {spec.name!r} is given twice (positionally and by name, or twice by name)",
                              hint="give each forward parameter one --input")
-        bound[spec.name] = ModelInput(spec.name, spec.shape, spec.dtype or default_dtype, True, index[spec.name])
+        bound[spec.name] = ModelInput(spec.name, spec.shape, spec.dtype or default_dtype, True, index[spec.name],
+                                      spec.images)
     missing = [p.name for p in params if p.kind in _POSITIONAL + _NAMED[1:]
                and p.default is inspect.Parameter.empty and p.name not in bound]
     if missing:
