@@ -311,7 +311,7 @@ def _capture_and_walk(module: nn.Module, exported, registries: Registries, input
 
         listed = [m.name for m in inputs if m.images]
         if listed:
-            from .detection import is_detector
+            from .detection_plan import is_detector
 
             if not is_detector(module):
                 raise UsageError(f"input {listed[0]!r} is a list of images: only torchvision's detectors take one "

@@ -378,9 +378,11 @@ def capture(model: nn.Module, registry: CounterRegistry,
 
     if is_aten_graph(model):
         return export()
-    from .detection import capture_detector, is_detector
+    from .detection_plan import is_detector
 
     if is_detector(model):  # a list of images in, a data-dependent number of boxes out: its bounded graph
+        from .detection import capture_detector
+
         first = example() if callable(example) else example  # a batch, or a list of images
         if not first:  # given by name (images=...)
             first = tuple((example_kwargs() if callable(example_kwargs) else example_kwargs or {}).values())
