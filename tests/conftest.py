@@ -87,12 +87,34 @@ def pytest_collectreport(report):
     _note_skip(report)
 
 
+#: Screenshots the browser tests take, kept for people and CI to look at.
+ARTEFACTS_ENV = "MICRONET_TEST_ARTEFACTS"
+_ARTEFACTS: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def artefacts(tmp_path_factory) -> Path:
+    """The folder for test artefacts (screenshots): ``$MICRONET_TEST_ARTEFACTS``
+    when set (a CI job uploads it), else a session folder under pytest's
+    temporary root; the run's summary says where they are."""
+    folder = Path(os.environ[ARTEFACTS_ENV]) if os.environ.get(ARTEFACTS_ENV) else \
+        tmp_path_factory.mktemp("artefacts", numbered=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    _ARTEFACTS.append(folder)
+    return folder
+
+
 def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") and _SKIPPED and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for folder in _ARTEFACTS:
+        shots = sorted(folder.glob("*.png"))
+        if shots:
+            terminalreporter.line(f"test artefacts: {len(shots)} screenshot(s) in {folder} "
+                                  f"(set {ARTEFACTS_ENV} to keep them elsewhere)")
     if os.environ.get("CI") and _SKIPPED:
         terminalreporter.section("skipped on CI", sep="=", red=True, bold=True)
         for nodeid, reason in _SKIPPED:

@@ -297,7 +297,7 @@ def densenet121():
 
 
 @pytest.mark.slow
-def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
+def test_densenet121_diagram_in_chromium(densenet121, tmp_path, artefacts):
     """Every fold level of densenet121 laid out by dagre in the page, then the
     page at a desktop and a phone size: boxes apart, arrows downward, a click
     selects the row; the screenshots are printed and kept."""
@@ -340,7 +340,7 @@ def test_densenet121_diagram_in_chromium(densenet121, tmp_path):
         assert seen["width"]["page"] <= width  # the page never scrolls sideways
         shot = screenshot(tmp_path, page, width, height)
         assert shot.stat().st_size > 20_000  # a drawn diagram, not a blank page
-        print(f"screenshot: {shot}")
+        print(f"screenshot: {shutil.copy(shot, artefacts / shot.name)}")
 
 
 def test_hostile_names_are_drawn_as_text_in_chromium(tmp_path):

@@ -155,14 +155,14 @@ def test_table_sorting_filtering_folding_and_charts_work_in_chromium(densenet, t
     assert seen["csvLines"] == len(rows) + 1 and seen["csvHeader"].startswith("name,op,status,")
 
 
-def test_screenshot_of_the_page(densenet, tmp_path):
+def test_screenshot_of_the_page(densenet, tmp_path, artefacts):
     _, page = densenet
     path = tmp_path / "densenet_cifar.html"
     path.write_text(page)
     shot = tmp_path / "densenet_cifar.png"
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,1000", path.as_uri())
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
-    print(f"screenshot: {shot}")
+    print(f"screenshot: {shutil.copy(shot, artefacts / shot.name)}")
 
 
 def test_the_pages_csv_export_defuses_formula_names(tmp_path):
@@ -283,7 +283,7 @@ def pages():
 
 
 @pytest.mark.parametrize("name", ["cnn", "vit", "pipeline"])
-def test_every_page_fits_a_phone_and_a_desktop(pages, name, tmp_path):
+def test_every_page_fits_a_phone_and_a_desktop(pages, name, tmp_path, artefacts):
     """At 390x844 the page itself never scrolls sideways (tables and charts
     scroll in their own boxes), the section links stay usable, nothing logs
     an error, zeros and unit captions meet WCAG AA (4.5:1); screenshots of both
@@ -316,4 +316,4 @@ def test_every_page_fits_a_phone_and_a_desktop(pages, name, tmp_path):
         shot = tmp_path / f"{name}-{width}x{height}.png"
         chromium(tmp_path, f"--window-size={max(width, 500)},2400", f"--screenshot={shot}", shot_frame.as_uri())
         assert shot.stat().st_size > 20_000
-        print(f"screenshot: {shot}")
+        print(f"screenshot: {shutil.copy(shot, artefacts / shot.name)}")
