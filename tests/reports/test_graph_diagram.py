@@ -11,7 +11,6 @@ import html
 import json
 import re
 import shutil
-import subprocess
 import time
 import warnings
 
@@ -19,14 +18,11 @@ import pytest
 from torch import nn
 
 import micronet
+from headless import CHROMIUM, chromium, results_in_frame
 from micronet.reports.diagram import OPEN_BOXES, diagram_data, drawn_edges, graph_json
 from micronet.reports.html import render_audit_html
 from micronet.reports.page import asset
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
 class Block(nn.Module):
@@ -256,11 +252,6 @@ document.getElementById("f").addEventListener("load", function () {
 """
 
 
-def chromium(tmp_path, *args):
-    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def probe(tmp_path, page: str, width: int, height: int) -> dict:
@@ -269,11 +260,7 @@ def probe(tmp_path, page: str, width: int, height: int) -> dict:
     path.write_text(page.replace("<head>", "<head>" + CATCH, 1).replace("</body>", PROBE + "</body>"))
     frame = tmp_path / f"frame-{width}.html"
     frame.write_text(FRAME % {"page": path.name, "w": width, "h": height})
-    dom = chromium(tmp_path, "--allow-file-access-from-files", f"--window-size={max(width, 500)},{height}",
-                   "--dump-dom", frame.as_uri())
-    found = re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S)
-    assert found, dom[-2000:]
-    return json.loads(html.unescape(found.group(1)))
+    return results_in_frame(tmp_path, frame, width, height)
 
 
 def screenshot(tmp_path, page: str, width: int, height: int):

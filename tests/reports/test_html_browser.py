@@ -6,14 +6,13 @@ import html
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
 import micronet
+from headless import CHROMIUM, chromium, results_in_frame
 from micronet.reports.html import render_audit_html
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="Chromium is not installed: `make test` installs it where it can (apt-get install chromium)")
@@ -104,17 +103,8 @@ PROBE = r"""
 </script>
 """
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
-def chromium(tmp_path, *args):
-    profile = tmp_path / "profile"
-    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -294,11 +284,7 @@ def test_every_page_fits_a_phone_and_a_desktop(pages, name, tmp_path, artefacts)
     for width, height in SIZES:
         frame = tmp_path / f"{name}-{width}.html"
         frame.write_text(FRAME % {"page": path.name, "w": width, "h": height})
-        dom = chromium(tmp_path, "--allow-file-access-from-files", f"--window-size={max(width, 500)},{height}",
-                       "--dump-dom", frame.as_uri())
-        found = re.search(r'<pre id="test-results">(.*?)</pre>', dom, re.S)
-        assert found, dom[-2000:]
-        seen = json.loads(html.unescape(found.group(1)))
+        seen = results_in_frame(tmp_path, frame, width, height)
         assert "error" not in seen, seen["error"]
         assert seen["viewport"] == width and seen["errors"] == []
         assert seen["scrollWidth"] <= width, (seen["scrollWidth"], seen["wide"])
