@@ -385,8 +385,8 @@ def _on_cpu(model: nn.Module, loaded: Sequence[Batch]) -> tuple[nn.Module, list[
 
 
 def _restore(saved: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    for tensor, copy in saved:
-        tensor.copy_(copy)
+    for tensor, original in saved:
+        tensor.copy_(original)
 
 
 def rank(rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -117,7 +117,7 @@ def test_fail_above_exit_codes(capsys, tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("micronet: over budget:")]
     assert len(lines) == 2  # score and params; MACs are within
     assert "(+100.0%)" in lines[0]  # twice the limit
-    assert f"exceeds the budget 1K by" in lines[1]
+    assert "exceeds the budget 1K by" in lines[1]
 
 
 @pytest.mark.parametrize("option", ["--fail-above", "--max-params", "--max-macs"])

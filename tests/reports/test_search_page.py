@@ -178,7 +178,7 @@ def test_steps_without_search_settings_have_no_section(digits_input):
 
 
 def test_hostile_layer_names_are_escaped(history):
-    step, before = history.steps[1], history.steps[0].result
+    step = history.steps[1]
     settings = {EVIL if name == "conv2" else name: value for name, value in step.notes["settings"].items()}
     evil = dataclasses.replace(step, notes={**step.notes, "settings": settings, "objective": EVIL})
     page = render_pipeline_html(dataclasses.replace(history, steps=[history.steps[0], evil]))
