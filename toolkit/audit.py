@@ -10,7 +10,8 @@ from torch import nn
 
 from .capture import capture, forget_constants, held_constants
 from .errors import UsageError
-from .inputs import INPUT_DTYPES, InputSpec, ModelInput, bind, normalise, parse_dtype, parse_input_shape
+from .inputs import (InputSpec, ModelInput, bind, describe, forward_parameters, normalise, parse_dtype,
+                     parse_input_shape)
 from .manager import Registries, default_registries
 from .precision import Precision, check_bits, parse_bits
 from .records import UNCOUNTED, LayerRecord, TensorInfo
@@ -53,8 +54,6 @@ class Result:
     def input_text(self) -> str:
         """The inputs in words for headers: ``1x3x32x32`` for one float32 input,
         ``x 1x4, y 1x8 int64`` for several or another dtype."""
-        from .inputs import describe
-
         if not self.inputs or len(self.inputs) == 1 and self.inputs[0].dtype == torch.float32 \
                 and not self.inputs[0].images:
             return "x".join(map(str, self.input_shape))
@@ -339,13 +338,7 @@ def _parameter_count(modules: Iterable[nn.Module]) -> int:
 
 def _first_parameter(module: nn.Module) -> str:
     """The name of the forward's first parameter (``input`` when it has none readable)."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(module.forward).parameters)
-    except (TypeError, ValueError):
-        params = []
-    return params[0] if params else "input"
+    return next((p.name for p in forward_parameters(module)), "input")
 
 
 def measure_accuracy(result: Result, model: nn.Module, data: str | Mapping[str, Any]) -> Result:

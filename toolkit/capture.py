@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 
 from .errors import TraceError, UsageError
+from .inputs import forward_parameters
 from .registry import CounterRegistry, Lazy
 
 __all__ = ["Capture", "capture", "trace_fx", "export_graph", "is_aten_graph"]
@@ -61,7 +62,7 @@ class Capture:
             return fx.GraphModule(self.root, graph, class_name), {}
         holder = nn.Module()
         for target in targets:
-            _place(holder, renamed.get(target, target), _fetch(self.root, target))
+            _place(holder, renamed.get(target, target), fetch_attr(self.root, target))
         for node in graph.nodes:
             if node.op in ("call_module", "get_attr"):
                 node.target = renamed.get(node.target, node.target)
@@ -86,7 +87,8 @@ def _safe_targets(targets: set[str]) -> dict[str, str]:
     return renamed
 
 
-def _fetch(root: nn.Module, target: str) -> Any:
+def fetch_attr(root: nn.Module, target: str) -> Any:
+    """``root``'s attribute at the dotted path ``target`` (a get_attr node's target)."""
     value = root
     for part in target.split("."):
         value = getattr(value, part)
@@ -262,14 +264,6 @@ def is_aten_graph(model: nn.Module) -> bool:
                for n in model.graph.nodes)
 
 
-def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
-    """The parameters of ``model.forward`` (none when it has no readable signature)."""
-    try:
-        return list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return []
-
-
 def _defaults_after_input(model: nn.Module, given: Collection[str] | None = None) -> dict[str, Any] | None:
     """The forward's optional arguments that are not inputs, bound to their
     defaults: an audit calling ``forward(x)`` alone must see ``mask=None``
@@ -277,7 +271,7 @@ def _defaults_after_input(model: nn.Module, given: Collection[str] | None = None
     and the wrong branch traced). ``given``: the parameters that are inputs
     (None: the first one)."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = _forward_parameters(model)
+    params = forward_parameters(model)
     inputs = set(given) if given is not None else {p.name for p in params[:1]}
     defaults = {p.name: p.default for p in params
                 if p.kind in kinds and p.default is not inspect.Parameter.empty and p.name not in inputs}
@@ -289,7 +283,7 @@ def _check_inputs(model: nn.Module, given: Collection[str] | None) -> None:
     (``given``: the parameters that get an input; None: one tensor)."""
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
              inspect.Parameter.KEYWORD_ONLY)
-    needed = [p.name for p in _forward_parameters(model)
+    needed = [p.name for p in forward_parameters(model)
               if p.kind in kinds and p.default is inspect.Parameter.empty]
     if given is None and len(needed) > 1:
         raise UsageError(f"{type(model).__name__}.forward needs {len(needed)} inputs "

@@ -234,7 +234,8 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def _signature(model: nn.Module) -> list[inspect.Parameter]:
+def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
+    """The parameters of ``model.forward`` (none when it has no readable signature)."""
     try:
         return list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
@@ -246,7 +247,7 @@ def bind(model: nn.Module, specs: Sequence[InputSpec], default_dtype: torch.dtyp
     order, named ones by name. Every parameter without a default must get an
     input; an unknown name, a parameter given twice, or more positional
     inputs than the forward takes is a :class:`UsageError`."""
-    params = _signature(model)
+    params = forward_parameters(model)
     owner = f"{type(model).__name__}.forward"
     if not params:  # no readable signature: take the inputs as given, positionally
         return tuple(ModelInput(s.name or f"input{i}", s.shape, s.dtype or default_dtype, s.name is not None, i,

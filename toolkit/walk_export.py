@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 
 from .atencount import AtenTally
-from .capture import Capture
+from .capture import Capture, fetch_attr
 from .recordbuilder import Outcome, RecordBuilder, Site, WalkSettings, run_counter, weight_of
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .registry import CounterRegistry, OpCall
@@ -205,7 +205,7 @@ def _groups(graph: fx.Graph) -> tuple[dict[str, list[fx.Node]], dict[str, str]]:
 
 def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname: str,
                module: nn.Module | None, edges: tuple[str, ...], outcome: Outcome,
-               bounds: SizeBounds | None = None) -> None:
+               bounds: SizeBounds) -> None:
     """One group's record. A leaf owns its parameters; any other module those
     it uses itself (relative position tables, class tokens), not its children's."""
     leaf = module is not None and next(module.children(), None) is None
@@ -216,8 +216,6 @@ def _add_layer(builder: RecordBuilder, path: str, nodes: list[fx.Node], qualname
     site = Site(first.name, path or "(model)", path.rpartition(".")[0] if leaf else path, "aten",
                 qualname.rpartition(".")[2].lower() or "graph", qualname or "aten", edges, "export")
     def info(value: Any) -> Any:
-        if bounds is None:
-            return to_info(value)
         try:
             return bounds.bound(value)
         except _Unbounded:
@@ -254,17 +252,11 @@ def _value(arg: fx.Node, root: nn.Module) -> Any:
     ``get_attr`` the object itself (a higher-order op's subgraph, a GraphModule)."""
     if arg.op == "get_attr":
         try:
-            return _attr(root, arg.target)
+            return fetch_attr(root, arg.target)
         except AttributeError:
             return None
     return arg.meta.get("val")
 
-
-def _attr(root: nn.Module, target: str) -> Any:
-    value = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
 
 
 #: higher-order ops kept whole -> argument positions whose producers their
