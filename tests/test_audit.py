@@ -207,7 +207,8 @@ def test_accuracy_is_measured_and_checked_against_the_bar():
     r = micronet.audit(ConstantClass(), (1, 3, 8, 8), track="cifar10", data="fake")
     assert r.accuracy == pytest.approx(expected)
     assert r.meets_bar is False  # far below 90%
-    assert r.to_dict()["accuracy"] == {"top1": r.accuracy, "quality_bar": 90.0, "meets_bar": False}
+    assert r.to_dict()["accuracy"] == {"top1": r.accuracy, "quality_bar": 90.0, "meets_bar": False,
+                                       "metric": "top1"}
     assert micronet.audit(ConstantClass(), (1, 3, 8, 8)).meets_bar is None
 
 

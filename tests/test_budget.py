@@ -1,5 +1,7 @@
 """Budgets (issue 15): micronet.assert_budget, BudgetExceeded and the audit's
 --fail-above / --max-params / --max-macs exit codes, on models counted by hand."""
+from dataclasses import replace
+
 import pytest
 from torch import nn
 
@@ -70,9 +72,17 @@ def test_the_json_document_is_checked_like_the_result(result):
     assert [(v.quantity, v.actual, v.limit, v.excess) for v in violations] == [("params", 23, 22, 1)]
 
 
-def test_accuracy_is_a_minimum_and_needs_a_measurement(result):
-    from dataclasses import replace
+def test_a_perplexity_bound_is_a_maximum_in_the_json_document_too():
+    """The JSON document says its metric: a perplexity of 36 breaks accuracy=35
+    whether the budget reads the Result or its document (a saved audit)."""
+    lm = replace(micronet.audit(mlp(), (1, 4), track="wikitext103"), accuracy=36.0)
+    for source in (lm, lm.to_dict()):
+        with pytest.raises(BudgetExceeded, match="accuracy 36.00 is above the maximum 35 by 1.00"):
+            micronet.assert_budget(source, accuracy=35)
+        micronet.assert_budget(source, accuracy=40)
 
+
+def test_accuracy_is_a_minimum_and_needs_a_measurement(result):
     with pytest.raises(UsageError, match="measured none"):
         micronet.assert_budget(result, accuracy=90)
     measured = replace(result, accuracy=85.0)

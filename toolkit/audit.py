@@ -112,7 +112,8 @@ class Result:
                           "ops": self.track.reference_ops, "quality_bar_top1": self.track.quality_bar},
             "totals": dict(self.totals),
             "accuracy": None if self.accuracy is None else {
-                "top1": self.accuracy, "quality_bar": self.track.quality_bar, "meets_bar": self.meets_bar},
+                "top1": self.accuracy, "quality_bar": self.track.quality_bar, "meets_bar": self.meets_bar,
+                "metric": self.track.metric},  # "top1" (percent) or "perplexity": which way the bar points
             "unused_params": self.unused_params,
             "captured_via": self.captured_via,
             "notes": list(score.notes),

@@ -144,10 +144,14 @@ def _top(document: Mapping[str, Any], key: str) -> tuple[tuple[str, float], ...]
 
 
 def _higher_is_better(result: Any, document: Mapping[str, Any]) -> bool:
+    """Whether the quality figure is a minimum (top-1) or a maximum (perplexity):
+    from the Result's track, else the document's ``accuracy.metric``."""
     track = getattr(result, "track", None)
-    if track is not None and hasattr(track, "higher_is_better"):
+    if track is not None:
         return track.higher_is_better
-    return (document.get("accuracy") or {}).get("metric", "top1") == "top1"
+    from .rules import TRACK_METRICS  # here: the module is imported by the pytest plugin at start-up
+
+    return TRACK_METRICS[(document.get("accuracy") or {}).get("metric", "top1")]
 
 
 def check_budget(result: Any, *, score: Any = None, params: Any = None, storage: Any = None,
