@@ -53,8 +53,7 @@ def __getattr__(name: str):
     """Import a public name's module (or a submodule) on first use."""
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        if name != "audit":  # the property below answers for it
-            globals()[name] = value
+        globals()[name] = value  # never "audit": the _Package property answers for it first
         return value
     if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f"{__name__}.{name}")

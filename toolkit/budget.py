@@ -126,12 +126,13 @@ class BudgetExceeded(AssertionError):
         return type(self), (self.violations,)
 
 
-def _document(result: Any) -> Mapping[str, Any]:
-    """The audit JSON document of a Result (or the document itself)."""
+def _document(result: Any, *, needed: bool = True) -> Mapping[str, Any]:
+    """The audit JSON document of a Result (or the document itself); with
+    ``needed`` False only the kind of ``result`` is checked (no document built)."""
     if isinstance(result, Mapping):
         return result
     if hasattr(result, "to_dict"):
-        return result.to_dict()
+        return result.to_dict() if needed else {}
     raise UsageError(f"a budget checks an audit result or its JSON document, got {type(result).__name__}",
                      hint="pass what micronet.audit() returned")
 
@@ -159,7 +160,8 @@ def check_budget(result: Any, *, score: Any = None, params: Any = None, storage:
     """The bounds ``result`` breaks (empty when it fits); see :func:`assert_budget`."""
     bounds = {"score": score, "params": params, "storage": storage, "ops": ops, "macs": macs}
     limits = {name: parse_amount(value, name) for name, value in bounds.items() if value is not None}
-    document = _document(result)
+    # the whole document (every layer's row) only when a bound needs it: the CLI asks on every audit
+    document = _document(result, needed=bool(limits) or accuracy is not None)
     model = str(document.get("model", "model"))
     found = []
     for name, limit in limits.items():
