@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -206,14 +207,20 @@ def diff_audits(before: Any, after: Any) -> AuditDiff:
         change = _compare("changed", name, name, rows_a[name], rows_b[name], total_a, total_b)
         if change is not None:
             changes.append(change)
-    removed = [n for n in rows_a if n not in rows_b]
-    added = [n for n in rows_b if n not in rows_a]
-    for old in list(removed):
-        match = next((new for new in added if _signature(rows_b[new]) == _signature(rows_a[old])), None)
-        if match is not None:
-            removed.remove(old)
-            added.remove(match)
-            changes.append(_compare("renamed", match, old, rows_a[old], rows_b[match], total_a, total_b))
+    # a vanished layer pairs with the first unpaired new one of its signature, both in graph order
+    waiting: dict[tuple, deque[str]] = {}
+    for new in (n for n in rows_b if n not in rows_a):
+        waiting.setdefault(_signature(rows_b[new]), deque()).append(new)
+    removed, renamed = [], set()
+    for old in (n for n in rows_a if n not in rows_b):
+        match = waiting.get(_signature(rows_a[old]))
+        if match:
+            new = match.popleft()
+            renamed.add(new)
+            changes.append(_compare("renamed", new, old, rows_a[old], rows_b[new], total_a, total_b))
+        else:
+            removed.append(old)
+    added = [n for n in rows_b if n not in rows_a and n not in renamed]
     for name in removed:
         if rows_a[name].get("status") != "free":
             fields = _fields(rows_a[name], total_a)
@@ -257,14 +264,10 @@ def _as_document(value: Any) -> Mapping[str, Any]:
                              hint="write one with micronet audit SPEC --json FILE")
         return value
     if hasattr(value, "to_dict"):
-        return json.loads(json.dumps(_clean(value.to_dict())))
+        from .reports.json_report import render_json
+
+        return json.loads(render_json(value))
     raise UsageError(f"cannot diff a {type(value).__name__}: give audit results or their JSON documents")
-
-
-def _clean(value):
-    from .reports.json_report import clean
-
-    return clean(value)
 
 
 def _history_entry(entries: list, selector: str, path: str) -> Mapping[str, Any]:
