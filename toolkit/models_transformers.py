@@ -30,7 +30,7 @@ from torch import nn
 from .errors import SpecError
 from .factories import Target
 
-__all__ = ["transformers_target", "TOKENS", "default_inputs", "default_inputs_of"]
+__all__ = ["transformers_target", "TOKENS", "default_inputs", "default_inputs_of", "max_positions"]
 
 #: default input of a text model: one sequence of this many token ids (int64)
 TOKENS = 128
@@ -155,14 +155,19 @@ def _forward_names(cls: type) -> set[str]:
         return set()
 
 
-def _tokens(config: Any) -> int:
-    """:data:`TOKENS`, capped at the text configuration's position count."""
+def max_positions(config: Any) -> int | None:
+    """The text configuration's ``max_position_embeddings`` (None when it has none)."""
     try:
         text = config.get_text_config()
     except Exception:
         text = config
     positions = getattr(text, "max_position_embeddings", None)
-    return min(TOKENS, positions) if isinstance(positions, int) and positions > 0 else TOKENS
+    return positions if isinstance(positions, int) and positions > 0 else None
+
+
+def _tokens(config: Any) -> int:
+    """:data:`TOKENS`, capped at the text configuration's position count."""
+    return min(TOKENS, max_positions(config) or TOKENS)
 
 
 def _image_shape(config: Any) -> tuple[int, ...] | None:

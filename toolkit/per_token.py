@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .models_transformers import TOKENS, max_positions
 
 __all__ = ["PerToken", "audit_per_token", "write_per_token_json", "per_token_lines", "per_token_section",
            "PER_TOKEN_KEYS"]
@@ -42,7 +43,7 @@ __all__ = ["PerToken", "audit_per_token", "write_per_token_json", "per_token_lin
 #: totals divided by T for the prefill's per-token figures (counts of operations)
 PER_TOKEN_KEYS = ("mults", "adds", "other_ops", "ops", "macs")
 #: context length (tokens) when none is given
-DEFAULT_CONTEXT = 128
+DEFAULT_CONTEXT = TOKENS
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
             getattr(module.config, "is_encoder_decoder", False):
         raise UsageError(f"{type(module).__name__}: a per-token audit decodes a causal language model "
                          "(token ids in, a key/value cache)", hint="use a *ForCausalLM / *LMHeadModel class")
-    positions = _positions(module.config)
+    positions = max_positions(module.config)
     if positions is not None and context + 1 > positions:
         raise UsageError(f"{type(module).__name__}: a cache of {context} tokens and the decoded one need "
                          f"{context + 1} positions, and the model has {positions} (max_position_embeddings)",
@@ -198,16 +199,6 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
                          hint="audit a prefill with --input 1xT instead")
     (keys, _), = shapes
     return (layers, 2, *keys)
-
-
-def _positions(config: Any) -> int | None:
-    """The text configuration's ``max_position_embeddings`` (None when it has none)."""
-    try:
-        text = config.get_text_config()
-    except Exception:
-        text = config
-    positions = getattr(text, "max_position_embeddings", None)
-    return positions if isinstance(positions, int) and positions > 0 else None
 
 
 class DecodeStep(nn.Module):
