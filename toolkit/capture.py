@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Iterator
 import torch
 from torch import fx, nn
 
-from .errors import TraceError, UsageError
+from .errors import TraceError, UsageError, first_line
 from .inputs import forward_parameters
 from .registry import CounterRegistry, Lazy
 
@@ -384,20 +384,15 @@ def capture(model: nn.Module, registry: CounterRegistry,
     try:
         return trace_fx(model, registry, given)
     except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
-        fx_reason = f"{type(fx_error).__name__}: {_first_line(fx_error)}"
+        fx_reason = f"{type(fx_error).__name__}: {first_line(fx_error, 300)}"
         try:
             result = export()
         except Exception as export_error:
             raise TraceError(
                 f"cannot capture {type(model).__name__}: torch.fx failed ({fx_reason}) and "
-                f"torch.export failed ({type(export_error).__name__}: {_first_line(export_error)})",
+                f"torch.export failed ({type(export_error).__name__}: {first_line(export_error, 300)})",
                 hint="make the forward traceable (no data-dependent Python control flow), "
                 "or register a counter for the offending module so it becomes a leaf",
             ) from export_error
         result.fx_error = fx_reason
         return result
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else ""

@@ -15,7 +15,15 @@ __all__ = [
     "CounterError",
     "PluginError",
     "CompressionError",
+    "first_line",
 ]
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of ``error``'s message (at most ``limit`` characters), for
+    a one-line message quoting what a library raised."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else ""
 
 
 class MicronetError(Exception):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .models_transformers import TOKENS, max_positions
 
 __all__ = ["PerToken", "audit_per_token", "write_per_token_json", "per_token_lines", "per_token_section",
@@ -191,7 +191,7 @@ def _cache_shape(module: nn.Module, context: int) -> tuple[int, ...]:
         layers = len(cache.layers)
     except Exception as error:  # a model without a cache, or with another cache layout
         raise UsageError(f"{type(module).__name__}: cannot build its key/value cache of {context} tokens "
-                         f"({type(error).__name__}: {(str(error).splitlines() or [''])[0]})",
+                         f"({type(error).__name__}: {first_line(error)})",
                          hint="a per-token audit needs a causal LM that returns a DynamicCache") from error
     if len(shapes) != 1 or len({keys for keys, _ in shapes} | {values for _, values in shapes}) != 1:
         raise UsageError(f"{type(module).__name__}: its layers' key/value caches differ in shape "

@@ -40,7 +40,7 @@ from torch import fx, nn
 from .audit import Result, audit, input_dtype_of, measure_accuracy
 from .bits import ARCHIVE_FILE, archive_document, bits_violation
 from .capture import is_aten_graph, trace_fx
-from .errors import CompressionError, SpecError, UsageError
+from .errors import CompressionError, SpecError, UsageError, first_line
 from .exportfile import save_export
 from .fileio import atomic_write_bytes, atomic_write_text
 from .manager import Registries, default_registries
@@ -438,8 +438,7 @@ def _save_model(history: History, folder: Path, log: Callable[[str], None], regi
         log(f"model.pt2 not written: {error}; state_dict.pt holds its weights")
         return
     except Exception as error:  # the weights are saved; say why the archive is not
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        log(f"torch.export could not save the final model ({type(error).__name__}: {first_line}); "
+        log(f"torch.export could not save the final model ({type(error).__name__}: {first_line(error)}); "
             "state_dict.pt holds its weights")
         return
     final = history.final

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from micronet.errors import CompressionError, MicronetError, UsageError
+from micronet.errors import CompressionError, MicronetError, UsageError, first_line
 from micronet.progress import progress_bar
 from micronet.training.data import eval_mode, logits_of
 
@@ -258,7 +258,7 @@ def _ray_session(ray, address: str | None, num_cpus: int | None) -> Iterator[str
             ray.init(**options, logging_level=logging.ERROR, log_to_driver=False)
         except Exception as error:
             where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-            raise UsageError(f"could not start or join {where}: {type(error).__name__}: {_first_line(error)}",
+            raise UsageError(f"could not start or join {where}: {type(error).__name__}: {first_line(error)}",
                              hint="`ray status` on the head node says whether it runs; leave address out for "
                                   "a local Ray") from error
         try:
@@ -278,15 +278,10 @@ def _cause(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _failed(label: str, engine: str, what: str, error: BaseException) -> MicronetError:
     """``{label} on {engine}: {what} failed: {Error}: {first line}``, of the
     error's own class when it is a MicronetError, else a CompressionError."""
-    message = f"{label} on {engine}: {what} failed: {type(error).__name__}: {_first_line(error)}"
+    message = f"{label} on {engine}: {what} failed: {type(error).__name__}: {first_line(error)}"
     kind = type(error) if isinstance(error, MicronetError) else CompressionError
     try:
         return kind(message)
