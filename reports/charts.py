@@ -12,7 +12,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from .format import percent, si
-from .svg import OPS_COLOUR, STORAGE_COLOUR, band_depth, clip, esc, group_key, number, runs, svg_open
+from .svg import OPS_COLOUR, STORAGE_COLOUR, band_depth, clip, esc, group_key, number, runs, stored, svg_open
 
 __all__ = ["layer_chart", "top_layers_chart", "aggregate", "module_key", "heatmap", "steps_chart",
            "score_accuracy_chart", "module_summary", "ordinal"]
@@ -36,7 +36,7 @@ def ordinal(n: int) -> str:
 def layer_chart(rows: Sequence[Mapping[str, Any]], table_id: str = "t") -> str:
     """MicroNet ops (up, blue) and storage (down, amber) of every non-free
     layer in network order, over bands naming the modules they belong to."""
-    items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free" or r["storage"] > 0]
+    items = [(i, r) for i, r in enumerate(rows) if r["status"] != "free" or stored(r)]
     if not items:
         return '<p class="empty">No counted layers.</p>'
     width, left, right, top = 1160.0, 112.0, 12.0, 22.0

@@ -30,7 +30,7 @@ from .page import document
 from .sections import render_sections
 from .search import search_section
 from .sensitivity import sensitivity_section
-from .svg import FAMILIES, OPS_COLOUR, STORAGE_COLOUR, esc, family
+from .svg import FAMILIES, OPS_COLOUR, STORAGE_COLOUR, esc, family, stored
 
 __all__ = ["render_audit_html", "render_pipeline_html", "write_audit_html", "write_pipeline_html"]
 
@@ -116,10 +116,10 @@ def _score_card(result, accuracy: float | None = None) -> str:
     sentence, ranking = _ranking(track, score.total)
     freebie = ("applied: 32-bit parameters and multiplies counted at 16 bits" if score.freebie
                else "not applied")
-    stored = sum(1 for r in rows if r["status"] == "free" and r["storage"] > 0)
-    nodes = f"{plural(len(rows), 'node')}: {statuses['counted']:,} counted, {statuses['free'] - stored:,} free"
-    if stored:
-        nodes += f", {stored:,} stored outside a layer"
+    outside = sum(map(stored, rows))
+    nodes = f"{plural(len(rows), 'node')}: {statuses['counted']:,} counted, {statuses['free'] - outside:,} free"
+    if outside:
+        nodes += f", {outside:,} stored outside a layer"
     if statuses["uncounted"]:
         nodes += f', <b class="bad-text">{statuses["uncounted"]} uncounted</b>'
     facts = [
@@ -434,10 +434,11 @@ def _score_change(before, after) -> str:
             f'</div></div>')
 
 
-def _step_notes(step) -> str:
-    """What the step reported through ``context.note``, as a small table."""
+def _step_notes(step, hide: frozenset[str] = frozenset()) -> str:
+    """What the step reported through ``context.note`` (but the notes in
+    ``hide``, shown elsewhere), as a small table."""
     notes = getattr(step, "notes", None) or {}
-    shown = [(k, v) for k, v in notes.items() if k not in _SENSITIVITY_KEYS or not sensitivity_section(notes)]
+    shown = [(k, v) for k, v in notes.items() if k not in hide]
     if not shown:
         return ""
     return f'<h3 class="gap">Notes</h3>{_kv_table(shown, "step-notes", "note")}'
@@ -457,11 +458,13 @@ def _seconds(value: float) -> str:
 
 def _step_section(step, before) -> str:
     where = f' <span class="round">round {step.round} of step {step.repeat}</span>' if step.round else ""
+    sensitivity = sensitivity_section(step.notes)
     head = (f'<h2><span class="stepno">{step.index}</span>{esc(step.name)}{where}'
             f'<span class="plugin-name">plugin {esc(step.plugin)}</span>'
             f'<span class="secs">{_seconds(step.seconds)}</span></h2>'
-            f'<h3 class="gap">Options</h3>{_options(step.options)}{_step_notes(step)}'
-            f'{sensitivity_section(step.notes)}{search_section(step, before)}')
+            f'<h3 class="gap">Options</h3>{_options(step.options)}'
+            f'{_step_notes(step, _SENSITIVITY_KEYS if sensitivity else frozenset())}'
+            f'{sensitivity}{search_section(step, before)}')
     if step.result is None:
         return (f'<section class="card step failed" id="step-{step.index}">{head}<div class="error">'
                 f'<b>This step failed</b>; the model before it is kept and the steps after it did not run.'
@@ -477,7 +480,7 @@ def _top1_cell(result) -> str:
     if result.accuracy is None:
         return '<span class="muted">—</span>'
     verdict = "good" if result.meets_bar else "bad"
-    return f'<span class="pill {verdict}">{result.accuracy:.2f}%</span>'
+    return f'<span class="pill {verdict}">{_quality_figure(result.track, result.accuracy)}</span>'
 
 
 def _pipeline_card(history) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from .csv_report import COLUMNS as CSV_COLUMNS, _cell
 from .format import percent, plural, shape, si
 from .page import json_script
-from .svg import FAMILY_COLOUR, esc, family
+from .svg import FAMILY_COLOUR, esc, family, stored
 
 __all__ = ["layer_table", "COLUMNS"]
 
@@ -57,12 +57,6 @@ _TAIL_CHARS = 12
 def bookkeeping(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` is a free bookkeeping node (no params, no cost)."""
     return row["status"] == "free" and row["op"] in BOOKKEEPING and not row["params"] and not row["storage"]
-
-
-def stored(row: Mapping[str, Any]) -> bool:
-    """A parameter used outside a layer (class token, position embedding):
-    free of ops but charged as storage."""
-    return row["status"] == "free" and row["storage"] > 0
 
 
 def middle(text: str) -> str:

@@ -6,7 +6,7 @@ that the table, the charts and the graph agree on names and colours.
 from __future__ import annotations
 
 import html
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .format import si
 
@@ -36,6 +36,12 @@ _ELEMENTWISE = ("add", "sub", "mul", "div", "pow", "sqrt", "exp", "log", "neg", 
 def esc(value: Any) -> str:
     """Text from a model or plugin, safe inside HTML/SVG text and attributes."""
     return html.escape(str(value), quote=True)
+
+
+def stored(row: Mapping[str, Any]) -> bool:
+    """A parameter used outside a layer (class token, position embedding):
+    free of ops but charged as storage."""
+    return row["status"] == "free" and row["storage"] > 0
 
 
 def family(op: str) -> str:
