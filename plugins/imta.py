@@ -457,12 +457,8 @@ def _prepare_lab4(records: Sequence[LayerRecord]):
 def _act_bits(records, options: ScoreOptions) -> list[int]:
     """Each record's activation bits: ``layer_act_bits`` where given, else the
     uniform ``act_bits``, else as measured (qa is the widest of the active ones)."""
-    given = options.layer_act_bits
-    if given is not None and len(given) != len(records):
-        raise UsageError(f"ScoreOptions.layer_act_bits has {len(given)} entries, expected one per record "
-                         f"({len(records)})")
-    uniform = [options.act_bits or r.input_bits for r in records]
-    return uniform if given is None else [u if g is None else g for u, g in zip(uniform, given)]
+    given = _overrides(options.layer_act_bits, len(records), "layer_act_bits")
+    return [(options.act_bits or r.input_bits) if g is None else g for r, g in zip(records, given)]
 
 
 def _evaluate_lab4(records, track: Track, options: ScoreOptions, per_layer: bool) -> Scoring:
