@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from ..errors import MicronetError, UsageError
 
 __all__ = ["World", "Failure", "PeerFailure", "RanksOutOfStep", "launched", "process_group", "current",
-           "is_main", "barrier", "on_main", "agreed", "reported", "together", "all_or_none", "first_failure",
+           "is_main", "on_main", "agreed", "reported", "together", "all_or_none", "first_failure",
            "sum_across", "broadcast_state", "share_random_state", "RankBatches", "shard_loaders", "AGREED",
            "REPORTED"]
 
@@ -201,14 +201,6 @@ def is_main() -> bool:
     """Whether this process is rank 0 (also when there is no group)."""
     world = current()
     return world is None or world.main
-
-
-def barrier() -> None:
-    """Wait until every rank gets here (nothing without a group)."""
-    if current() is not None:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def on_main(work: Callable[[], T]) -> T:
