@@ -42,7 +42,7 @@ def walk_exported(cap: Capture, registry: CounterRegistry, settings: WalkSetting
     modules = dict(model.named_modules())
     first_of = {n: nodes[0].name for nodes in groups.values() for n in nodes}
     priced = _priced_by_whole_ops(cap.graph, registry)
-    bounds = SizeBounds(cap.graph)
+    bounds = SizeBounds(cap.graph, registry)
     builder = RecordBuilder(settings, count_nonzero_all(model.parameters()))  # all weights read up front
     for path, nodes in groups.items():
         edges = tuple(dict.fromkeys(first_of[a] for n in nodes for a in n.all_input_nodes
@@ -84,23 +84,43 @@ class SizeBounds:
     made it, else torch's own value range when finite. Sizes are monotone in
     their symbols (``Min(k, u0)``, products, sums), so substituting bounds
     gives a bound. A size with no finite bound raises :class:`_Unbounded`:
-    the layer is then uncounted, with that reason."""
+    the layer is then uncounted, with that reason.
 
-    def __init__(self, graph: fx.Graph):
+    Where a symbol comes from an op with a shape rule (``nms``: all its
+    ``n`` boxes kept), the rule's size, on the op's bounded inputs, is its
+    bound: any op a plugin gives a shape rule is bounded alike."""
+
+    def __init__(self, graph: fx.Graph, registry: CounterRegistry):
         self.known: dict[Any, int] = {}
         self.shape_env = None
-        nms = _nms_op()
         for n in graph.nodes:
             val = n.meta.get("val")
             if self.shape_env is None and isinstance(val, torch.Tensor):
                 mode = getattr(val, "fake_mode", None)
                 self.shape_env = getattr(mode, "shape_env", None)
-            if nms is not None and n.target is nms and isinstance(val, torch.Tensor) and n.args:
-                size, boxes = val.shape[0], n.args[0].meta.get("val") if isinstance(n.args[0], fx.Node) else None
-                if isinstance(size, torch.SymInt) and isinstance(boxes, torch.Tensor):
-                    bound = boxes.shape[0]
-                    if isinstance(bound, int):
-                        self.known[size.node.expr] = bound
+            if n.op == "call_function" and isinstance(val, torch.Tensor) and self._new_symbols(val):
+                self._learn(n, val, registry)
+
+    def _new_symbols(self, val: torch.Tensor) -> bool:
+        return any(isinstance(d, torch.SymInt) and d.node.expr.is_Symbol and d.node.expr not in self.known
+                   for d in val.shape)
+
+    def _learn(self, n: fx.Node, val: torch.Tensor, registry: CounterRegistry) -> None:
+        """The bounds of the symbols ``n`` makes, from its target's shape rule."""
+        rule = registry.shape(n.target)
+        if rule is None or rule.fn is None:
+            return
+        try:
+            args = self.bound(tuple(a.meta.get("val") if isinstance(a, fx.Node) else a for a in n.args))
+            kwargs = self.bound({k: a.meta.get("val") if isinstance(a, fx.Node) else a for k, a in n.kwargs.items()})
+            out = rule.fn(OpCall("aten", n.target, args, kwargs))
+        except Exception:  # unbounded inputs, or a rule that cannot say: the symbols stay unknown
+            return
+        if not isinstance(out, TensorInfo) or len(out.shape) != len(val.shape):
+            return
+        for size, bound in zip(val.shape, out.shape):
+            if isinstance(size, torch.SymInt) and size.node.expr.is_Symbol and isinstance(bound, int):
+                self.known.setdefault(size.node.expr, bound)
 
     def size(self, value: Any) -> Any:
         """An int for a SymInt (its bound); anything else as it is."""
@@ -121,7 +141,7 @@ class SizeBounds:
             if getattr(upper, "is_number", False) and upper.is_finite:
                 return int(upper)
         raise _Unbounded(f"a data-dependent size ({expr}) has no upper bound: give the op that makes it "
-                         "a shape rule with one (as nms has), or check its size (torch._check)")
+                         "a shape rule (as nms has one), or check its size (torch._check)")
 
     def bound(self, value: Any) -> Any:
         """``value`` with its tensors as TensorInfo at bounded sizes."""
@@ -136,15 +156,6 @@ class SizeBounds:
         if isinstance(value, dict):
             return {k: self.bound(v) for k, v in value.items()}
         return value
-
-
-def _nms_op() -> Any:
-    """``torch.ops.torchvision.nms.default`` when torchvision is loaded (never imported here)."""
-    import sys
-
-    if "torchvision" not in sys.modules:
-        return None
-    return torch.ops.torchvision.nms.default
 
 
 def _module_outcome(registry: CounterRegistry, module: nn.Module | None, nodes: list[fx.Node],
