@@ -306,11 +306,16 @@ class BoxDetections(nn.Module):
             s = scores[i][:, 1:].reshape(-1)
             s > self.score_thresh
             small_box_test(b, 1e-2)
-            keep = batched_nms_bound(b, s, labels, self.nms_thresh)[:self.detections]
-            out_boxes.append(b[keep])
-            out_scores.append(s[keep])
-            out_labels.append(labels[keep])
+            keep_best(b, s, labels, self.nms_thresh, self.detections, (out_boxes, out_scores, out_labels))
         return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
+
+
+def keep_best(boxes, scores, labels, iou: float, limit: int, outs: tuple[list, list, list]) -> None:
+    """The ``limit`` best boxes after NMS (its bound: none suppressed), with
+    their scores and labels, appended to ``outs``."""
+    keep = batched_nms_bound(boxes, scores, labels, iou)[:limit]
+    for out, values in zip(outs, (boxes, scores, labels)):
+        out.append(values[keep])
 
 
 class RCNNGraph(nn.Module):
@@ -452,7 +457,8 @@ class DenseDetections(nn.Module):
                 boxes.append(clip_boxes(b, self.plan.resized_sizes[i]))
                 scores.append(s)
                 offset += count
-            self._keep(torch.cat(boxes), torch.cat(scores), torch.cat(labels), out_boxes, out_scores, out_labels)
+            keep_best(torch.cat(boxes), torch.cat(scores), torch.cat(labels), self.nms_thresh, self.detections,
+                      (out_boxes, out_scores, out_labels))
         return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
 
     def _ssd(self, outputs: dict[str, torch.Tensor], anchors: torch.Tensor):
@@ -470,15 +476,10 @@ class DenseDetections(nn.Module):
                 kept_boxes.append(boxes[idx])
                 kept_scores.append(s)
                 kept_labels.append(torch.full((min(self.topk, count),), label, dtype=torch.int64))
-            self._keep(torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels),
-                       out_boxes, out_scores, out_labels)
+            keep_best(torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels), self.nms_thresh,
+                      self.detections, (out_boxes, out_scores, out_labels))
         return torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
 
-    def _keep(self, boxes, scores, labels, out_boxes, out_scores, out_labels) -> None:
-        keep = batched_nms_bound(boxes, scores, labels, self.nms_thresh)[:self.detections]
-        out_boxes.append(boxes[keep])
-        out_scores.append(scores[keep])
-        out_labels.append(labels[keep])
 
 
 class DenseGraph(nn.Module):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .values import meta_state
 
 __all__ = ["DetectorPlan", "detection_module", "detector_plan", "image_shapes", "is_detector"]
 
@@ -76,11 +77,6 @@ class DetectorPlan:
 
 # ------------------------------------------------------------------ plan
 
-def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: torch.empty_like(v, device="meta")
-            for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
-
-
 def image_shapes(images: Any) -> tuple[tuple[tuple[int, int], ...], bool]:
     """The (H, W) of each image of a detector's input, and whether it is a
     list: ``images`` is a batch shape ``(N, 3, H, W)`` or a sequence of image
@@ -114,7 +110,7 @@ def detector_plan(model: nn.Module, images: Any) -> DetectorPlan:
         meta = [torch.empty(3, h, w, device="meta") for h, w in sizes]
         image_list, _ = copy.deepcopy(model.transform)(meta)
         x = image_list.tensors
-        features = torch.func.functional_call(model.backbone, _meta_state(model.backbone), (x,))
+        features = torch.func.functional_call(model.backbone, meta_state(model.backbone), (x,))
     if isinstance(features, torch.Tensor):
         features = {"0": features}
     feature_sizes = tuple(tuple(f.shape[-2:]) for f in features.values())

@@ -209,8 +209,12 @@ def weight_of(module: nn.Module | None, names: Mapping[type, str] | None = None)
     one ``names`` declares for its class (or a base), else its ``weight``."""
     if module is None:
         return None
-    name = next((names[c] for c in type(module).__mro__ if c in names), "weight") if names else "weight"
-    return weight_named(module, name)
+    return weight_named(module, weight_name(type(module), names))
+
+
+def weight_name(cls: type, names: Mapping[type, str] | None) -> str:
+    """The weight's name ``names`` declares for module class ``cls`` (or a base), else ``weight``."""
+    return next((names[c] for c in cls.__mro__ if c in names), "weight") if names else "weight"
 
 
 def weight_named(module: nn.Module, name: str) -> torch.Tensor | None:

@@ -61,6 +61,13 @@ _PLAIN_SEQUENCES = frozenset({tuple, list, immutable_list})
 _PLAIN_DICTS = frozenset({dict, immutable_dict})
 
 
+def meta_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Empty meta copies of a module's parameters and buffers, by name (for
+    ``torch.func.functional_call`` without touching its weights)."""
+    return {k: torch.empty_like(v, device="meta")
+            for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
+
+
 def _leaves(value: Any) -> Iterable[Any]:
     """The leaves of ``value``: plain containers by a loop, others by pytree."""
     if not _nested(value):

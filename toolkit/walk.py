@@ -32,11 +32,11 @@ from .capture import Capture
 from .errors import CounterError, TraceError, UsageError
 from .metaexec import execute
 from .recordbuilder import (Outcome, RecordBuilder, Site, WalkSettings, module_classes, parameters_of,
-                            run_counter, weight_named)
+                            run_counter, weight_name, weight_named)
 from .records import UNCOUNTED, LayerRecord, TensorInfo
 from .registry import CounterRegistry, Entry, Method, OpCall, default_op, target_name
 from .sparsity import count_nonzero_all
-from .values import has_tensor, to_info, to_meta
+from .values import has_tensor, meta_state, to_info, to_meta
 from .walk_export import walk_exported
 
 __all__ = ["Walker", "WalkSettings", "walk", "walk_exported", "AtenCounter", "merge_counts", "to_info",
@@ -202,9 +202,7 @@ class Walker(fx.Interpreter):
         """Empty meta copies of a module's parameters and buffers, made once."""
         state = self._meta_state.get(id(module))
         if state is None:
-            state = {k: torch.empty_like(v, device="meta")
-                     for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
-            self._meta_state[id(module)] = state
+            state = self._meta_state[id(module)] = meta_state(module)
         return state
 
     # ------------------------------------------------------- recording
@@ -266,7 +264,7 @@ class Walker(fx.Interpreter):
         name = self._weights.get(cls)
         if name is None:
             names = self.settings.weight_names
-            name = self._weights[cls] = next((names[c] for c in cls.__mro__ if c in names), "weight")
+            name = self._weights[cls] = weight_name(cls, names)
         return weight_named(module, name)
 
     def _keep(self, n: fx.Node, site: Site, outcome: Outcome, **facts: Any) -> None:
