@@ -15,7 +15,7 @@ import traceback
 import warnings
 from typing import Sequence
 
-from .cli_common import audit_inputs, registries_of
+from .cli_common import add_model_options, audit_inputs, registries_of
 from .cli_diff import add_budget_options, add_diff_command, check_budget_options, finish_audit
 from .errors import MicronetError
 from .manager import Registries, hookimpl
@@ -37,33 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score a model per layer (MicroNet ops and storage).")
     audit.add_argument("spec", help="model spec: resnet18, torchvision:mobilenet_v2?width_mult=1.4, "
                        "micronet:wrn_28_10, pkg.module:factory, file.py:factory, or a saved file")
-    audit.add_argument("--input", metavar="[NAME=]SHAPE[:DTYPE]", action="append",
-                       help="input shape, e.g. 1x3x32x32 (default: the model's own, else the track's "
-                       "image size at batch 1); repeat for a forward taking several inputs, in order "
-                       "or by parameter name, with a dtype: --input 1x128:int64 --input attention_mask=1x128")
-    audit.add_argument("--inputs", metavar="FILE.py:FUNCTION",
-                       help="a function returning the inputs (shapes, tensors, (shape, dtype) pairs or a "
-                       "dict of them), for what --input cannot say; runs that code, so needs --trust")
-    audit.add_argument("--input-dtype", metavar="DTYPE",
-                       help="dtype of the input: float32, float16, bfloat16, int64 (token ids), ... "
-                       "(default: int64 for a model starting with an embedding, else its parameters')")
+    add_model_options(audit)
     audit.add_argument("--per-token", type=positive_int, metavar="T",
                        help="language models: audit a prefill of T tokens (shown per token, /T) and one decode "
                        "step after T tokens (a key/value cache of T, or a recurrent state); the decode step is "
                        "scored (ops per token, online: the wikitext103 rule)")
-    audit.add_argument("--track", default="cifar100", help="challenge track (default: cifar100)")
-    audit.add_argument("--rulebook", default="micronet-2019", help="counting rules (default: micronet-2019)")
     audit.add_argument("--weights", metavar="FILE", help="state dict to load into the model")
-    audit.add_argument("--trust", action="store_true",
-                       help="allow loading pickled whole modules (runs code from the file)")
-    audit.add_argument("--bits", action="append", default=[], metavar="PATTERN=N",
-                       help="weight bits for layers matching a glob, e.g. 'features.*=8' (repeatable)")
-    audit.add_argument("--act-bits", action="append", default=[], metavar="PATTERN=N",
-                       help="activation bits for layers matching a glob, e.g. '*=8' (repeatable)")
-    audit.add_argument("--accumulator-bits", type=int, default=32, metavar="N",
-                       help="width of dot-product accumulators (default 32)")
-    audit.add_argument("--no-freebie", dest="freebie", action="store_false",
-                       help="do not count unquantized params and mults at 16 bits")
     audit.add_argument("--strict", action="store_true", help="fail on any node without a counter")
     audit.add_argument("--data", metavar="DATASET",
                        help="measure top-1 on the test split: digits (scikit-learn's, offline), "

@@ -9,6 +9,33 @@ if TYPE_CHECKING:
     from .manager import Registries
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options saying how a model is audited (inputs, track, rulebook,
+    trust, bit widths, freebie), the same for ``audit`` and ``diff``."""
+    parser.add_argument("--input", metavar="[NAME=]SHAPE[:DTYPE]", action="append",
+                        help="input shape, e.g. 1x3x32x32 (default: the model's own, else the track's "
+                        "image size at batch 1); repeat for a forward taking several inputs, in order "
+                        "or by parameter name, with a dtype: --input 1x128:int64 --input attention_mask=1x128")
+    parser.add_argument("--inputs", metavar="FILE.py:FUNCTION",
+                        help="a function returning the inputs (shapes, tensors, (shape, dtype) pairs or a "
+                        "dict of them), for what --input cannot say; runs that code, so needs --trust")
+    parser.add_argument("--input-dtype", metavar="DTYPE",
+                        help="dtype of the input: float32, float16, bfloat16, int64 (token ids), ... "
+                        "(default: int64 for a model starting with an embedding, else its parameters')")
+    parser.add_argument("--track", default="cifar100", help="challenge track (default: cifar100)")
+    parser.add_argument("--rulebook", default="micronet-2019", help="counting rules (default: micronet-2019)")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow what runs code: pickled whole modules, module or file.py specs, --inputs")
+    parser.add_argument("--bits", action="append", default=[], metavar="PATTERN=N",
+                        help="weight bits for layers matching a glob, e.g. 'features.*=8' (repeatable)")
+    parser.add_argument("--act-bits", action="append", default=[], metavar="PATTERN=N",
+                        help="activation bits for layers matching a glob, e.g. '*=8' (repeatable)")
+    parser.add_argument("--accumulator-bits", type=int, default=32, metavar="N",
+                        help="width of dot-product accumulators (default 32)")
+    parser.add_argument("--no-freebie", dest="freebie", action="store_false",
+                        help="do not count unquantized params and mults at 16 bits")
+
+
 def audit_inputs(args: argparse.Namespace):
     """``(input_shape, inputs)`` for ``audit()`` from ``--input`` / ``--inputs``:
     one plain ``--input SHAPE`` stays an input shape, as it always was."""

@@ -55,6 +55,8 @@ def finish_audit(result, args: argparse.Namespace, bounds: dict[str, float]) -> 
 
 def add_diff_command(commands) -> None:
     """The ``diff`` subcommand."""
+    from .cli_common import add_model_options
+
     diff = commands.add_parser(
         "diff", help="compare two audits: totals, score and the layers that changed",
         description="Compare two audits. A and B are audit JSON files (micronet audit --json), "
@@ -62,24 +64,14 @@ def add_diff_command(commands) -> None:
                     "#final; the bare file is its final entry) or model specs, audited with the options below.")
     diff.add_argument("before", metavar="A", help="the audit before: FILE.json, history.json#ENTRY or a model spec")
     diff.add_argument("after", metavar="B", help="the audit after, as A")
-    diff.add_argument("--input", metavar="[NAME=]SHAPE[:DTYPE]", action="append",
-                      help="input shape for specs, as for audit (repeatable)")
-    diff.add_argument("--input-dtype", metavar="DTYPE", help="dtype of the input for specs, as for audit")
-    diff.add_argument("--track", default="cifar100", help="challenge track for specs (default: cifar100)")
-    diff.add_argument("--rulebook", default="micronet-2019", help="counting rules for specs (default: micronet-2019)")
-    diff.add_argument("--trust", action="store_true", help="allow specs that run code (as for audit)")
-    diff.add_argument("--bits", action="append", default=[], metavar="PATTERN=N", help="weight bits, as for audit")
-    diff.add_argument("--act-bits", action="append", default=[], metavar="PATTERN=N",
-                      help="activation bits, as for audit")
-    diff.add_argument("--accumulator-bits", type=int, default=32, metavar="N", help="as for audit (default 32)")
-    diff.add_argument("--no-freebie", dest="freebie", action="store_false", help="as for audit")
+    add_model_options(diff)  # for A or B given as model specs
     diff.add_argument("--json", metavar="FILE", help="write the diff as JSON")
     diff.add_argument("--html", metavar="FILE", help="write the diff as a self-contained HTML page")
     diff.add_argument("--top", type=positive_int, metavar="N", help="print only the N largest changes")
     diff.add_argument("--fail-above-delta", metavar="X",
                       help="exit 1 when the score grew by more than X (score units, e.g. 0.001) or X%% "
                            "of the score before (e.g. 2%%)")
-    diff.set_defaults(run=run_diff, inputs=None)
+    diff.set_defaults(run=run_diff)
 
 
 def run_diff(args: argparse.Namespace) -> int:
