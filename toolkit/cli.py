@@ -98,20 +98,17 @@ def run_audit(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UncountedWarning)  # the table lists them itself
         input_shape, inputs = audit_inputs(args)
         per_token = None
+        options = dict(weights=args.weights, trust=args.trust, registries=registries, bits=args.bits,
+                       act_bits=args.act_bits, accumulator_bits=args.accumulator_bits, freebie=args.freebie,
+                       strict=args.strict, data=args.data, input_shape=input_shape, inputs=inputs,
+                       input_dtype=args.input_dtype)
         if args.per_token:  # the inputs are T token ids, then one: --input/--inputs/--data are refused there
             from .per_token import audit_per_token
 
-            per_token = audit_per_token(args.spec, args.per_token, args.track, args.rulebook, weights=args.weights,
-                                        trust=args.trust, registries=registries, bits=args.bits,
-                                        act_bits=args.act_bits, accumulator_bits=args.accumulator_bits,
-                                        freebie=args.freebie, strict=args.strict, data=args.data,
-                                        input_shape=input_shape, inputs=inputs, input_dtype=args.input_dtype)
+            per_token = audit_per_token(args.spec, args.per_token, args.track, args.rulebook, **options)
             result = per_token.result
         else:
-            result = audit(args.spec, input_shape, args.track, args.rulebook, weights=args.weights,
-                           trust=args.trust, bits=args.bits, act_bits=args.act_bits,
-                           accumulator_bits=args.accumulator_bits, freebie=args.freebie, strict=args.strict,
-                           data=args.data, input_dtype=args.input_dtype, registries=registries, inputs=inputs)
+            result = audit(args.spec, track=args.track, rulebook=args.rulebook, **options)
     grid = result.what_if(levels) if levels else None
     sections = registries.report_sections
     if per_token is not None:  # both per-token figures: in the table, the JSON's sections and the HTML page
