@@ -43,6 +43,7 @@ class _Audited:
     failed: bool = False
     grew: bool = False
     baseline: str = ""
+    written: Any = None  # the result last written (--micronet-save / --micronet-html)
 
 
 @dataclass
@@ -138,7 +139,9 @@ class _Auditor:
         entry = session.audited.setdefault(label, _Audited(label, result))
         entry.result = result
         failure = self._compare(label, result)  # before saving: save and compare may share a folder
-        self._write(label, result)
+        if entry.written is not result:  # a cache hit under the same label is written once
+            self._write(label, result)
+            entry.written = result
         if failure:
             pytest.fail(failure, pytrace=False)
         if budget:
