@@ -116,6 +116,11 @@ def front(points: Sequence[Point]) -> set[str]:
             if not any(q is not p and q.score <= p.score and q.top1 > p.top1 for q in done)}
 
 
+def describe(point) -> str:
+    """A run's score and top-1, or why it failed."""
+    return point.failed or f"score {point.score:.4f}, top-1 {point.top1:.2f}%"
+
+
 def best_at_bar(points: Sequence[Point]) -> Point | None:
     """The lowest-scoring point that meets the quality bar."""
     return min((p for p in points if p.meets_bar), key=lambda p: p.score, default=None)
@@ -252,16 +257,15 @@ def main(argv=None) -> int:
     for b in bits:
         for s in sparsity:
             point = run_search(trained, f"{b}b, sparsity {s:g}", 1e9, [b], [s], epochs, args.lr)
-            say(f"  uniform {point.label}: score {point.score:.4f}, top-1 {point.top1:.2f}% ({point.seconds:.1f} s)")
+            say(f"  uniform {point.label}: {describe(point)} ({point.seconds:.1f} s)")
             uniform.append(point)
     anchor = best_at_bar(uniform)
-    reference = anchor.score if anchor is not None else min(p.score for p in uniform)
+    reference = anchor.score if anchor is not None else min(p.score for p in uniform if not p.failed)
     searched = []
     for fraction in sorted(set(fractions), reverse=True):
         target = round(fraction * reference, 6)
         point = run_search(trained, f"target {target:.4g} ({fraction:g}x)", target, bits, sparsity, epochs, args.lr)
-        shown = point.failed or f"score {point.score:.4f}, top-1 {point.top1:.2f}%"
-        say(f"  search {point.label}: {shown} ({point.seconds:.1f} s)")
+        say(f"  search {point.label}: {describe(point)} ({point.seconds:.1f} s)")
         searched.append(point)
     say()
     for line in table("uniform (every layer at one setting)", uniform, bar):
