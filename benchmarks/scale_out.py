@@ -63,6 +63,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from audit_speed import cpu_idle  # benchmarks/ is the script's folder: on sys.path
 from micronet.plugins.sensitivity import perturbed
 from micronet.resolve import resolve_model
 from micronet.sweep import LayerSetting, WeightSweep, evaluate_setting, run_tasks
@@ -105,15 +106,8 @@ def sweep(args: argparse.Namespace) -> tuple[WeightSweep, list[LayerSetting]]:
 
 
 def idle_cores(seconds: float = 1.0) -> float:
-    """How many cores were idle over the next ``seconds`` (from /proc/stat)."""
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
-        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return (os.cpu_count() or 1) * (idle1 - idle0) / max(total1 - total0, 1)
+    """How many cores were idle over the next ``seconds`` (audit_speed's /proc/stat reading)."""
+    return (os.cpu_count() or 1) * (cpu_idle(seconds) or 0.0)
 
 
 def wait_for_idle(wait_idle: float) -> float:
