@@ -160,7 +160,7 @@ def module_summary(rows: Sequence[Mapping[str, Any]], dominant: float = 0.9) -> 
     a model that is one big module (``features``, ``encoder``)."""
     key = module_key(rows)
     depth_of: dict[str, int] = {}
-    names = lambda row: key(row) if not depth_of else _deeper(row["name"], depth_of, key(row))  # noqa: E731
+    names = lambda row: _deeper(row["name"], depth_of, key(row))  # noqa: E731 (no split yet: key(row))
     for _ in range(8):
         groups = aggregate(rows, names)
         top = max(groups, key=lambda g: g["share"], default=None)

@@ -110,10 +110,11 @@ def _name_cell(name: str, path: str, depth: int, tip: str) -> str:
             f'<span class="leaf">{middle(rest)}</span></td>')
 
 
-def _status_cell(status: str, reason: str | None, row: Mapping[str, Any] | None = None) -> str:
+def _status_cell(row: Mapping[str, Any]) -> str:
+    status, reason = row["status"], row["reason"]
     if status == "counted":
         return '<td class="st"></td>'
-    if row is not None and stored(row):
+    if stored(row):
         why = "a parameter used outside a layer: no ops, its storage is charged"
         return f'<td class="st"><span class="badge stored" title="{why}">storage</span></td>'
     badge = f'<span class="badge {esc(status)}" title="{esc(reason or status)}">{esc(status)}</span>'
@@ -130,7 +131,7 @@ def _row(i: int, row: Mapping[str, Any], depth: int, columns, top_share: float, 
     cells = [f'<td class="num idx">{i}</td>', _name_cell(row["name"], row["module_path"], depth, tip),
              f'<td class="op" title="{esc(row["op"])}"><i class="dot" '
              f'style="background:{FAMILY_COLOUR[family(row["op"])]}"></i>{esc(row["op"])}</td>',
-             _status_cell(status, row["reason"], row),
+             _status_cell(row),
              f'<td class="shape">{esc(shape(row["output_shapes"][:1]))}</td>']
     weighted = row["params"] > 0
     for key, *_ in columns[5:]:
